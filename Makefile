@@ -1,0 +1,42 @@
+# Everything installs into a local virtual environment ($(VENV)); the exact torch / torchvision pair comes from
+# constraints/cpu.txt, everything else from the ranges in setup.cfg.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+CONSTRAINTS ?= constraints/cpu.txt
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install install-dev test test-fast lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
+
+# Runtime dependencies only.
+$(VENV)/.installed-runtime: $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) torch torchvision
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+	touch $@
+
+# Runtime plus the test / benchmark tools of the `dev` extra.
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed-runtime
+install-dev: $(VENV)/.installed-dev
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
