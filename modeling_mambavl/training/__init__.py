@@ -1,0 +1,1 @@
+"""Training utilities shared by the example scripts: checkpoints, fault injection."""
