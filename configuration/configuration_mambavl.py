@@ -21,9 +21,14 @@ QUESTION_POOLINGS = ("masked", "include_padding")
 VIDEO_TOKEN_ORDERS = ("auto", "thw", "hwt")
 QUESTION_TYPE_SETS = (("verb", "noun"), ("noun", "verb"), ("action",))
 
-# Token layout of transformers video backbones: (has CLS, order of the patch tokens).
-# TimeSformer emits [CLS] + patch-major / time-minor tokens; VideoMAE and ViViT are already (t, h, w) over tubelets.
-_KNOWN_VIDEO_LAYOUTS = {"timesformer": (True, "hwt"), "videomae": (False, "thw"), "vivit": (True, "thw")}
+# Token layout of transformers video backbones: (has CLS, order of the patch tokens, frames per temporal token).
+# TimeSformer emits [CLS] + patch-major / time-minor tokens, one per frame; VideoMAE and ViViT are already (t, h, w)
+# over tubelets.
+_KNOWN_VIDEO_LAYOUTS = {
+    "timesformer": (True, "hwt", lambda c: 1),
+    "videomae": (False, "thw", lambda c: c.tubelet_size),
+    "vivit": (True, "thw", lambda c: c.tubelet_size[0]),
+}
 
 
 def _ek100_vocabulary():
@@ -345,16 +350,17 @@ class MambaVLConfig(PreTrainedConfig):
     @property
     def video_layout(self) -> tuple[bool, str, int | None]:
         """(has CLS, order of the patch tokens "thw"/"hwt", temporal token positions) of the video tokens."""
-        has_cls, order = _KNOWN_VIDEO_LAYOUTS.get(getattr(self.vision_config, "model_type", None), (False, "thw"))
+        vision = self.vision_config
+        known = _KNOWN_VIDEO_LAYOUTS.get(getattr(vision, "model_type", None))
+        has_cls, order = known[:2] if known else (False, "thw")
         if self.video_has_cls is not None:
             has_cls = self.video_has_cls
         if self.video_token_order != "auto":
             order = self.video_token_order
-        vision = self.vision_config
         if vision is None:
             temporal = self.video_temporal_size or self.num_frames
         else:
-            tubelet = getattr(vision, "tubelet_size", 1)
+            tubelet = known[2](vision) if known else getattr(vision, "tubelet_size", 1)
             tubelet = tubelet[0] if isinstance(tubelet, (list, tuple)) else tubelet
             temporal = self.num_frames // tubelet
         return has_cls, order, temporal

@@ -329,8 +329,8 @@ class MambaVLModel(MambaVLPreTrainedModel):
             ids, mask = self._question_inputs(question_input_ids, question_attention_mask, batch, video.device)
             num, length = ids.shape[1], ids.shape[2]
             pooled = self.fusion.question_input == "pooled"
-            questions = self.questions(ids.reshape(-1, length), mask.reshape(-1, length), pooled=pooled)
-            questions = questions.reshape(batch, num, *questions.shape[1:])
+            questions, mask = self.questions(ids.reshape(-1, length), mask.reshape(-1, length), pooled=pooled)
+            questions, mask = questions.reshape(batch, num, *questions.shape[1:]), mask.reshape(batch, num, length)
             # The authors' pooling ignores the mask; kept only to run their checkpoints.
             question_mask = None if config.question_pooling == "include_padding" else mask
 

@@ -70,8 +70,18 @@ class MambaVLQuestionEncoder(nn.Module):
         pooler_output = getattr(outputs, "pooler_output", None)
         return pooler_output if pooler_output is not None else masked_mean(outputs.last_hidden_state, attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooled: bool = False) -> torch.Tensor:
-        """input_ids / attention_mask (n, L) -> (n, L, D) token states, or (n, D) with ``pooled``."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooled: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids / attention_mask (n, L) -> (n, L, D) token states (or (n, D) with ``pooled``) and their mask.
+
+        The whole text model reads its first position as the sequence summary (BERT / RoBERTa poolers), so for
+        ``"full"`` the real tokens are first moved to the front (the returned mask says where they are); the
+        embeddings alone handle any padding through position ids counted over real tokens.
+        """
+        if self.text_encoder == "full":
+            order = torch.argsort((attention_mask == 0).to(torch.int8), dim=-1, stable=True)
+            input_ids, attention_mask = input_ids.gather(-1, order), attention_mask.gather(-1, order)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             states = self._text_states(input_ids, attention_mask, pooled)
-        return self.mlp(self.dropout(states))
+        return self.mlp(self.dropout(states)), attention_mask
