@@ -99,13 +99,15 @@ def _load_frame_processor(source: str | os.PathLike) -> Any | None:
 def _frame_settings(processor: Any) -> dict[str, Any]:
     """``image_size``, ``image_mean``, ``image_std`` (and ``num_frames`` when known) from a video/image processor."""
     settings: dict[str, Any] = {}
-    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
-    size = size or getattr(processor, "size", None)
-    if size is not None:
-        size = size if isinstance(size, dict) else dict(size)
-        edge = size.get("height") or size.get("shortest_edge")
+    def field(size, key):  # a dict, or transformers' SizeDict
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    sizes = [getattr(processor, "crop_size", None)] if getattr(processor, "do_center_crop", False) else []
+    for size in sizes + [getattr(processor, "size", None)]:
+        edge = None if size is None else field(size, "height") or field(size, "shortest_edge")
         if isinstance(edge, int):
             settings["image_size"] = edge
+            break
     for key in ("image_mean", "image_std"):
         value = getattr(processor, key, None)
         if value is not None:

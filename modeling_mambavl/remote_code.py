@@ -125,13 +125,14 @@ def register_bundle_file(bundle_file: BundleFile) -> None:
 # Generation
 
 
-def _module_source(module: str) -> tuple[str, str]:
-    """(full module name, source text) of a package module."""
+def _module_source(module: str) -> tuple[str, str, bool]:
+    """(full module name, source text, whether it is a package ``__init__``) of a package module."""
     full = f"{PACKAGE}.{module}"
     spec = importlib.util.find_spec(full)
     if spec is None or spec.origin is None:
         raise BundleError(f"bundle: package module {full} not found")
-    return full, Path(spec.origin).read_text(encoding="utf-8")
+    origin = Path(spec.origin)
+    return full, origin.read_text(encoding="utf-8"), origin.name == "__init__.py"
 
 
 def _resolve_relative(module: str, level: int, target: str | None, is_package: bool) -> str:
@@ -180,8 +181,7 @@ class _Flattener:
         defined: dict[str, str] = {}
         future = set()
         for module in bundle_file.modules:
-            full, source = _module_source(module)
-            is_package = Path(importlib.util.find_spec(full).origin).name == "__init__.py"
+            full, source, is_package = _module_source(module)
             tree = ast.parse(source)
             parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
             lines = source.splitlines()
