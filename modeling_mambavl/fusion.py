@@ -238,7 +238,8 @@ class MambaVLTransformerFusion(nn.Module):
         self.type_video = nn.Parameter(torch.zeros(1, 1, dim))
         self.type_text = nn.Parameter(torch.zeros(1, 1, dim))
         self.embed_dropout = nn.Dropout(config.fuser_dropout)
-        rates = torch.linspace(0, config.fuser_drop_path, config.fuser_layers).tolist()
+        # Stochastic depth rising linearly to fuser_drop_path (plain Python: the model may be built on meta).
+        rates = [config.fuser_drop_path * i / max(config.fuser_layers - 1, 1) for i in range(config.fuser_layers)]
         self.blocks = nn.ModuleList(
             [
                 MambaVLFuserBlock(dim, config.fuser_heads, config.fuser_mlp_ratio, config.fuser_dropout, rate)
