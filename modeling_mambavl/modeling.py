@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoVideoProcessor, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -35,7 +35,7 @@ class MambaVLModelOutput(ModelOutput):
         verb_features / noun_features (`torch.FloatTensor` of shape `(batch, D)`, *optional*):
             `pooler_output` of the verb and the noun question (absent in `("action",)` mode).
         question_last_hidden_state (`torch.FloatTensor` of shape `(batch, Q, L, D)`, *optional*):
-            Fused question token states (SSM fusion).
+            Fused question token states (SSM fusion; with `text_encoder="full"` the real tokens come first).
         video_attention_mask (`torch.LongTensor` of shape `(batch, N)`, *optional*): the mask of `last_hidden_state`.
         hidden_states / question_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Video (and question) token states before the fusion and after each fusion layer.
@@ -88,6 +88,9 @@ def _s4d_real_A_log(intermediate_size: int, state_size: int, device) -> torch.Te
 
 def _load_frame_processor(source: str | os.PathLike) -> Any | None:
     """The backbone's video (or image) processor, if the folder / repository has one."""
+    # Imported here: the processor stack pulls in torchvision, which loading a model never needs.
+    from transformers import AutoImageProcessor, AutoVideoProcessor
+
     for auto_class in (AutoVideoProcessor, AutoImageProcessor):
         try:
             return auto_class.from_pretrained(source)
