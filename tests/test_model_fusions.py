@@ -89,7 +89,7 @@ def test_the_controls_ignore_the_questions():
             a = model(**video, question_input_ids=_questions(seed=1)[0]).logits
             b = model(**video).logits  # no questions needed
         torch.testing.assert_close(a, b)
-        assert model.mambavl.fusion.question_input is None or fusion_type == "none"
+        assert model.mambavl.questions is None  # no text model is even built
 
 
 def _left_pad(ids, mask, pad_id):
