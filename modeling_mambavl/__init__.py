@@ -1,3 +1,11 @@
 """MambaVL: egocentric action recognition and anticipation by questioning, fused by a shared-state Mamba block."""
 
 __version__ = "0.1.0.dev0"
+
+from .auto import register_auto_classes
+from .configuration import MambaVLConfig
+from .modeling import MambaVLForVideoClassification, MambaVLModel, MambaVLPreTrainedModel
+
+register_auto_classes()
+
+__all__ = ["MambaVLConfig", "MambaVLModel", "MambaVLForVideoClassification", "MambaVLPreTrainedModel"]

@@ -1,0 +1,152 @@
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+from huggingface_hub.errors import StrictDataclassFieldValidationError  # noqa: E402
+from transformers import AutoConfig, BertConfig, TimesformerConfig, VideoMAEConfig  # noqa: E402
+
+from modeling_mambavl import MambaVLConfig  # noqa: E402
+from modeling_mambavl.configuration import PRESETS  # noqa: E402
+from modeling_mambavl.ek100 import EK100Vocabulary  # noqa: E402
+
+
+def _reload(config: MambaVLConfig, tmp_path) -> MambaVLConfig:
+    config.save_pretrained(tmp_path)
+    return AutoConfig.from_pretrained(tmp_path)
+
+
+def test_defaults_are_the_paper_and_the_ek100_label_space():
+    config = MambaVLConfig()
+    vocab = EK100Vocabulary.default()
+    assert (config.hidden_size, config.state_size, config.expand, config.conv_kernel) == (768, 16, 2, 4)
+    assert config.dt_rank == 48 and config.intermediate_size == 1536
+    assert config.fusion_type == "ssm" and config.text_encoder == "embeddings"
+    assert config.question_types == ("verb", "noun") and config.label_smoothing == 0.1
+    assert len(config.verb_id2label) == 97 and len(config.noun_id2label) == 300
+    assert config.num_labels == 3806 and len(config.actions) == 3806
+    v, n = config.actions[1234]
+    assert config.id2label[1234] == vocab.action_name(1234) == f"{vocab.verb_name(v)} {vocab.noun_name(n)}"
+    assert config.label2id[config.id2label[1234]] == 1234
+    assert len(config.label2id) == 3806  # action display names are unique
+    # The default text side is RoBERTa-base shaped; only its embeddings run, so it has no layers.
+    assert config.text_config.model_type == "roberta" and config.text_config.vocab_size == 50265
+    assert config.text_config.num_hidden_layers == 0
+    assert MambaVLConfig(fusion_type="transformer").text_config.num_hidden_layers == 12
+
+
+def test_json_round_trip_keeps_int_keys_nested_configs_and_everything_else(tmp_path):
+    config = MambaVLConfig.from_preset("timesformer-base", fusion_type="transformer", fuser_layers=12,
+                                       fuser_heads=12, default_question_input_ids=[[0, 5, 2], [0, 7, 9, 2]])
+    reloaded = _reload(config, tmp_path)
+    assert type(reloaded) is MambaVLConfig
+    assert isinstance(reloaded.vision_config, TimesformerConfig) and reloaded.vision_config.num_frames == 8
+    assert reloaded.text_config.model_type == "roberta" and reloaded.text_config.num_hidden_layers == 12
+    assert all(isinstance(k, int) for k in reloaded.verb_id2label) and reloaded.noun_id2label[0] == "tap"
+    assert all(isinstance(k, int) for k in reloaded.id2label)
+    assert reloaded.question_types == ("verb", "noun") and reloaded.default_question_input_ids[1] == [0, 7, 9, 2]
+    strip = lambda d: {k: v for k, v in d.items() if k != "_name_or_path"}  # noqa: E731
+    assert strip(reloaded.to_dict()) == strip(config.to_dict())
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "mambavl" and saved["vision_config"]["model_type"] == "timesformer"
+
+
+@pytest.mark.parametrize("vision", [VideoMAEConfig(num_frames=4, hidden_size=32, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=64),
+                                    {"model_type": "timesformer", "num_frames": 4, "hidden_size": 32}])
+def test_any_transformers_vision_and_text_config_round_trips(vision, tmp_path):
+    text = BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    config = MambaVLConfig(vision_config=vision, text_config=text, hidden_size=32)
+    assert config.num_frames == 4 and config.vision_feature_dim == 32  # taken from the backbone
+    reloaded = _reload(config, tmp_path)
+    assert reloaded.vision_config.to_dict() == config.vision_config.to_dict()
+    assert isinstance(reloaded.text_config, BertConfig) and reloaded.text_config.vocab_size == 99
+
+
+def test_presets():
+    assert set(PRESETS) == {"tiny", "timesformer-base", "videomae-base", "videomae-large", "features-768",
+                            "features-1024"}
+    tiny = MambaVLConfig.from_preset("tiny")
+    assert tiny.num_frames <= 8 and tiny.image_size <= 112 and tiny.vision_config.image_size <= 112
+    assert tiny.vision_config.model_type in ("videomae", "timesformer")
+    assert tiny.text_config.vocab_size == 4096 and tiny.text_config.pad_token_id == 0
+    assert tiny.text_config.model_type == "bert"
+    for name, (model_type, width, frames, tokens) in {
+        "timesformer-base": ("timesformer", 768, 8, 1 + 8 * 14 * 14),
+        "videomae-base": ("videomae", 768, 16, 8 * 14 * 14),
+        "videomae-large": ("videomae", 1024, 16, 8 * 14 * 14),
+    }.items():
+        config = MambaVLConfig.from_preset(name)
+        assert config.vision_config.model_type == model_type and config.hidden_size == width
+        assert config.num_frames == config.vision_config.num_frames == frames
+        has_cls, _, temporal = config.video_layout
+        patches = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+        assert int(has_cls) + temporal * patches == tokens
+        assert config.text_config.vocab_size == 50265 and config.text_config.num_hidden_layers == 0
+    for name, width in (("features-768", 768), ("features-1024", 1024)):
+        config = MambaVLConfig.from_preset(name)
+        assert config.vision_config is None and config.vision_feature_dim == width == config.hidden_size
+        assert config.text_config.model_type == "roberta" and config.text_config.hidden_size == 768
+    # Baselines run the text model whole: the preset then gives it its layers.
+    assert MambaVLConfig.from_preset("features-768", fusion_type="mlp").text_config.num_hidden_layers == 12
+
+
+def test_preset_overrides_merge_nested_dicts():
+    config = MambaVLConfig.from_preset("tiny", hidden_size=32, vision_config={"num_hidden_layers": 0})
+    assert config.hidden_size == 32 and config.vision_config.num_hidden_layers == 0
+    assert config.vision_config.image_size == 64  # the rest of the preset's vision config is kept
+    with pytest.raises(ValueError, match="unknown preset 'huge'.*tiny"):
+        MambaVLConfig.from_preset("huge")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"fusion_type": "attention"}, "fusion_type"),
+        ({"question_pooling": "max"}, "question_pooling"),
+        ({"text_encoder": "pooled"}, "text_encoder"),
+        ({"video_token_order": "twh"}, "video_token_order"),
+        ({"question_types": ("verb",)}, "question_types"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"label_smoothing": 1.5}, "label_smoothing"),
+        ({"fusion_type": "transformer", "hidden_size": 30, "fuser_heads": 4}, "fuser_heads"),
+        ({"num_verb_classes": 10}, "actions"),
+        ({"actions": [[0, 1], [0, 1]]}, "actions"),
+        ({"actions": [[97, 0]]}, "actions"),
+        ({"verb_id2label": {0: "take"}}, "verb_id2label"),
+        ({"default_question_input_ids": [[1, 2]]}, "default_question_input_ids"),
+        ({"default_question_input_ids": [[1, 2], [3]], "default_question_attention_mask": [[1, 1], [1, 1]]},
+         "default_question_attention_mask"),
+        ({"vision_config": {"model_type": "videomae", "num_frames": 16}, "num_frames": 8}, "num_frames"),
+        ({"vision_config": {"model_type": "videomae", "hidden_size": 64}, "vision_feature_dim": 32},
+         "vision_feature_dim"),
+        ({"num_labels": 5}, "num_labels"),
+        ({"time_step_rank": "big"}, "time_step_rank"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"MambaVLConfig.{field}"):
+        MambaVLConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"hidden_size": "768"}, "hidden_size"),
+                                           ({"share_state_matrix": "yes"}, "share_state_matrix"),
+                                           ({"actions": "0:1"}, "actions")])
+def test_wrong_types_raise_the_strict_dataclass_error(kwargs, field):
+    with pytest.raises(StrictDataclassFieldValidationError, match=field):
+        MambaVLConfig(**kwargs)
+
+
+def test_single_question_mode_uses_num_labels(tmp_path):
+    config = MambaVLConfig(question_types=("action",), num_labels=106)
+    assert config.num_labels == 106 and config.actions is None
+    reloaded = _reload(config, tmp_path)
+    assert reloaded.num_labels == 106 and reloaded.question_types == ("action",)
+
+
+def test_custom_label_space():
+    config = MambaVLConfig(num_verb_classes=2, num_noun_classes=3, verb_id2label={"0": "cut", "1": "wash"},
+                           noun_id2label={0: "onion", 1: "pan", 2: "knife"}, actions=[[0, 0], [1, 1], [1, 2]])
+    assert config.verb_id2label == {0: "cut", 1: "wash"}
+    assert config.id2label == {0: "cut onion", 1: "wash pan", 2: "wash knife"} and config.num_labels == 3

@@ -1,0 +1,149 @@
+"""The flat code bundle: its generation, and trust_remote_code loading where the package is not installed."""
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers.dynamic_module_utils import get_imports, get_relative_imports  # noqa: E402
+
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code  # noqa: E402
+from modeling_mambavl.ops import selective_scan  # noqa: E402
+
+BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py"}
+TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
+
+
+def _tiny_model(fusion_type: str = "ssm") -> MambaVLForVideoClassification:
+    torch.manual_seed(0)
+    config = MambaVLConfig.from_preset(
+        "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=1, fuser_heads=2, text_config=TEXT,
+        vision_config={"num_hidden_layers": 1, "image_size": 32}, image_size=32,
+    )
+    return MambaVLForVideoClassification(config).eval()
+
+
+def test_bundle_is_self_contained(tmp_path):
+    files = remote_code.generate_code_bundle()
+    assert set(files) == BUNDLE and "modeling_mambavl.py" not in files  # never shadows the package
+    stems = {name[:-3] for name in files}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        compile(text, name, "exec")
+        # transformers' import check: only installed third-party packages outside try: (the package is not one).
+        assert set(get_imports(tmp_path / name)) <= {"torch", "transformers", "huggingface_hub", "typing", "os",
+                                                     "re", "math", "dataclasses", "__future__", "shutil"}, name
+        assert set(get_relative_imports(tmp_path / name)) <= stems, name
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module in stems, (name, ast.unparse(node))
+    assert "from modeling_mambavl.ops import selective_scan" in files["modeling_mamba_vl.py"]  # inside try:
+    assert "_BUNDLE_MANIFEST = " in files["configuration_mambavl.py"]
+
+
+def test_bundled_scan_is_the_reference_scan(tmp_path):
+    (tmp_path / "selective_scan_mambavl.py").write_text(remote_code.generate_code_bundle()["selective_scan_mambavl.py"])
+    spec = importlib.util.spec_from_file_location("bundled_scan", tmp_path / "selective_scan_mambavl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    g = torch.Generator().manual_seed(0)
+    u, delta, z = (torch.randn(2, 8, 11, generator=g) for _ in range(3))
+    A = -torch.rand(8, 4, generator=g)
+    B, C = torch.randn(2, 4, 11, generator=g), torch.randn(2, 4, 11, generator=g)
+    D, bias = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    kwargs = dict(D=D, z=z, delta_bias=bias, delta_softplus=True)
+    torch.testing.assert_close(module.selective_scan(u, delta, A, B, C, **kwargs, backend="cuda"),
+                               selective_scan(u, delta, A, B, C, **kwargs, backend="reference"))
+
+
+def test_config_save_writes_the_bundle_and_auto_map(tmp_path):
+    MambaVLConfig.from_preset("tiny").save_pretrained(tmp_path)
+    assert BUNDLE <= set(os.listdir(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_mambavl.MambaVLConfig",
+        "AutoModel": "modeling_mamba_vl.MambaVLModel",
+        "AutoModelForVideoClassification": "modeling_mamba_vl.MambaVLForVideoClassification",
+    }
+
+
+_ISOLATED_LOAD = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class _NotInstalled(importlib.abc.MetaPathFinder):
+        # Behave as if the mambavl package were not installed at all.
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+    sys.meta_path.insert(0, _NotInstalled())
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
+
+    folder = sys.argv[1]
+    data = torch.load(folder + "/expected.pt")
+    model = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    with torch.no_grad():
+        assert torch.equal(model(**data["inputs"]).logits, data["logits"])
+    model.save_pretrained(folder + "/resaved")
+    again = AutoModelForVideoClassification.from_pretrained(folder + "/resaved", trust_remote_code=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(**data["inputs"]).logits, data["logits"])
+    base = AutoModel.from_pretrained(folder + "/resaved", trust_remote_code=True).eval()
+    assert type(base).__name__ == "MambaVLModel"
+    config = AutoConfig.from_pretrained(folder + "/resaved", trust_remote_code=True)
+    assert config.verb_id2label[0] == "take" and len(config.actions) == 3806
+    config.save_pretrained(folder + "/config_only")
+    assert "modeling_mambavl" not in sys.modules
+    print("ISOLATED-OK")
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion_type", ["ssm", "transformer"])
+def test_trust_remote_code_round_trip_without_the_package(fusion_type, tmp_path):
+    model = _tiny_model(fusion_type)
+    g = torch.Generator().manual_seed(1)
+    inputs = {"pixel_values": torch.randn(2, 8, 3, 32, 32, generator=g),
+              "question_input_ids": torch.randint(3, 64, (2, 2, 6), generator=g)}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    torch.save({"inputs": inputs, "logits": logits}, tmp_path / "expected.pt")
+    (tmp_path / "load.py").write_text(_ISOLATED_LOAD)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]
+    assert BUNDLE <= set(os.listdir(tmp_path / "resaved"))
+    # A config saved alone from remote code points only at the file it has.
+    assert json.loads((tmp_path / "config_only" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_mambavl.MambaVLConfig"}
+
+
+def test_generator_refuses_what_would_break_the_bundle(monkeypatch):
+    sources = {
+        "a": "import torch\n\ndef helper():\n    return 1\n",
+        "b": "from .a import helper\n\ndef helper():\n    return 2\n",
+        "c": "from .ek100 import EK100Vocabulary\n\nX = 1\n",
+    }
+    monkeypatch.setattr(remote_code, "_module_source", lambda m: (f"modeling_mambavl.{m}", sources[m], False))
+    monkeypatch.setattr(remote_code, "_defining_module", lambda target, name: target)
+    with pytest.raises(remote_code.BundleError, match="'helper' is defined in both"):
+        remote_code.generate_code_bundle([remote_code.BundleFile("x.py", ("a", "b"))])
+    with pytest.raises(remote_code.BundleError, match="imports modeling_mambavl.ek100, which is not in the code bundle"):
+        remote_code.generate_code_bundle([remote_code.BundleFile("x.py", ("c",))])
+    with pytest.raises(remote_code.BundleError, match="shadow"):
+        remote_code.register_bundle_file(remote_code.BundleFile("modeling_mambavl.py", ("a",)))
