@@ -56,17 +56,20 @@ ANCHORS = ("center", "end")
 _FRAME_EPS = 1e-6
 
 
-def clip_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+def clip_generator(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
     """The random generator of one clip: a PCG64 seeded by ``SeedSequence([seed, epoch, index])``.
 
-    Every random choice for a clip (training frame positions, crop, flip, RandAugment) is drawn from this generator,
-    so the clip depends only on ``(seed, epoch, index)``, not on the process, the data-loader worker or the order in
-    which clips are made. All three must be non-negative integers.
+    Every random choice for a clip is drawn from generators made here, so the clip depends only on
+    ``(seed, epoch, index)``, not on the process, the data-loader worker or the order in which clips are made.
+    ``stream`` separates independent uses of the same clip: 0 (the default) draws the training frame positions,
+    1 the augmentation (crop, flip, RandAugment); stream ``k > 0`` is seeded by ``[seed, epoch, index, k]``.
+    All must be non-negative integers.
     """
-    for name, value in (("seed", seed), ("epoch", epoch), ("index", index)):
+    for name, value in (("seed", seed), ("epoch", epoch), ("index", index), ("stream", stream)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"clip_generator: {name} must be a non-negative integer, got {value!r}")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(index)])))
+    entropy = [int(seed), int(epoch), int(index)] + ([int(stream)] if stream else [])
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
 def _floor(x: float | Fraction) -> int:

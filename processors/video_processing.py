@@ -29,6 +29,8 @@ from .video_io import clip_indices, decode_video_frames, load_clip_with_indices,
 
 __all__ = ["MambaVLVideoProcessor", "MambaVLVideosKwargs", "parse_rand_augment"]
 
+# clip_generator stream of the augmentation (stream 0 draws the training frame positions)
+_AUGMENT_STREAM = 1
 _RAND_AUGMENT_RE = re.compile(r"^rand-m(\d+)-n(\d+)$")
 _Number = int | float
 
@@ -88,7 +90,8 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
     normalise with ``image_mean`` / ``image_std``. Training (only with ``training=True``): RandomResizedCrop to
     ``crop_size`` (``crop_scale`` 0.5-1 of the area), horizontal flip (``flip_prob``), optional RandAugment
     (``rand_augment``), the same for every frame of a clip unless ``augment_per_frame=True``, all drawn from
-    ``clip_generator(seed, epoch, index)``; then rescale and normalise.
+    ``clip_generator(seed, epoch, index, stream=1)`` (stream 0 draws the training frame positions); then rescale
+    and normalise.
 
     Returns a ``BatchFeature`` with ``pixel_values`` of shape ``(B, T, C, H, W)`` (float32).
     :meth:`process_frames` runs the same transforms on already-decoded uint8 clips, so a training loop can decode
@@ -313,7 +316,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
             clips: uint8 clips, each ``(T, H, W, 3)`` (array or tensor; ``(T, 3, H, W)`` tensors are accepted), as a
                 list or a ``(B, T, H, W, 3)`` array / tensor.
             training: augment (RandomResizedCrop, flip, optional RandAugment), drawing every random choice from
-                ``clip_generator(seed, epoch, indices[b])``; default: the processor's ``training``.
+                ``clip_generator(seed, epoch, indices[b], stream=1)``; default: the processor's ``training``.
             seed, epoch, indices: identify each clip's generator; ``indices`` default ``0..B-1``.
             return_tensors: ``"pt"`` stacks to a tensor; ``None`` keeps a list of ``(T, C, H, W)`` tensors.
             **kwargs: overrides of the processor's settings (``size``, ``crop_size``, ``do_resize``,
@@ -344,7 +347,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
         for clip, index in zip(clips, indices):
             video = _to_uint8_tchw(clip)
             if training:
-                video = self._augment(video, clip_generator(seed, epoch, int(index)), settings)
+                video = self._augment(video, clip_generator(seed, epoch, int(index), stream=_AUGMENT_STREAM), settings)
             else:
                 if settings["do_resize"]:
                     video = self.resize(video, size=settings["size"], resample=settings["resample"])

@@ -35,6 +35,9 @@ def test_clip_generator_depends_only_on_seed_epoch_index():
     assert not np.array_equal(a, clip_generator(1, 3, 3).random(5))
     assert not np.array_equal(a, clip_generator(1, 2, 4).random(5))
     assert not np.array_equal(a, clip_generator(2, 2, 3).random(5))
+    # stream 0 is the plain (seed, epoch, index) generator; other streams are independent of it
+    assert np.array_equal(a, clip_generator(1, 2, 3, stream=0).random(5))
+    assert not np.array_equal(a, clip_generator(1, 2, 3, stream=1).random(5))
 
 
 @pytest.mark.parametrize("bad", [(-1, 0, 0), (0, -1, 0), (0, 0, 1.5), (True, 0, 0)])
