@@ -234,13 +234,16 @@ def _forms(vocab: EK100Vocabulary, verb_class: int | None, noun_classes: tuple[i
         forms |= _verb_forms(vocab, verb_class)
     for n in noun_classes:
         forms |= _noun_forms(vocab, n)
-    return frozenset(forms), max((len(f) for f in forms), default=0)
+    return frozenset(forms), max((len(f) for f in forms), default=0), frozenset(f[0] for f in forms)
 
 
-def _mask_piece(text: str, forms: frozenset, longest: int, mask_token: str) -> str:
+def _mask_piece(text: str, forms: frozenset, longest: int, first_words: frozenset, mask_token: str) -> str:
     tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _WORD.finditer(text)]
     out, last, i = [], 0, 0
     while i < len(tokens):
+        if tokens[i][2] not in first_words:
+            i += 1
+            continue
         # the longest form starting at token i whose words are joined only by spaces, hyphens or colons
         for length in range(min(longest, len(tokens) - i), 0, -1):
             span = tokens[i : i + length]
@@ -304,9 +307,9 @@ def mask_answer(
             nouns = ()
         else:
             raise ValueError(f"policy='paper' masks across question types: question_type must be 'verb' or 'noun', got {question_type!r}")
-    forms, longest = _forms(vocab, verb, nouns)
+    forms, longest, first_words = _forms(vocab, verb, nouns)
     if not forms:
         return question
     # Masks already in the text stay as they are (the token's own letters must not match a form).
     pieces = question.split(mask_token)
-    return mask_token.join(_mask_piece(piece, forms, longest, mask_token) for piece in pieces)
+    return mask_token.join(_mask_piece(piece, forms, longest, first_words, mask_token) for piece in pieces)
