@@ -8,7 +8,15 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from transformers import AutoVideoProcessor, PreTrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForVideoClassification,
+    AutoVideoProcessor,
+    PreTrainedConfig,
+    PreTrainedModel,
+    pipeline,
+)
+from transformers.modeling_outputs import ImageClassifierOutput
 
 from modeling_mambavl import MambaVLVideoProcessor, MediaError
 from modeling_mambavl.processors import register_auto_classes
@@ -237,3 +245,40 @@ def test_save_and_auto_load_round_trip(tmp_path):
             a = vp(clip, training=training, indices=[4], return_tensors="pt")["pixel_values"]
             b = loaded(clip, training=training, indices=[4], return_tensors="pt")["pixel_values"]
             assert torch.equal(a, b)
+
+
+class _PipelineConfig(PreTrainedConfig):
+    model_type = "mambavl-pipeline-test"
+    num_frames: int = 8
+
+
+class _PipelineModel(PreTrainedModel):
+    """A stand-in video classifier: records the pixel_values it gets."""
+
+    config_class = _PipelineConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.head = torch.nn.Linear(3, config.num_labels)
+        self.seen = []
+        self.post_init()
+
+    def forward(self, pixel_values, **kwargs):
+        self.seen.append(tuple(pixel_values.shape))
+        return ImageClassifierOutput(logits=self.head(pixel_values.mean(dim=(1, 3, 4))))
+
+
+def test_video_classification_pipeline_uses_the_processor(tmp_path):
+    if not BBB.is_file():
+        pytest.skip(f"{BBB} not available")
+    AutoConfig.register(_PipelineConfig.model_type, _PipelineConfig, exist_ok=True)
+    AutoModelForVideoClassification.register(_PipelineConfig, _PipelineModel, exist_ok=True)
+    register_auto_classes(_PipelineConfig)
+    _PipelineModel(_PipelineConfig(num_frames=8, id2label={0: "a", 1: "b", 2: "c"})).save_pretrained(tmp_path)
+    MambaVLVideoProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(tmp_path)  # 16 frames by default
+    classifier = pipeline("video-classification", model=str(tmp_path))
+    assert type(classifier.video_processor) is MambaVLVideoProcessor
+    result = classifier(str(BBB), top_k=2)
+    assert [r["label"] for r in result] and len(result) == 2
+    assert classifier.model.seen == [(1, 8, 3, 32, 32)]  # the pipeline's num_frames=config.num_frames was honoured
