@@ -138,6 +138,9 @@ def test_broken_video_raises_media_error(tmp_path):
     bad.write_bytes(np.random.default_rng(1).bytes(4096))
     with pytest.raises(MediaError, match="broken.mp4"):
         MambaVLVideoProcessor()(str(bad), return_tensors="pt")
+    with pytest.raises(MediaError, match=r"broken.mp4 \(window 0.500-1.000 s\)") as err:
+        MambaVLVideoProcessor()(str(bad), windows=(0.5, 1.0), return_tensors="pt")
+    assert err.value.window == (0.5, 1.0)
 
 
 def _noise_clip(t=8, h=48, w=64, seed=0):
@@ -207,6 +210,8 @@ def test_process_frames_on_cached_uint8_frames():
     eval_frames, _, _ = load_clip_with_indices(video, num_frames=4)
     eval_call = vp(video, return_tensors="pt")["pixel_values"]
     assert torch.equal(eval_call, vp.process_frames(eval_frames[None])["pixel_values"])
+    assert torch.equal(vp.process_frames([frames], device="cpu", training=True, seed=3, epoch=2,
+                                         indices=[9])["pixel_values"], cached)
     as_list = vp.process_frames([frames], return_tensors=None)["pixel_values"]
     assert isinstance(as_list, list) and as_list[0].shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="uint8"):
