@@ -5,7 +5,17 @@ __version__ = "0.1.0.dev0"
 from .auto import register_auto_classes
 from .configuration import MambaVLConfig
 from .modeling import MambaVLForVideoClassification, MambaVLModel, MambaVLPreTrainedModel
+from .processors import MambaVLProcessor, MambaVLVideoProcessor, MediaError, mask_answer
 
 register_auto_classes()
 
-__all__ = ["MambaVLConfig", "MambaVLModel", "MambaVLForVideoClassification", "MambaVLPreTrainedModel"]
+__all__ = [
+    "MambaVLConfig",
+    "MambaVLModel",
+    "MambaVLForVideoClassification",
+    "MambaVLPreTrainedModel",
+    "MambaVLProcessor",
+    "MambaVLVideoProcessor",
+    "MediaError",
+    "mask_answer",
+]
