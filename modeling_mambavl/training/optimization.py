@@ -43,11 +43,13 @@ def classify_parameters(model: nn.Module, state_params_group: str = "rest") -> d
         raise ValueError(f"state_params_group must be 'rest' or 'mamba', got {state_params_group!r}")
     from transformers import PreTrainedModel
 
+    from ..modeling import MambaVLPreTrainedModel
+
     owner: dict[str, str] = {}
     for module_name, module in model.named_modules():
         if module is model:
             continue
-        if isinstance(module, PreTrainedModel):
+        if isinstance(module, PreTrainedModel) and not isinstance(module, MambaVLPreTrainedModel):
             kind = "backbone"
         elif _is_mixer(module):
             kind = "mamba"
