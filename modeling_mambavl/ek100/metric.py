@@ -18,8 +18,9 @@ Definitions follow the official evaluation code:
     classes (``mean_topk_recall``).
 
 Two deliberate differences, both documented in the README: ties are broken towards the lower class id (the
-official scripts use ``argsort()[::-1]``, whose order among equal scores is unspecified), and scores are
-handled in float64.
+official scripts use ``argsort()[::-1]``, whose order among equal scores is unspecified), and pairs are ranked by
+the float64 sum of their verb and noun logits, which orders them exactly as the product of the two softmax
+probabilities but keeps mathematically equal products equal (float products differ in their last bits).
 """
 
 from __future__ import annotations
@@ -85,13 +86,16 @@ def official_action_topk(
         # The kept ids, re-sorted by id so that the flattened grid below is in (verb, noun) order.
         v_ids = np.sort(rank_topk(v_scores, top_v), axis=1)
         n_ids = np.sort(rank_topk(n_scores, top_no), axis=1)
-        pv = _softmax(v_scores[rows, v_ids])
-        pn = _softmax(n_scores[rows, n_ids])
-        grid = (pv[:, :, None] * pn[:, None, :]).reshape(len(v_ids), -1)
+        kept_v, kept_n = v_scores[rows, v_ids], n_scores[rows, n_ids]
+        # p(v) * p(n) = exp(s_v + s_n) / (Z_v * Z_n): ranking by the logit sum is the same ranking, and the sum of
+        # two float32 logits is exact in float64, so mathematically equal products tie exactly (the products
+        # themselves differ in their last bits).
+        grid = (kept_v[:, :, None] + kept_n[:, None, :]).reshape(len(v_ids), -1)
         best = _stable_topk(grid, k)
-        out_v[lo : lo + chunk] = v_ids[rows, best // top_no]
-        out_n[lo : lo + chunk] = n_ids[rows, best % top_no]
-        out_p[lo : lo + chunk] = grid[rows, best]
+        best_v, best_n = best // top_no, best % top_no
+        out_v[lo : lo + chunk] = v_ids[rows, best_v]
+        out_n[lo : lo + chunk] = n_ids[rows, best_n]
+        out_p[lo : lo + chunk] = _softmax(kept_v)[rows, best_v] * _softmax(kept_n)[rows, best_n]
     return out_v, out_n, out_p
 
 
