@@ -1,0 +1,208 @@
+"""``MambaVLProcessor``: videos and questions in, ``pixel_values`` and question tokens out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from .questions import _check_types, default_questions
+from .tokenizer import default_question_tokenizer
+from .video_processing import MambaVLVideoProcessor
+
+__all__ = ["MambaVLProcessor", "register_auto_classes"]
+
+
+class MambaVLProcessor(ProcessorMixin):
+    r"""Processor of MambaVL: a :class:`MambaVLVideoProcessor` for the clips and a tokenizer for the questions.
+
+    Works with any transformers tokenizer (the authors used RoBERTa-base's); without one it uses the package's
+    default question tokenizer (``default_question_tokenizer()``), so it can be built offline.
+
+    Args:
+        video_processor: default ``MambaVLVideoProcessor()``.
+        tokenizer: default: the shipped question tokenizer.
+        question_types: one question per type per clip, in this order (``config.question_types``).
+        questions: the default question of each type (default: the generic questions,
+            ``GENERIC_TEMPLATES[type][0]``), used when a call gives none.
+        max_length: pad (and truncate) every question to this many tokens; ``None`` pads to the batch's longest.
+
+    Call: ``processor(videos=..., questions=None, return_tensors="pt", **video_kwargs)`` returns ``pixel_values``
+    ``(B, T, C, H, W)``, ``question_input_ids`` and ``question_attention_mask`` ``(B, Q, L)``, padded on the right
+    whatever the tokenizer's own padding side.
+    """
+
+    model_input_names = ["pixel_values", "question_input_ids", "question_attention_mask"]
+
+    def __init__(
+        self,
+        video_processor: MambaVLVideoProcessor | None = None,
+        tokenizer: Any = None,
+        question_types: Sequence[str] = ("verb", "noun"),
+        questions: Sequence[str] | None = None,
+        max_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        video_processor = video_processor if video_processor is not None else MambaVLVideoProcessor()
+        tokenizer = tokenizer if tokenizer is not None else default_question_tokenizer()
+        self.question_types = list(_check_types(question_types))
+        self.questions = list(questions) if questions is not None else default_questions(self.question_types)
+        if len(self.questions) != len(self.question_types):
+            raise ValueError(
+                f"questions has {len(self.questions)} entries for question_types {self.question_types}; give one each"
+            )
+        if max_length is not None and int(max_length) < 1:
+            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        self.max_length = int(max_length) if max_length is not None else None
+        super().__init__(video_processor, tokenizer, **kwargs)
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            raise ValueError(
+                f"the tokenizer {type(self.tokenizer).__name__} has no pad token; set one (e.g. tokenizer.pad_token = "
+                "tokenizer.eos_token) before building the processor"
+            )
+
+    @property
+    def mask_token(self) -> str:
+        """The tokenizer's mask token (what ``mask_answer`` should insert), ``"[MASK]"`` if it has none."""
+        return getattr(self.tokenizer, "mask_token", None) or "[MASK]"
+
+    # --------------------------------------------------------------------------------------------------- questions
+    def _question_rows(self, questions: Any, batch: int) -> list[list[str]]:
+        q = len(self.question_types)
+        if questions is None:
+            return [list(self.questions) for _ in range(batch)]
+        if isinstance(questions, str):
+            raise ValueError(f"questions must be {q} strings (one per question type {self.question_types}) or one such list per video")
+        questions = list(questions)
+        if questions and all(isinstance(x, str) for x in questions):
+            if len(questions) != q:
+                raise ValueError(f"got {len(questions)} questions; give {q}, one per question type {self.question_types}")
+            return [list(questions) for _ in range(batch)]
+        if len(questions) != batch:
+            raise ValueError(f"got questions for {len(questions)} videos and {batch} videos; give one list each")
+        rows = []
+        for b, row in enumerate(questions):
+            if isinstance(row, str) or len(row) != q or not all(isinstance(x, str) for x in row):
+                raise ValueError(f"questions[{b}] must be {q} strings, one per question type {self.question_types}")
+            rows.append(list(row))
+        return rows
+
+    def tokenize_questions(
+        self, questions: Sequence[Sequence[str]], max_length: int | None = None, return_tensors: str | None = "pt"
+    ) -> dict[str, Any]:
+        """Tokenize ``B`` rows of ``Q`` questions into ``question_input_ids`` / ``question_attention_mask`` (B, Q, L).
+
+        Right padding to the longest question of the batch, or to ``max_length`` (truncating) if given.
+        """
+        rows = [list(r) for r in questions]
+        q = len(rows[0]) if rows else 0
+        flat = [text for row in rows for text in row]
+        max_length = max_length if max_length is not None else self.max_length
+        encoded = self.tokenizer(
+            flat,
+            padding="max_length" if max_length is not None else "longest",
+            truncation=max_length is not None,
+            max_length=max_length,
+            padding_side="right",
+            return_attention_mask=True,
+            return_token_type_ids=False,
+        )
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        ids = [ids[i * q : (i + 1) * q] for i in range(len(rows))]
+        mask = [mask[i * q : (i + 1) * q] for i in range(len(rows))]
+        if return_tensors == "pt":
+            return {"question_input_ids": torch.tensor(ids, dtype=torch.long),
+                    "question_attention_mask": torch.tensor(mask, dtype=torch.long)}
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+        return {"question_input_ids": ids, "question_attention_mask": mask}
+
+    def default_question_inputs(self, max_length: int | None = None) -> dict[str, list[list[int]]]:
+        """The default questions tokenized, one row per question type, as lists (for ``MambaVLConfig``).
+
+        Returns ``{"default_question_input_ids": [[...], ...], "default_question_attention_mask": [[...], ...]}``,
+        right-padded to the longest default question (or ``max_length``): ``config.update(...)`` writes them when a
+        model and its processor are saved together.
+        """
+        out = self.tokenize_questions([self.questions], max_length=max_length, return_tensors=None)
+        return {
+            "default_question_input_ids": [list(map(int, r)) for r in out["question_input_ids"][0]],
+            "default_question_attention_mask": [list(map(int, r)) for r in out["question_attention_mask"][0]],
+        }
+
+    def check_default_questions(self, config: Any) -> None:
+        """Raise ``ValueError`` if ``config``'s default question ids differ from this processor's default questions.
+
+        Also checks ``config.question_types``. A config without default question ids passes.
+        """
+        types = getattr(config, "question_types", None)
+        if types is not None and list(types) != self.question_types:
+            raise ValueError(
+                f"the config's question_types {list(types)} differ from the processor's {self.question_types}"
+            )
+        saved = getattr(config, "default_question_input_ids", None)
+        if not saved:
+            return
+        saved = [list(map(int, r)) for r in saved]
+        length = max(len(r) for r in saved)
+        ours = self.default_question_inputs(max_length=length if self.max_length is None else None)
+        if ours["default_question_input_ids"] != saved:
+            raise ValueError(
+                "the config's default_question_input_ids do not match the processor's default questions "
+                f"{self.questions} tokenized by {type(self.tokenizer).__name__}: the checkpoint was saved with another "
+                "tokenizer or other default questions; load the processor saved with the model"
+            )
+
+    # -------------------------------------------------------------------------------------------------------- call
+    def __call__(
+        self,
+        videos: Any = None,
+        questions: Any = None,
+        *,
+        max_length: int | None = None,
+        return_tensors: str | None = "pt",
+        **video_kwargs: Any,
+    ) -> BatchFeature:
+        """Process a batch of clips and their questions.
+
+        Args:
+            videos: anything ``MambaVLVideoProcessor`` takes (paths, frame folders, arrays, lists of images; one or
+                a list), or ``None`` for questions only.
+            questions: ``None`` (the default questions), ``Q`` strings for every video, or one list of ``Q``
+                strings per video.
+            max_length: pad / truncate questions to this length (default: the processor's ``max_length``, else the
+                batch's longest question).
+            return_tensors: ``"pt"`` (default) or ``None`` (nested lists).
+            **video_kwargs: passed to the video processor (``windows``, ``num_frames``, ``training``, ``seed``,
+                ``epoch``, ``indices``, ``sampling``, ...).
+
+        Returns:
+            ``BatchFeature`` with ``pixel_values`` (B, T, C, H, W) when videos are given, ``question_input_ids`` and
+            ``question_attention_mask`` (B, Q, L).
+        """
+        data: dict[str, Any] = {}
+        batch = None
+        if videos is not None:
+            video_out = self.video_processor(videos, return_tensors=return_tensors, **video_kwargs)
+            data.update(video_out)
+            pixel_values = video_out["pixel_values"]
+            batch = len(pixel_values)
+        elif video_kwargs:
+            raise ValueError(f"video arguments {sorted(video_kwargs)} given without videos")
+        if batch is None:
+            batch = 1 if questions is None or all(isinstance(x, str) for x in questions) else len(questions)
+        rows = self._question_rows(questions, batch)
+        data.update(self.tokenize_questions(rows, max_length=max_length, return_tensors=return_tensors))
+        return BatchFeature(data=data, skip_tensor_conversion=["video_metadata"])
+
+
+def register_auto_classes(config_class: type) -> None:
+    """Register ``MambaVLVideoProcessor`` with ``AutoVideoProcessor`` and ``MambaVLProcessor`` with ``AutoProcessor``
+    for ``config_class`` (``MambaVLConfig``), so that ``AutoProcessor.from_pretrained(folder)`` finds them."""
+    from transformers import AutoProcessor, AutoVideoProcessor
+
+    AutoVideoProcessor.register(config_class, MambaVLVideoProcessor, exist_ok=True)
+    AutoProcessor.register(config_class, MambaVLProcessor, exist_ok=True)

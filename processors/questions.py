@@ -1,0 +1,391 @@
+"""Questions: templates per question type, question sources and question files.
+
+Each clip gets one question per entry of ``question_types`` (default ``("verb", "noun")``). Where they come from is
+the ``question_source``:
+
+* ``"generic"`` — fixed questions, the first template of each type (the default, and the only source a video alone
+  allows). They are the same for every clip, so with them the question branch adds a constant per head.
+* ``"file"`` — a user's question file keyed by ``narration_id`` (CSV or JSONL with a ``{type}_question`` column per
+  question type, e.g. ``verb_question``, ``noun_question``). Label-free by contract: the file is used as it is
+  (``examples/generate_questions.py`` writes masked ones).
+* ``"predicted"`` — built from a first-stage model's top-k actions, a JSON file
+  ``{narration_id: [[verb, noun, score], ...]}`` (class ids or class keys), best first: the candidate verbs / nouns
+  are named in the question, in score order.
+* ``"oracle"`` — built from the ground-truth narration with a template that embeds it, then masked with
+  :func:`~.masking.mask_answer`. Validation only: refused for the test split; anything reported with it must carry
+  :data:`ORACLE_LABEL` (the source's ``label``).
+
+Templates that vary (``"oracle"``, ``"predicted"``) pick their phrasing per narration from a stable hash of
+``(seed, narration_id, question type)``.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ek100 import EK100Vocabulary
+from .masking import MASK_POLICIES, mask_answer
+
+__all__ = [
+    "QUESTION_SOURCES",
+    "QUESTION_TYPES",
+    "ORACLE_LABEL",
+    "GENERIC_TEMPLATES",
+    "NARRATION_TEMPLATES",
+    "PREDICTED_TEMPLATES",
+    "default_questions",
+    "QuestionSource",
+    "make_question_source",
+    "read_question_file",
+    "write_question_file",
+    "read_predictions",
+]
+
+QUESTION_SOURCES = ("generic", "file", "predicted", "oracle")
+QUESTION_TYPES = ("verb", "noun", "action")
+ORACLE_LABEL = "ORACLE QUESTIONS"
+
+# The first phrasing of each type is the generic question (the authors' fixed questions for verb and noun).
+GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "verb": (
+        "What action is performed using hands in the video?",
+        "What are the hands doing in the video?",
+        "Which action does the person perform?",
+        "What is the person doing with their hands?",
+        "What is being done in this clip?",
+    ),
+    "noun": (
+        "What is the object in the video?",
+        "Which object is the person using?",
+        "What object is being handled in the video?",
+        "What are the hands holding or touching?",
+        "Which item is involved in the action?",
+    ),
+    "action": (
+        "What action is performed in the video?",
+        "What is the person doing in the video?",
+        "Which action happens in this clip?",
+    ),
+}
+
+# Oracle templates embed the narration ({narration}); the result is masked before use.
+NARRATION_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "verb": (
+        "What action is performed in the clip described as '{narration}'?",
+        "Which action do the hands perform when the person does '{narration}'?",
+        "What is the person doing in '{narration}'?",
+    ),
+    "noun": (
+        "Which object is involved in the clip described as '{narration}'?",
+        "What object do the hands use when the person does '{narration}'?",
+        "What is being handled in '{narration}'?",
+    ),
+    "action": (
+        "What happens in the clip described as '{narration}'?",
+        "Which action is performed in '{narration}'?",
+    ),
+}
+
+# Predicted templates name a first-stage model's candidates ({verbs}, {nouns}, {actions}), best first.
+PREDICTED_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "verb": (
+        "Which action is performed: {verbs}?",
+        "Is the person going to {verbs}?",
+    ),
+    "noun": (
+        "Which object is involved: {nouns}?",
+        "Is the object a {nouns}?",
+    ),
+    "action": (
+        "Which action is performed: {actions}?",
+        "Is the person going to {actions}?",
+    ),
+}
+
+
+def default_questions(question_types: Sequence[str] = ("verb", "noun")) -> list[str]:
+    """The generic question of each type, in order (``GENERIC_TEMPLATES[type][0]``)."""
+    _check_types(question_types)
+    return [GENERIC_TEMPLATES[t][0] for t in question_types]
+
+
+def _check_types(question_types: Sequence[str]) -> tuple[str, ...]:
+    types = tuple(question_types)
+    if not types:
+        raise ValueError("question_types must name at least one question type")
+    for t in types:
+        if t not in QUESTION_TYPES:
+            raise ValueError(f"unknown question type {t!r}; expected one of {QUESTION_TYPES}")
+    return types
+
+
+def _pick(phrasings: Sequence[str], seed: int, narration_id: str, question_type: str) -> str:
+    if len(phrasings) == 1:
+        return phrasings[0]
+    digest = hashlib.blake2b(f"{seed}\x00{narration_id}\x00{question_type}".encode(), digest_size=8).digest()
+    return phrasings[int.from_bytes(digest, "little") % len(phrasings)]
+
+
+def _join(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _as_int_list(value: Any, column: str) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"column {column!r}: cannot parse {value!r} as a list of class ids") from None
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+# ------------------------------------------------------------------------------------------------- question files
+def read_question_file(path: str | os.PathLike, question_types: Sequence[str] = ("verb", "noun")) -> dict[str, list[str]]:
+    """Read a question file: ``narration_id -> [question per type]``.
+
+    CSV: a header with ``narration_id`` and a ``{type}_question`` column per question type. JSONL: one object per
+    line with the same keys. Raises ``ValueError`` naming the file, line and missing column.
+    """
+    path = Path(path)
+    types = _check_types(question_types)
+    columns = [f"{t}_question" for t in types]
+    rows: dict[str, list[str]] = {}
+    if not path.is_file():
+        raise FileNotFoundError(f"question file {path} not found")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            records = []
+            for line_no, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        records.append((line_no, json.loads(line)))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}, line {line_no}: not valid JSON ({e})") from None
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = ({"narration_id", *columns}) - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {sorted(missing)}; a question file needs narration_id, {', '.join(columns)}")
+            records = [(line_no, row) for line_no, row in enumerate(reader, start=2)]
+    for line_no, record in records:
+        missing = [c for c in ("narration_id", *columns) if not isinstance(record.get(c), str)]
+        if missing:
+            raise ValueError(f"{path}, line {line_no}: missing {missing}; a question file needs narration_id, {', '.join(columns)}")
+        rows[record["narration_id"]] = [record[c] for c in columns]
+    return rows
+
+
+def write_question_file(
+    path: str | os.PathLike,
+    questions: Mapping[str, Sequence[str]],
+    question_types: Sequence[str] = ("verb", "noun"),
+) -> None:
+    """Write ``narration_id -> [question per type]`` as CSV or JSONL (by the file's suffix)."""
+    path = Path(path)
+    types = _check_types(question_types)
+    columns = [f"{t}_question" for t in types]
+    for nid, qs in questions.items():
+        if len(qs) != len(types):
+            raise ValueError(f"narration {nid!r}: {len(qs)} questions for question types {types}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        with open(path, "w", encoding="utf-8") as f:
+            for nid, qs in questions.items():
+                f.write(json.dumps({"narration_id": nid, **dict(zip(columns, qs))}, ensure_ascii=False) + "\n")
+    else:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["narration_id", *columns])
+            for nid, qs in questions.items():
+                writer.writerow([nid, *qs])
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, list[tuple[Any, Any, float]]]:
+    """Read first-stage predictions: JSON ``{narration_id: [[verb, noun, score], ...]}``, sorted best first."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object narration_id -> [[verb, noun, score], ...]")
+    out = {}
+    for nid, preds in data.items():
+        try:
+            triples = [(v, n, float(s)) for v, n, s in preds]
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: entry {nid!r} must be a list of [verb, noun, score]") from None
+        out[str(nid)] = sorted(triples, key=lambda t: -t[2])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- question sources
+@dataclass
+class QuestionSource:
+    """A callable ``example -> [question per question type]`` (see the module docstring).
+
+    ``example`` is an EK100 row (``narration_id``, ``narration``, ``verb``, ``verb_class``, ``noun``, ``noun_class``,
+    ``all_nouns``, ``all_noun_classes``); ``"generic"`` also accepts ``None``. ``oracle`` / ``label`` tell callers
+    to mark every metric table made with these questions: ``label`` is ``"ORACLE QUESTIONS"`` or ``None``.
+    """
+
+    source: str
+    split: str
+    question_types: tuple[str, ...]
+    vocab: EK100Vocabulary
+    templates: dict[str, tuple[str, ...]]
+    top_k: int = 5
+    seed: int = 0
+    mask_token: str = "[MASK]"
+    policy: str = "strict"
+    path: str | None = None
+    _table: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def oracle(self) -> bool:
+        """True when questions come from the ground truth (``"oracle"``): results must say ``ORACLE QUESTIONS``."""
+        return self.source == "oracle"
+
+    @property
+    def label(self) -> str | None:
+        return ORACLE_LABEL if self.oracle else None
+
+    def __call__(self, example: Mapping[str, Any] | None = None) -> list[str]:
+        if self.source == "generic":
+            return [self.templates[t][0] for t in self.question_types]
+        if example is None:
+            raise ValueError(f"question_source={self.source!r} needs the example (narration_id, labels)")
+        nid = str(example.get("narration_id"))
+        if self.source == "file":
+            try:
+                return list(self._table[nid])
+            except KeyError:
+                raise KeyError(f"narration_id {nid!r} is not in the question file {self.path}") from None
+        if self.source == "predicted":
+            try:
+                preds = self._table[nid]
+            except KeyError:
+                raise KeyError(f"narration_id {nid!r} is not in the predictions file {self.path}") from None
+            return self._predicted(nid, preds[: self.top_k])
+        return self._oracle(nid, example)
+
+    def _verb_name(self, verb: Any) -> str:
+        if isinstance(verb, int) or (isinstance(verb, str) and verb.isdigit()):
+            return self.vocab.verb_name(int(verb))
+        return str(verb).replace("-", " ").replace(":", " ")
+
+    def _noun_name(self, noun: Any) -> str:
+        if isinstance(noun, int) or (isinstance(noun, str) and noun.isdigit()):
+            return self.vocab.noun_name(int(noun))
+        parts = str(noun).replace("-", " ").split(":")
+        return " ".join(reversed(parts))
+
+    def _predicted(self, nid: str, preds: Sequence[tuple[Any, Any, float]]) -> list[str]:
+        verbs = list(dict.fromkeys(self._verb_name(v) for v, _, _ in preds))
+        nouns = list(dict.fromkeys(self._noun_name(n) for _, n, _ in preds))
+        actions = list(dict.fromkeys(f"{self._verb_name(v)} {self._noun_name(n)}" for v, n, _ in preds))
+        values = {"verbs": _join(verbs), "nouns": _join(nouns), "actions": _join(actions)}
+        return [_pick(self.templates[t], self.seed, nid, t).format(**values) for t in self.question_types]
+
+    def _oracle(self, nid: str, example: Mapping[str, Any]) -> list[str]:
+        for column in ("narration", "verb_class"):
+            if example.get(column) is None:
+                raise ValueError(f"question_source='oracle' needs the column {column!r} (narration {nid!r})")
+        verb_class = int(example["verb_class"])
+        nouns = _as_int_list(example.get("all_noun_classes"), "all_noun_classes")
+        if not nouns and example.get("noun_class") is not None:
+            nouns = [int(example["noun_class"])]
+        narration = str(example["narration"])
+        questions = []
+        for t in self.question_types:
+            text = _pick(self.templates[t], self.seed, nid, t).format(narration=narration)
+            questions.append(
+                mask_answer(
+                    text, verb_class, nouns, self.vocab, policy=self.policy,
+                    question_type=t if t in ("verb", "noun") else None,
+                    mask_token=self.mask_token,
+                )
+            )
+        return questions
+
+
+def make_question_source(
+    source: str,
+    *,
+    split: str,
+    path: str | os.PathLike | None = None,
+    question_types: Sequence[str] = ("verb", "noun"),
+    vocab: EK100Vocabulary | None = None,
+    templates: Mapping[str, Sequence[str]] | None = None,
+    top_k: int = 5,
+    seed: int = 0,
+    mask_token: str = "[MASK]",
+    policy: str = "strict",
+) -> Callable[[Mapping[str, Any] | None], list[str]]:
+    """Build the question source for a split: a :class:`QuestionSource`, called as ``source(example) -> [str]``.
+
+    Args:
+        source: ``"generic"``, ``"file"``, ``"predicted"`` or ``"oracle"`` (see the module docstring).
+        split: ``"train"``, ``"validation"`` or ``"test"``; ``"oracle"`` is refused for ``"test"``.
+        path: the question file (``"file"``: CSV / JSONL) or predictions JSON (``"predicted"``).
+        question_types: one question per type, in this order.
+        vocab: class vocabulary for names and masking (default ``EK100Vocabulary.default()``).
+        templates: ``{type: [phrasing, ...]}`` replacing the defaults of this source (generic: ``GENERIC_TEMPLATES``;
+            oracle: ``NARRATION_TEMPLATES`` with ``{narration}``; predicted: ``PREDICTED_TEMPLATES`` with
+            ``{verbs}`` / ``{nouns}`` / ``{actions}``).
+        top_k: how many predicted actions a ``"predicted"`` question names.
+        seed: picks the phrasing per narration for ``"oracle"`` / ``"predicted"``.
+        mask_token, policy: masking of ``"oracle"`` questions (the tokenizer's mask token; ``"strict"``/``"paper"``).
+    """
+    if source not in QUESTION_SOURCES:
+        raise ValueError(f"question_source must be one of {QUESTION_SOURCES}, got {source!r}")
+    types = _check_types(question_types)
+    if source == "oracle" and str(split).lower() == "test":
+        raise ValueError(
+            "question_source='oracle' builds questions from the ground-truth narration and is refused for the test "
+            "split (and for submissions); use 'generic', 'file' or 'predicted'"
+        )
+    if source in ("file", "predicted") and path is None:
+        raise ValueError(f"question_source={source!r} needs path= (a question file / predictions JSON)")
+    if policy not in MASK_POLICIES:
+        raise ValueError(f"policy must be one of {MASK_POLICIES}, got {policy!r}")
+    if policy == "paper" and not set(types) <= {"verb", "noun"}:
+        raise ValueError("policy='paper' masks across the verb and noun questions; question_types must be verb/noun")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    defaults = {"generic": GENERIC_TEMPLATES, "file": GENERIC_TEMPLATES, "predicted": PREDICTED_TEMPLATES,
+                "oracle": NARRATION_TEMPLATES}[source]
+    chosen = {t: tuple(defaults[t]) for t in types}
+    if templates is not None:
+        for t, phrasings in templates.items():
+            if t in chosen:
+                phrasings = (phrasings,) if isinstance(phrasings, str) else tuple(phrasings)
+                if not phrasings:
+                    raise ValueError(f"templates[{t!r}] is empty")
+                chosen[t] = phrasings
+    qs = QuestionSource(
+        source=source, split=str(split), question_types=types, vocab=vocab or EK100Vocabulary.default(),
+        templates=chosen, top_k=int(top_k), seed=int(seed), mask_token=mask_token, policy=policy,
+        path=str(path) if path is not None else None,
+    )
+    if source == "file":
+        qs._table = read_question_file(path, types)
+    elif source == "predicted":
+        qs._table = read_predictions(path)
+    return qs

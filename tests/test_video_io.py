@@ -1,0 +1,303 @@
+"""Clip decoding (processors/video_io.py): generated videos whose pixels encode each frame's index prove that the
+decoded frames are exactly the frames of the sampling formulas (DESIGN.md §3), for whole videos and windows, at
+25 and 29.97 fps, in MP4 and in a container that reports no frame count; broken media raise MediaError."""
+
+import math
+import pickle
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_mambavl import MediaError
+from modeling_mambavl.processors.sampling import clip_generator, sample_frame_indices
+from modeling_mambavl.processors.video_io import (
+    decode_video_frames,
+    frame_folder_fps,
+    load_clip,
+    load_clip_with_indices,
+    probe_video,
+)
+
+BLOCK, GRID = 16, 4  # 16 bits as a 4x4 grid of 16 px black/white blocks: robust to H.264 at any quality
+NUM_FRAMES = 160
+
+
+def _index_image(i: int) -> np.ndarray:
+    img = np.zeros((BLOCK * GRID, BLOCK * GRID, 3), np.uint8)
+    for bit in range(GRID * GRID):
+        if (i >> bit) & 1:
+            r, c = divmod(bit, GRID)
+            img[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK] = 255
+    return img
+
+
+def _read_index(img: np.ndarray) -> int:
+    value = 0
+    for bit in range(GRID * GRID):
+        r, c = divmod(bit, GRID)
+        if img[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK].mean() > 128:
+            value |= 1 << bit
+    return value
+
+
+def _write_index_video(path: Path, rate, n: int = NUM_FRAMES, gop: int = 12) -> Path:
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width = stream.height = BLOCK * GRID
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.gop_size = gop  # several key frames, B-frames on (x264 default): seeking is exercised
+    for i in range(n):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(_index_image(i), format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+RATES = {"25": Fraction(25), "29.97": Fraction(30000, 1001)}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index_videos")
+    out = {}
+    for name, rate in RATES.items():
+        out[(name, "mp4")] = _write_index_video(root / f"index_{name}.mp4", rate)
+        out[(name, "mkv")] = _write_index_video(root / f"index_{name}.mkv", rate)
+    return out
+
+
+def _decoded(frames):
+    return [_read_index(f) for f in frames]
+
+
+def _window_range(window, fps):
+    # the convention: [floor(start * fps), ceil(end * fps))
+    s = math.floor(Fraction(window[0]).limit_denominator(10**6) * fps)
+    e = math.ceil(Fraction(window[1]).limit_denominator(10**6) * fps)
+    return s, min(e, NUM_FRAMES)
+
+
+def _segment_eval(s, e, n):
+    b = [Fraction(s) + Fraction(e - s) * i / n for i in range(n + 1)]
+    return [math.floor((b[i] + b[i + 1]) / 2) for i in range(n)]
+
+
+def _dense(s, e, n, stride, fps, anchor, target_fps=30):
+    step = Fraction(stride) * fps / target_fps
+    span = (n - 1) * step
+    p0 = s + ((e - s - 1) - span) / 2 if anchor == "center" else (e - 1) - span
+    p0 = max(p0, s)
+    return [min(math.floor(p0 + k * step), e - 1) for k in range(n)]
+
+
+WINDOWS = [None, (0.0, 2.0), (1.3, 2.9), (2.52, 5.0), (4.0, 6.4)]
+
+
+def test_index_video_round_trip(videos):
+    for (rate, ext), path in videos.items():
+        container = av.open(str(path))
+        decoded = [_read_index(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+        container.close()
+        assert decoded == list(range(NUM_FRAMES)), (rate, ext)
+
+
+@pytest.mark.parametrize("rate", list(RATES))
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_probe_reports_true_rate_and_frames(videos, rate, ext):
+    info = probe_video(videos[(rate, ext)])
+    assert info.fps == RATES[rate]
+    assert info.num_frames == NUM_FRAMES
+    assert info.frame_count_reported is (ext == "mp4")  # Matroska has no frame count
+
+
+@pytest.mark.parametrize("rate", list(RATES))
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("n", [16, 5])
+def test_segment_eval_frames_are_the_formula(videos, rate, ext, window, n):
+    fps = RATES[rate]
+    s, e = (0, NUM_FRAMES) if window is None else _window_range(window, fps)
+    frames = load_clip(videos[(rate, ext)], window=window, num_frames=n, sampling="segment")
+    assert frames.shape == (n, 64, 64, 3) and frames.dtype == np.uint8
+    assert _decoded(frames) == _segment_eval(s, e, n)
+
+
+@pytest.mark.parametrize("rate", list(RATES))
+@pytest.mark.parametrize("window", WINDOWS)
+def test_segment_train_frames_are_the_formula(videos, rate, window):
+    fps = RATES[rate]
+    s, e = (0, NUM_FRAMES) if window is None else _window_range(window, fps)
+    b = [Fraction(s) + Fraction(e - s) * i / 16 for i in range(17)]
+    clips = set()
+    for epoch in range(3):
+        frames, idx, _ = load_clip_with_indices(videos[(rate, "mp4")], window=window, num_frames=16, training=True,
+                                                seed=5, epoch=epoch, index=11)
+        got = _decoded(frames)
+        assert got == idx.tolist()
+        for i, k in enumerate(got):
+            assert b[i] <= k < b[i + 1]  # a uniform integer of [b_i, b_{i+1})
+        # exactly the draw of the clip's generator
+        expected = sample_frame_indices(s, e, 16, training=True, generator=clip_generator(5, epoch, 11))
+        assert got == expected.tolist()
+        clips.add(tuple(got))
+    assert len(clips) > 1
+
+
+@pytest.mark.parametrize("rate", list(RATES))
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+@pytest.mark.parametrize("anchor", ["center", "end"])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_dense_frames_are_the_formula(videos, rate, ext, anchor, window):
+    fps = RATES[rate]
+    s, e = (0, NUM_FRAMES) if window is None else _window_range(window, fps)
+    frames = load_clip(videos[(rate, ext)], window=window, num_frames=8, sampling="dense", stride=4, anchor=anchor)
+    assert _decoded(frames) == _dense(s, e, 8, 4, fps, anchor)
+
+
+@pytest.mark.parametrize("rate", list(RATES))
+def test_end_anchored_never_returns_a_frame_after_the_window(videos, rate):
+    fps = RATES[rate]
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        start = float(rng.uniform(0, NUM_FRAMES / fps - 0.1))
+        end = float(start + rng.uniform(0.05, 3.0))
+        for training in (False, True):
+            frames = load_clip(videos[(rate, "mp4")], window=(start, end), num_frames=16, sampling="dense",
+                               anchor="end", training=training, index=3)
+            got = _decoded(frames)
+            # frame k is shown from k / fps: every frame starts before the window's end
+            assert max(got) / fps < end, (start, end, got)
+            assert max(got) == min(_window_range((start, end), fps)[1], NUM_FRAMES) - 1
+
+
+def test_short_video_repeats_the_last_frame(tmp_path):
+    path = _write_index_video(tmp_path / "short.mp4", Fraction(25), n=6, gop=3)
+    frames = load_clip(path, num_frames=16, sampling="dense", stride=2, anchor="center")
+    got = _decoded(frames)
+    assert got[0] == 0 and got[-1] == 5 and got.count(5) > 1
+    # indices past the end read the last frame
+    assert _decoded(decode_video_frames(path, [0, 5, 9, 40])) == [0, 5, 5, 5]
+
+
+def test_decoding_seeks_instead_of_decoding_everything(videos, monkeypatch):
+    # With frames far apart the decoder must seek: count the frames it decodes.
+    decoded = []
+    real_decode = av.container.InputContainer.decode
+
+    def counting_decode(self, *args, **kwargs):
+        for frame in real_decode(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting_decode)
+    frames = decode_video_frames(videos[("25", "mp4")], [5, 80, 150], seek_threshold=0.5)
+    assert _decoded(frames) == [5, 80, 150]
+    assert len(decoded) < 60, len(decoded)  # three GOPs of 12 frames at most, plus look-ahead
+
+
+def test_arrays_tensors_and_pil_lists():
+    video = np.stack([_index_image(i) for i in range(40)])
+    for source in (video, torch.from_numpy(video), torch.from_numpy(video).permute(0, 3, 1, 2),
+                   [Image.fromarray(f) for f in video]):
+        got = _decoded(load_clip(source, num_frames=8))
+        assert got == _segment_eval(0, 40, 8)
+    got = _decoded(load_clip(video, window=(0.4, 1.2), fps=25, num_frames=4))
+    assert got == _segment_eval(10, 30, 4)
+    with pytest.raises(ValueError, match="fps"):
+        load_clip(video, window=(0.4, 1.2), num_frames=4)
+    # float frames in [0, 1] are scaled to 0-255
+    as_float = load_clip(video.astype(np.float32) / 255.0, num_frames=8)
+    assert as_float.dtype == np.uint8 and _decoded(as_float) == _segment_eval(0, 40, 8)
+
+
+def _write_frame_folder(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(_index_image(i)).save(folder / f"frame_{i + 1:010d}.jpg", quality=95)
+    return folder
+
+
+def test_frame_folder_conventions(tmp_path):
+    assert frame_folder_fps("rgb_frames/P01/P01_11") == 60.0
+    assert frame_folder_fps("P22_107") == 50.0
+    assert frame_folder_fps("my_clip") is None
+    folder = _write_frame_folder(tmp_path / "P01_11", 130)
+    # 60 fps from the name; window (1.0, 2.0) s = frames [60, 120) = files 61..120
+    got = _decoded(load_clip(folder, window=(1.0, 2.0), num_frames=6))
+    assert got == _segment_eval(60, 120, 6)
+    got = _decoded(load_clip(folder, window=(1.0, 2.0), num_frames=4, sampling="dense", anchor="end"))
+    assert got == _dense(60, 120, 4, 4, 60, "end")  # stride 4 at 30 fps = 8 frames at 60 fps
+    got = _decoded(load_clip(folder, window=(1.0, 2.0), num_frames=6, fps=50))
+    assert got == _segment_eval(50, 100, 6)
+    with pytest.raises(MediaError, match="P01_11"):
+        load_clip(folder, window=(3.0, 4.0), num_frames=4)  # starts past 130 / 60 s
+    other = _write_frame_folder(tmp_path / "clip", 10)
+    assert _decoded(load_clip(other, num_frames=4)) == _segment_eval(0, 10, 4)
+    with pytest.raises(ValueError, match="fps="):
+        load_clip(other, window=(0.0, 0.1), num_frames=4)
+
+
+def test_frame_folder_missing_or_broken_frames(tmp_path):
+    folder = _write_frame_folder(tmp_path / "P02_101", 12)
+    (folder / "frame_0000000005.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(MediaError, match="frame_0000000005.jpg") as err:
+        load_clip(folder, num_frames=12)
+    assert err.value.path.endswith("frame_0000000005.jpg")
+    empty = tmp_path / "P03_01"
+    empty.mkdir()
+    with pytest.raises(MediaError, match="P03_01"):
+        load_clip(empty, num_frames=4)
+
+
+def test_broken_files_raise_media_error_naming_the_file(videos, tmp_path):
+    data = Path(videos[("25", "mp4")]).read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    random_bytes = tmp_path / "random.mp4"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(50_000))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.mp4"
+    for path in (truncated, random_bytes, empty, missing):
+        for window in (None, (0.5, 1.0)):
+            with pytest.raises(MediaError) as err:
+                load_clip(path, window=window, num_frames=8)
+            assert str(path) in str(err.value) and err.value.path == str(path)
+            assert err.value.window == window
+            if window is not None:
+                assert "0.500-1.000 s" in str(err.value)
+
+
+def test_truncated_stream_with_header_raises(videos, tmp_path):
+    # Matroska keeps its header at the front: a cut file opens, but the frames after the cut are missing.
+    data = Path(videos[("25", "mkv")]).read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    assert _decoded(load_clip(cut, window=(0.0, 0.5), num_frames=4)) == _segment_eval(0, 13, 4)
+    with pytest.raises(MediaError, match="truncated") as err:
+        load_clip(cut, window=(5.0, 6.0), num_frames=4)
+    assert "cut.mkv" in str(err.value) and "5.000-6.000 s" in str(err.value)
+
+
+def test_bad_windows(videos):
+    path = videos[("25", "mp4")]
+    with pytest.raises(MediaError, match="past the end") as err:
+        load_clip(path, window=(6.5, 7.0), num_frames=4)  # the video lasts 6.4 s
+    assert err.value.window == (6.5, 7.0)
+    with pytest.raises(MediaError, match="start_sec < end_sec"):
+        load_clip(path, window=(2.0, 1.0), num_frames=4)
+    # a window running past the end is cut at the last frame
+    assert _decoded(load_clip(path, window=(6.0, 9.0), num_frames=4)) == _segment_eval(150, 160, 4)
+
+
+def test_media_error_pickles_with_its_attributes():
+    err = pickle.loads(pickle.dumps(MediaError("a.mp4", (1.0, 2.0), "broken")))
+    assert (err.path, err.window, err.reason) == ("a.mp4", (1.0, 2.0), "broken")
+    assert str(err) == "a.mp4 (window 1.000-2.000 s): broken"
