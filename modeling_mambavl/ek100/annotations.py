@@ -25,6 +25,7 @@ from .vocabulary import EK100Vocabulary
 __all__ = [
     "EK100AnnotationError",
     "LABELLED_COLUMNS",
+    "ORACLE_QUESTIONS",
     "TEST_COLUMNS",
     "SPLIT_FILES",
     "UNKNOWN_ACTION",
@@ -61,6 +62,8 @@ SPLIT_FILES = {
     "validation": "EPIC_100_validation.csv",
     "test": "EPIC_100_test_timestamps.csv",
 }
+# Every table, metrics file and card made with questions built from the ground truth carries this label.
+ORACLE_QUESTIONS = "ORACLE QUESTIONS"
 # A (verb, noun) pair outside the action table: the ignore index of torch's cross-entropy and of transformers'
 # losses, so a closed-vocabulary action loss skips the row while the verb and noun labels still count.
 UNKNOWN_ACTION = -100
@@ -298,7 +301,7 @@ def load_ek100(
     *,
     vocab: EK100Vocabulary | None = None,
     processor: Any = None,
-    num_frames: int = 16,
+    num_frames: int | None = None,
     sampling: str | None = None,
     stride: int = 4,
     target_fps: float = 30.0,
@@ -326,12 +329,15 @@ def load_ek100(
         processor: a ``MambaVLProcessor`` (videos + questions -> ``pixel_values``, ``question_input_ids``,
             ``question_attention_mask``) or ``MambaVLVideoProcessor``; ``None`` returns decoded ``video`` arrays
             (T, H, W, 3) uint8 and the ``questions`` strings.
-        num_frames, sampling, stride, target_fps, training, seed: frame sampling (``sampling`` defaults to
-            ``"segment"`` for recognition and ``"dense"`` for anticipation; random choices are seeded by
-            (seed, epoch, ``sample_index``); call ``set_epoch`` on the transform, see :func:`set_ek100_epoch`).
+        num_frames, sampling, stride, target_fps, training, seed: frame sampling (``num_frames`` defaults to the
+            processor's, else 16; ``sampling`` to ``"segment"`` for recognition and ``"dense"`` for anticipation;
+            random frame positions and augmentation are seeded by (seed, epoch, ``sample_index``); set the epoch
+            with :func:`set_ek100_epoch`).
         question_source: ``"generic"``, ``"file"`` (with ``questions_path``), ``"predicted"`` (with
             ``questions_path``), ``"oracle"`` (refused for the test split) or a callable example -> Q strings.
-            Questions are built per example in the transform, one per entry of ``question_types``.
+            Questions are built per example in the transform, one per entry of ``question_types``, and tokenized
+            by a ``MambaVLProcessor`` (set its ``max_length`` when single examples go through a DataLoader, so that
+            they stack). With ``"oracle"`` the summary in ``dataset.info.description`` says ``ORACLE QUESTIONS``.
         unknown_actions: a labelled (verb, noun) pair missing from the action table gets ``action_class =
             UNKNOWN_ACTION`` (-100) and is counted (``"ignore"``, the default), or raises (``"error"``).
         check_media: check up front that every video's frame folder / MP4 / feature entry exists.
@@ -416,6 +422,10 @@ def load_ek100(
                 "within %.3f s of the video start)", path, clipped, empty, anticipation_time,
             )
     columns["sample_index"] = list(range(num_rows))
+    if question_source is not None:
+        summary["question_source"] = question_source if isinstance(question_source, str) else "custom"
+        if question_source == "oracle":
+            summary["label"] = ORACLE_QUESTIONS
 
     features = _features(labelled, task == "anticipation", vocab)
     info = datasets.DatasetInfo(description=json.dumps(summary), features=features)

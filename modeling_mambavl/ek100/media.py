@@ -51,9 +51,10 @@ class EK100Transform:
     Output per batch: every input column, plus
       - frames / video without a processor: ``video`` (list of (T, H, W, 3) uint8 arrays);
       - features: ``video_features`` (B, F, D) float32 tensor;
-      - with ``question_source``: ``questions`` (list of Q strings per row);
-      - with a processor: its outputs (``pixel_values`` (B, T, C, H, W), ``question_input_ids`` /
-        ``question_attention_mask`` (B, Q, L) when it has a tokenizer and questions are given).
+      - with a ``MambaVLVideoProcessor`` (or the one inside a ``MambaVLProcessor``): ``pixel_values``
+        (B, T, C, H, W) float32 instead of ``video``;
+      - with ``question_source``: ``question_input_ids`` / ``question_attention_mask`` (B, Q, L) when the processor
+        has a tokenizer (a ``MambaVLProcessor``), else ``questions`` (list of Q strings per row).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class EK100Transform:
         task: str,
         split: str,
         processor: Any = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         sampling: str | None = None,
         stride: int = 4,
         target_fps: float = 30.0,
@@ -79,6 +80,9 @@ class EK100Transform:
             sampling = "dense" if task == "anticipation" else "segment"
         if sampling not in ("segment", "dense"):
             raise ValueError(f"sampling={sampling!r}: expected 'segment' or 'dense'")
+        if num_frames is None:
+            video_processor = getattr(processor, "video_processor", processor)
+            num_frames = getattr(video_processor, "num_frames", None) or 16
         if num_frames < 1:
             raise ValueError(f"num_frames={num_frames}: expected >= 1")
         self.media_root = Path(media_root)
@@ -151,7 +155,7 @@ class EK100Transform:
     # ------------------------------------------------------------------ decoding
     def load(self, row: dict) -> np.ndarray:
         """The (num_frames, H, W, 3) uint8 clip of one row."""
-        from ..processors.video_io import load_clip
+        from ..processors.video_io import MediaError, load_clip
 
         narration_id, video_id = row["narration_id"], row["video_id"]
         path = self.source(video_id)
@@ -178,10 +182,17 @@ class EK100Transform:
                 epoch=self.epoch,
                 index=int(row["sample_index"]),
             )
+        except MediaError as e:
+            raise MediaError(e.path, e.window, f"narration {narration_id}: {e.reason}") from e
         except Exception as e:
             e.add_note(f"while loading narration {narration_id} from {path}, window ({start:.3f}, {end:.3f}) s")
             raise
         return np.asarray(clip)
+
+    @property
+    def oracle(self) -> bool:
+        """True when the questions come from the ground truth: results must be labelled ``ORACLE QUESTIONS``."""
+        return isinstance(self.question_source, str) and self.question_source == "oracle"
 
     def questions(self, row: dict) -> list[str]:
         if self._questions is None:
@@ -190,12 +201,17 @@ class EK100Transform:
             else:
                 from ..processors.questions import make_question_source
 
+                kwargs = {}
+                mask_token = getattr(getattr(self.processor, "tokenizer", None), "mask_token", None)
+                if mask_token:
+                    kwargs["mask_token"] = mask_token
                 self._questions = make_question_source(
                     self.question_source,
                     split=self.split,
                     path=self.questions_path,
                     question_types=self.question_types,
                     vocab=self.vocab,
+                    **kwargs,
                 )
         questions = list(self._questions(row))
         if len(questions) != len(self.question_types):
@@ -212,37 +228,32 @@ class EK100Transform:
         names = list(batch)
         rows = [dict(zip(names, values)) for values in zip(*(batch[n] for n in names))]
         questions = [self.questions(row) for row in rows] if self.question_source is not None else None
+        if questions is not None:
+            if getattr(self.processor, "tokenize_questions", None) is not None:
+                out.update(self.processor.tokenize_questions(questions, return_tensors="pt"))
+            else:
+                out["questions"] = questions
         if self.media == "features":
-            features = torch.stack([self._features[row["narration_id"]].float() for row in rows])
-            out["video_features"] = features
-            if questions is not None:
-                out.update(self._tokenize(questions))
+            out["video_features"] = torch.stack([self._features[row["narration_id"]].float() for row in rows])
             return out
         clips = [self.load(row) for row in rows]
-        if self.processor is None:
+        video_processor = getattr(self.processor, "video_processor", self.processor)
+        if video_processor is None:
             out["video"] = clips
-            if questions is not None:
-                out["questions"] = questions
             return out
-        kwargs: dict[str, Any] = {"return_tensors": "pt"}
-        if questions is not None and getattr(self.processor, "tokenizer", None) is not None:
-            kwargs["questions"] = questions
-        elif questions is not None:
-            out["questions"] = questions
-        out.update(dict(self.processor(videos=clips, **kwargs)))
+        # The clips are decoded here with the exact sampling (end-anchored for anticipation); the processor only
+        # augments (training, from the clip's own generator) or resizes, then normalises.
+        out.update(
+            video_processor.process_frames(
+                clips,
+                training=self.training,
+                seed=self.seed,
+                epoch=self.epoch,
+                indices=[int(row["sample_index"]) for row in rows],
+                return_tensors="pt",
+            )
+        )
         return out
-
-    def _tokenize(self, questions: list[list[str]]) -> dict[str, Any]:
-        tokenizer = getattr(self.processor, "tokenizer", None)
-        if tokenizer is None:
-            return {"questions": questions}
-        flat = [q for qs in questions for q in qs]
-        encoded = tokenizer(flat, padding=True, return_tensors="pt")
-        q = len(self.question_types)
-        return {
-            "question_input_ids": encoded["input_ids"].view(len(questions), q, -1),
-            "question_attention_mask": encoded["attention_mask"].view(len(questions), q, -1),
-        }
 
 
 def _frame_size(path: Path, media: str) -> tuple[int, int]:

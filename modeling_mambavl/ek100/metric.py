@@ -33,6 +33,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from .annotations import ORACLE_QUESTIONS
 from .vocabulary import EK100Vocabulary
 
 __all__ = ["EK100Metric", "official_action_topk", "rank_topk"]
@@ -262,6 +263,9 @@ _CITATION = """\
 class EK100Metric(evaluate.Metric):
     """EK100 metrics as an `evaluate.Metric` (no Hub download; works across processes like any evaluate metric).
 
+    ``question_source`` (how the model's questions were made) is echoed in the results; ``"oracle"`` adds
+    ``"label": "ORACLE QUESTIONS"``, which every table made from them must show.
+
     Example::
 
         metric = EK100Metric()                       # or EK100Metric(task="anticipation")
@@ -275,11 +279,13 @@ class EK100Metric(evaluate.Metric):
         *,
         split: str = "validation",
         vocab: EK100Vocabulary | None = None,
+        question_source: str | None = None,
         **kwargs: Any,
     ) -> None:
         if task not in ("recognition", "anticipation"):
             raise ValueError(f"task={task!r}: expected 'recognition' or 'anticipation'")
         self.task = task
+        self.question_source = question_source
         self.split = split
         self.vocab = vocab or EK100Vocabulary.default()
         kwargs.setdefault("config_name", task)
@@ -379,6 +385,10 @@ class EK100Metric(evaluate.Metric):
             task=self.task,
             action_rule=action_rule,
         )
+        if self.question_source is not None:
+            results["question_source"] = self.question_source
+            if self.question_source == "oracle":
+                results["label"] = ORACLE_QUESTIONS
         if observation_clipped is not None:
             clipped = observation_clipped
             results["num_clipped_windows"] = int(clipped if np.ndim(clipped) == 0 else np.asarray(clipped).sum())
