@@ -197,20 +197,20 @@ class _ClipRenderer:
         self.m0, self.m1 = (0.0, 1.0) if length < 8 else (rng.uniform(0, 0.2), rng.uniform(0.8, 1.0))
         lo, hi = 2 * s, size - 2 * s
         if self.motion in ("grow", "shrink"):
-            small, self.gain = rng.uniform(8, 12) * s, rng.uniform(2.0, 2.6)
+            small, self.gain = rng.uniform(11, 14) * s, rng.uniform(1.7, 2.1)
             self.r0 = small if self.motion == "grow" else small * self.gain
             big = small * self.gain
             self.x0, self.y0 = rng.uniform(lo + big, hi - big), rng.uniform(lo + big, hi - big)
         else:
-            self.r0 = rng.uniform(11, 19) * s
+            self.r0 = rng.uniform(15, 21) * s
             r = self.r0
             self.drift = rng.uniform(-4, 4) * s
             if self.motion == "oscillate":
-                self.amplitude, self.cycles, self.phase = rng.uniform(0.1, 0.16) * size, rng.uniform(1.5, 2.5), rng.uniform(0, 2 * math.pi)
+                self.amplitude, self.cycles, self.phase = rng.uniform(0.1, 0.14) * size, rng.uniform(1.5, 2.5), rng.uniform(0, 2 * math.pi)
                 self.x0 = rng.uniform(lo + r + self.amplitude, hi - r - self.amplitude)
                 self.y0 = rng.uniform(lo + r, hi - r)
             else:
-                self.distance = rng.uniform(0.3, 0.5) * size
+                self.distance = rng.uniform(0.28, 0.42) * size
                 d = self.distance
                 if self.motion == "up":
                     self.x0, self.y0 = rng.uniform(lo + r + 4 * s, hi - r - 4 * s), rng.uniform(lo + r + d, hi - r)
@@ -322,7 +322,7 @@ def _video_names(split: str, count: int, counters: dict[str, int]) -> list[tuple
 def make_synthetic_ek100(
     root: str | Path,
     *,
-    num_train: int = 320,
+    num_train: int = 400,
     num_validation: int = 128,
     num_test: int = 48,
     clips_per_video: int = 16,
@@ -437,10 +437,10 @@ def make_synthetic_ek100(
             # two-decimal CSV timestamps are exact; one extra frame of the clip on each side of the annotated
             # segment absorbs any rounding of seconds to frames by a sampler.
             for i, clip_index in enumerate(range(lo, hi)):
-                length = int(video_rng.choice([4, 7])) if short[clip_index] else 3 * int(video_rng.integers(6, 17)) + 1
+                length = int(video_rng.choice([4, 7])) if short[clip_index] else 3 * int(video_rng.integers(5, 14)) + 1
                 verb, noun = verb_labels[clip_index], noun_labels[clip_index]
                 renderer = _ClipRenderer(video_rng, verb, noun, size, length)
-                first = 3 * math.ceil((writer.count + int(video_rng.integers(5, 12))) / 3)
+                first = 3 * math.ceil((writer.count + int(video_rng.integers(5, 11))) / 3)
                 while writer.count < first - 1:
                     writer.write(renderer.frame(None))
                 thumbs = []
