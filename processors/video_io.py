@@ -278,7 +278,8 @@ def decode_video_frames(
         targets = [info.start_pts + math.floor(Fraction(2 * int(i) + 1, 2) / fps / tb) for i in wanted]
         gap = max(int(seek_threshold / tb), 1)
         decoder = _ForwardDecoder(container, stream, path, window)
-        frames = {}
+        arrays: dict[int, np.ndarray] = {}
+        converted: dict[int, np.ndarray] = {}  # by frame pts: several indices may share a frame
         last_target = None
         for i, target in zip(wanted, targets):
             # Seek for the first frame and across long gaps; past the end of the stream every later target is
@@ -297,9 +298,11 @@ def decode_video_frames(
                         path, window,
                         f"the video stops at {frame_end:.3f} s but declares {info.duration:.3f} s: truncated or corrupt",
                     )
-            frames[int(i)] = frame
+            # convert now, while the frame's planes are still in cache
+            if frame.pts not in converted:
+                converted[frame.pts] = frame.to_ndarray(format="rgb24")
+            arrays[int(i)] = converted[frame.pts]
             last_target = target
-        arrays = {i: f.to_ndarray(format="rgb24") for i, f in frames.items()}
     finally:
         container.close()
     return np.stack([arrays[int(i)] for i in indices])

@@ -25,7 +25,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .sampling import ANCHORS, SAMPLING_MODES, clip_generator
-from .video_io import clip_indices, decode_video_frames, load_clip_with_indices, probe_video
+from .video_io import MediaError, clip_indices, decode_video_frames, load_clip_with_indices, probe_video
 
 __all__ = ["MambaVLVideoProcessor", "MambaVLVideosKwargs", "parse_rand_augment"]
 
@@ -276,7 +276,12 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
                 fn = partial(self.sample_frames, window=window, index=index, **sampling_kwargs)
                 if sampling_kwargs["num_frames"] is None:
                     fn = partial(_all_frames_of_window, window=window, path=os.fspath(video))
-                frames, meta = self.fetch_videos(os.fspath(video), sample_indices_fn=fn)
+                try:
+                    frames, meta = self.fetch_videos(os.fspath(video), sample_indices_fn=fn)
+                except MediaError as e:
+                    if e.window is None and window is not None:  # fetch_videos knows the file, not the window
+                        raise MediaError(e.path, window, e.reason) from e
+                    raise
             else:
                 frames, idx, info = load_clip_with_indices(
                     video, window=window, fps=kwargs["video_fps"], index=index, **sampling_kwargs
@@ -292,6 +297,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
             seed=kwargs["seed"],
             epoch=kwargs["epoch"],
             return_tensors=kwargs["return_tensors"],
+            device=kwargs.get("device"),
             **{k: v for k, v in kwargs.items() if k in _TRANSFORM_KEYS},
         )
         if kwargs.get("return_metadata"):
@@ -308,6 +314,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
         epoch: int | None = None,
         indices: Sequence[int] | None = None,
         return_tensors: str | None = "pt",
+        device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Augment (training) or resize/crop (evaluation), then rescale and normalise already-decoded clips.
@@ -319,6 +326,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
                 ``clip_generator(seed, epoch, indices[b], stream=1)``; default: the processor's ``training``.
             seed, epoch, indices: identify each clip's generator; ``indices`` default ``0..B-1``.
             return_tensors: ``"pt"`` stacks to a tensor; ``None`` keeps a list of ``(T, C, H, W)`` tensors.
+            device: run the transforms there (e.g. ``"cuda"``); default: where the frames are (the CPU).
             **kwargs: overrides of the processor's settings (``size``, ``crop_size``, ``do_resize``,
                 ``do_center_crop``, ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``,
                 ``image_std``, ``resample``, ``crop_scale``, ``crop_ratio``, ``flip_prob``, ``rand_augment``,
@@ -346,6 +354,8 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
         out = []
         for clip, index in zip(clips, indices):
             video = _to_uint8_tchw(clip)
+            if device is not None:
+                video = video.to(device)
             if training:
                 video = self._augment(video, clip_generator(seed, epoch, int(index), stream=_AUGMENT_STREAM), settings)
             else:

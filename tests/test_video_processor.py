@@ -8,7 +8,15 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from transformers import AutoVideoProcessor, PreTrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForVideoClassification,
+    AutoVideoProcessor,
+    PreTrainedConfig,
+    PreTrainedModel,
+    pipeline,
+)
+from transformers.modeling_outputs import ImageClassifierOutput
 
 from modeling_mambavl import MambaVLVideoProcessor, MediaError
 from modeling_mambavl.processors import register_auto_classes
@@ -130,6 +138,9 @@ def test_broken_video_raises_media_error(tmp_path):
     bad.write_bytes(np.random.default_rng(1).bytes(4096))
     with pytest.raises(MediaError, match="broken.mp4"):
         MambaVLVideoProcessor()(str(bad), return_tensors="pt")
+    with pytest.raises(MediaError, match=r"broken.mp4 \(window 0.500-1.000 s\)") as err:
+        MambaVLVideoProcessor()(str(bad), windows=(0.5, 1.0), return_tensors="pt")
+    assert err.value.window == (0.5, 1.0)
 
 
 def _noise_clip(t=8, h=48, w=64, seed=0):
@@ -199,6 +210,8 @@ def test_process_frames_on_cached_uint8_frames():
     eval_frames, _, _ = load_clip_with_indices(video, num_frames=4)
     eval_call = vp(video, return_tensors="pt")["pixel_values"]
     assert torch.equal(eval_call, vp.process_frames(eval_frames[None])["pixel_values"])
+    assert torch.equal(vp.process_frames([frames], device="cpu", training=True, seed=3, epoch=2,
+                                         indices=[9])["pixel_values"], cached)
     as_list = vp.process_frames([frames], return_tensors=None)["pixel_values"]
     assert isinstance(as_list, list) and as_list[0].shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="uint8"):
@@ -237,3 +250,40 @@ def test_save_and_auto_load_round_trip(tmp_path):
             a = vp(clip, training=training, indices=[4], return_tensors="pt")["pixel_values"]
             b = loaded(clip, training=training, indices=[4], return_tensors="pt")["pixel_values"]
             assert torch.equal(a, b)
+
+
+class _PipelineConfig(PreTrainedConfig):
+    model_type = "mambavl-pipeline-test"
+    num_frames: int = 8
+
+
+class _PipelineModel(PreTrainedModel):
+    """A stand-in video classifier: records the pixel_values it gets."""
+
+    config_class = _PipelineConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.head = torch.nn.Linear(3, config.num_labels)
+        self.seen = []
+        self.post_init()
+
+    def forward(self, pixel_values, **kwargs):
+        self.seen.append(tuple(pixel_values.shape))
+        return ImageClassifierOutput(logits=self.head(pixel_values.mean(dim=(1, 3, 4))))
+
+
+def test_video_classification_pipeline_uses_the_processor(tmp_path):
+    if not BBB.is_file():
+        pytest.skip(f"{BBB} not available")
+    AutoConfig.register(_PipelineConfig.model_type, _PipelineConfig, exist_ok=True)
+    AutoModelForVideoClassification.register(_PipelineConfig, _PipelineModel, exist_ok=True)
+    register_auto_classes(_PipelineConfig)
+    _PipelineModel(_PipelineConfig(num_frames=8, id2label={0: "a", 1: "b", 2: "c"})).save_pretrained(tmp_path)
+    MambaVLVideoProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(tmp_path)  # 16 frames by default
+    classifier = pipeline("video-classification", model=str(tmp_path))
+    assert type(classifier.video_processor) is MambaVLVideoProcessor
+    result = classifier(str(BBB), top_k=2)
+    assert [r["label"] for r in result] and len(result) == 2
+    assert classifier.model.seen == [(1, 8, 3, 32, 32)]  # the pipeline's num_frames=config.num_frames was honoured
