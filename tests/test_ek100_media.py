@@ -68,8 +68,8 @@ def test_anticipation_never_reads_past_the_gap_frames(real_rows, tmp_path, sampl
         if row["observation_end"] <= 0:
             assert not clip.any()  # nothing observable: black frames
             continue
-        read = [_read_index(f) for f in clip]
-        # Frame i is file frame_{i+1}, shown from i / 60 s: the last one read is the one showing start - 1 s.
+        # Frame files as numbered by EK100 (start_frame = int(start_sec * 60)); file k shows the frame of (k - 1) / 60 s.
+        read = [_read_index(f) + 1 for f in clip]
         assert max(read) <= limit, (row["narration_id"], max(read), limit)
         first = math.floor(row["observation_start"] * 60)
         assert min(read) >= first
@@ -186,3 +186,19 @@ def test_processor_questions_and_epochs(synthetic):
     generic = load_ek100(synthetic.annotations_dir, "test", synthetic.features_dir, media="features",
                          question_source="generic")
     assert len(generic[0]["questions"]) == 2 and "verb_class" not in generic.column_names
+
+
+def test_zero_length_segment_reads_its_frame(tmp_path):
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    header = "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,stop_frame"
+    (annotations / "EPIC_100_test_timestamps.csv").write_text(
+        f"{header}\nP01_101_0,P01,P01_101,,00:00:00.50,00:00:00.50,25,25\n"
+    )
+    folder = tmp_path / "rgb_frames" / "P01" / "P01_101"  # 50 fps
+    folder.mkdir(parents=True)
+    for i in range(60):
+        Image.fromarray(_index_image(i)).save(folder / f"frame_{i + 1:010d}.jpg", quality=95)
+    ds = load_ek100(annotations, "test", tmp_path, media="frames", num_frames=4)
+    assert [_read_index(f) for f in ds[0]["video"]] == [25] * 4  # the frame shown at 0.5 s
+

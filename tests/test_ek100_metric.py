@@ -101,6 +101,10 @@ def test_crafted_inputs_match_golden_values(tmp_path):
     for key, value in {**GOLDEN, **GOLDEN_MT5R}.items():
         assert results[key] == pytest.approx(value, abs=1e-9), key
     assert results["num_clipped_windows"] == 2
+    results = EK100Metric(keep_in_memory=True, question_source="oracle").compute(
+        verb_logits=verb_logits, noun_logits=noun_logits, verb_labels=verb_labels, noun_labels=noun_labels
+    )
+    assert results["label"] == "ORACLE QUESTIONS" and results["question_source"] == "oracle"
 
 
 def test_crafted_cases_are_what_they_claim():

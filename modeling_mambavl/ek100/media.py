@@ -6,6 +6,7 @@ its media source and time window, and hands the clips (and questions) to the pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,18 @@ class EK100Transform:
                 )
 
     def window(self, row: dict) -> tuple[float, float]:
-        if self.task == "anticipation":
-            return (row["observation_start"], row["observation_end"])
-        return (row["start_sec"], row["stop_sec"])
+        """The (start_sec, end_sec) window decoded for a row."""
+        if self.task != "anticipation":
+            # A zero-length segment (stop == start) still has the frame at its start.
+            return (row["start_sec"], max(row["stop_sec"], row["start_sec"] + 1e-3))
+        start, end = row["observation_start"], row["observation_end"]
+        if self.media == "frames" and end > 0:
+            # EK100 numbers frames as int(t * fps) (start_frame of the CSVs), one more than the JPEG that a
+            # presentation-time reading gives (file k is shown from (k - 1) / fps). Ending the window on a frame
+            # boundary makes the last file read int(observation_end * fps), so the gap holds in both numberings.
+            fps = frames_fps(row["video_id"])
+            end = math.floor(end * fps + 1e-6) / fps
+        return (start, end)
 
     # ------------------------------------------------------------------ decoding
     def load(self, row: dict) -> np.ndarray:
@@ -164,7 +174,7 @@ class EK100Transform:
             raise FileNotFoundError(f"{path}: frame folder of narration {narration_id} not found")
         if self.media == "video" and not path.is_file():
             raise FileNotFoundError(f"{path}: video file of narration {narration_id} not found")
-        if end <= 0.0:
+        if end <= start:
             # Nothing is observable before the anticipation gap: a black clip, never a frame of the gap.
             return np.zeros((self.num_frames, *_frame_size(path, self.media), 3), dtype=np.uint8)
         try:
