@@ -6,7 +6,7 @@ The state is float32 whatever the input dtype. Work is parallel over batch x cha
 ``torch.get_num_threads()`` threads, vectorised over the N states, and every cross-thread reduction runs in a fixed
 order, so results are bitwise identical whatever the thread count.
 
-This module implements the fused-kernel interface of ``selective_scan.py`` (``unavailable_reason``, ``forward``,
+This module implements the fused-kernel interface of ``dispatch.py`` (``unavailable_reason``, ``forward``,
 ``backward``, ``saved_like``); call it through ``modeling_mambavl.ops.selective_scan(..., backend="cpu")``.
 """
 

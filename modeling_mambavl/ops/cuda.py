@@ -5,7 +5,7 @@ imported lazily, inside ``try``: this module imports cleanly without it. The ker
 (``selective_scan_cuda``) is called directly, as mamba-ssm's own ``SelectiveScanFn`` does, so that the op stays one
 ``torch.library`` custom op under ``torch.compile``.
 
-This module implements the fused-kernel interface of ``selective_scan.py`` (``unavailable_reason``, ``forward``,
+This module implements the fused-kernel interface of ``dispatch.py`` (``unavailable_reason``, ``forward``,
 ``backward``, ``saved_like``).
 """
 

@@ -92,7 +92,7 @@ def _resolve_backend(backend: str, device_type: str) -> str:
             if reasons and device_type == "cpu" and device_type not in _warned_fallback:
                 _warned_fallback.add(device_type)
                 warnings.warn(f"selective_scan: using the slower '{name}' backend for {device_type} tensors because "
-                              + "; ".join(reasons), RuntimeWarning, stacklevel=4)
+                              + "; ".join(reasons), RuntimeWarning, stacklevel=3)
             return name
         reasons.append(f"backend '{name}' is unavailable: {reason}")
     raise AssertionError("unreachable: the last backend of every auto order runs everywhere")
