@@ -295,3 +295,9 @@ def test_cuda_glue_with_the_kernel_calling_convention(monkeypatch):
         torch.testing.assert_close(g, r, msg=name)
     with pytest.raises(NotImplementedError, match="last state"):
         cuda.backward(dout, torch.ones_like(last), *inputs.values(), saved, True)
+
+
+def test_custom_op_rejects_unfused_backend_names():
+    inputs = make_inputs(2, 3, 10, 5)
+    with pytest.raises(ValueError, match="'portable' is not a fused kernel"):
+        torch.ops.mambavl.selective_scan_fwd(*inputs.values(), True, "portable")

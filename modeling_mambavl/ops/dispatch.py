@@ -137,17 +137,25 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
 # --- the custom ops -------------------------------------------------------------------------------------------
 
 
+def _kernel(backend: str) -> FusedScanKernel:
+    try:
+        return _FUSED_KERNELS[backend]
+    except KeyError:
+        raise ValueError(f"mambavl::selective_scan ops: backend {backend!r} is not a fused kernel; choose one of "
+                         f"{', '.join(_FUSED_KERNELS)} (or call modeling_mambavl.ops.selective_scan)") from None
+
+
 @torch.library.custom_op("mambavl::selective_scan_fwd", mutates_args=())
 def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
               delta_bias: Tensor | None, delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Fused forward: (out (b, d, L) in u's dtype, last state (b, d, N) float32, tensors saved for the backward)."""
-    return _FUSED_KERNELS[backend].forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return _kernel(backend).forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 @_scan_fwd.register_fake
 def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
     b, d, length = u.shape
-    saved = _FUSED_KERNELS[backend].saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    saved = _kernel(backend).saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return u.new_empty((b, d, length)), u.new_empty((b, d, A.shape[1]), dtype=torch.float32), saved
 
 
@@ -157,8 +165,7 @@ def _scan_bwd(dout: Tensor, dlast: Tensor | None, u: Tensor, delta: Tensor, A: T
               delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                                                           Tensor]:
     """Fused backward: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); absent optional inputs get empty tensors."""
-    grads = _FUSED_KERNELS[backend].backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved,
-                                             delta_softplus)
+    grads = _kernel(backend).backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus)
     return tuple(u.new_empty(0) if g is None else g for g in grads)
 
 
