@@ -145,7 +145,15 @@ def _kernel(backend: str) -> FusedScanKernel:
                          f"{', '.join(_FUSED_KERNELS)} (or call modeling_mambavl.ops.selective_scan)") from None
 
 
-@torch.library.custom_op("mambavl::selective_scan_fwd", mutates_args=())
+# Explicit schemas: independent of how a torch version reads this module's postponed annotations.
+_FWD_SCHEMA = ("(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+               "bool delta_softplus, str backend) -> (Tensor, Tensor, Tensor[])")
+_BWD_SCHEMA = ("(Tensor dout, Tensor? dlast, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
+               "Tensor? z, Tensor? delta_bias, Tensor[] saved, bool delta_softplus, str backend) -> "
+               "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+
+
+@torch.library.custom_op("mambavl::selective_scan_fwd", mutates_args=(), schema=_FWD_SCHEMA)
 def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
               delta_bias: Tensor | None, delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Fused forward: (out (b, d, L) in u's dtype, last state (b, d, N) float32, tensors saved for the backward)."""
@@ -159,7 +167,7 @@ def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend)
     return u.new_empty((b, d, length)), u.new_empty((b, d, A.shape[1]), dtype=torch.float32), saved
 
 
-@torch.library.custom_op("mambavl::selective_scan_bwd", mutates_args=())
+@torch.library.custom_op("mambavl::selective_scan_bwd", mutates_args=(), schema=_BWD_SCHEMA)
 def _scan_bwd(dout: Tensor, dlast: Tensor | None, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
               D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None, saved: list[Tensor],
               delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
