@@ -140,7 +140,8 @@ def push_to_hub(
     sync_default_questions(model.config, processor)
     metrics = load_metrics(metrics)
     message = commit_message or "Upload MambaVL model"
-    model.push_to_hub(repo_id, revision=revision, private=private, token=token, commit_message=message, tags=tags)
+    model.push_to_hub(repo_id, revision=revision, private=private, token=token, commit_message=message,
+                      **({"tags": list(tags)} if tags else {}))
     processor.push_to_hub(repo_id, revision=revision, token=token, commit_message=f"{message}: processor")
 
     api = HfApi(token=token)
