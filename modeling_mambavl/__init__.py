@@ -5,9 +5,11 @@ __version__ = "0.1.0.dev0"
 from .auto import register_auto_classes
 from .configuration import MambaVLConfig
 from .modeling import MambaVLForVideoClassification, MambaVLModel, MambaVLPreTrainedModel
+from .pipelines import VideoQuestionClassificationPipeline, register_pipeline
 from .processors import MambaVLProcessor, MambaVLVideoProcessor, MediaError, mask_answer
 
 register_auto_classes()
+register_pipeline()
 
 __all__ = [
     "MambaVLConfig",
@@ -18,4 +20,5 @@ __all__ = [
     "MambaVLVideoProcessor",
     "MediaError",
     "mask_answer",
+    "VideoQuestionClassificationPipeline",
 ]

@@ -13,7 +13,8 @@ concatenation of some package modules, with
   files it came with).
 
 File names never shadow the package (``configuration_mambavl.py``, ``modeling_mamba_vl.py``,
-``selective_scan_mambavl.py``). More files (a processor) are added with ``register_bundle_file``.
+``selective_scan_mambavl.py``, ``video_processing_mambavl.py``, ``processing_mambavl.py``). More files are added with
+``register_bundle_file``.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ BUNDLE_FILES: list[BundleFile] = [
         ("mixer", "fusion", "vision", "questions", "modeling"),
         auto_map={"AutoModel": "MambaVLModel", "AutoModelForVideoClassification": "MambaVLForVideoClassification"},
     ),
+    BundleFile(
+        "video_processing_mambavl.py",
+        ("processors.sampling", "processors.video_io", "processors.video_processing"),
+        auto_map={"AutoVideoProcessor": "MambaVLVideoProcessor"},
+    ),
+    # The question tokenizer is data (tokenizer.json, saved with the processor), not code.
+    BundleFile("processing_mambavl.py", ("processors.processing",), auto_map={"AutoProcessor": "MambaVLProcessor"}),
 ]
 # The file that carries the manifest (read by the bundle's own _write_code_bundle).
 _MANIFEST_FILE = "configuration_mambavl.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,9 +10,17 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .questions import _check_types, default_questions
-from .tokenizer import default_question_tokenizer
+from ..configuration.configuration_mambavl import _write_code_bundle
 from .video_processing import MambaVLVideoProcessor
+
+try:  # the question templates and the shipped question tokenizer are package data
+    from .questions import _check_types, default_questions
+    from .tokenizer import default_question_tokenizer
+except ImportError:
+    # This file also runs as a checkpoint's code bundle, where the package is absent: a saved processor passes its
+    # tokenizer, question types and questions to __init__, so only building one from nothing needs the package.
+    _check_types = tuple
+    default_questions = default_question_tokenizer = None
 
 __all__ = ["MambaVLProcessor", "register_auto_classes"]
 
@@ -47,6 +56,12 @@ class MambaVLProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> None:
         video_processor = video_processor if video_processor is not None else MambaVLVideoProcessor()
+        if (tokenizer is None or questions is None) and default_question_tokenizer is None:
+            raise ValueError(
+                "MambaVLProcessor: give `tokenizer` and `questions`, or install the mambavl package (it ships the "
+                "default question tokenizer and questions); to use a checkpoint's processor, load it with "
+                "AutoProcessor.from_pretrained(<checkpoint>, trust_remote_code=True)"
+            )
         tokenizer = tokenizer if tokenizer is not None else default_question_tokenizer()
         self.question_types = list(_check_types(question_types))
         self.questions = list(questions) if questions is not None else default_questions(self.question_types)
@@ -155,6 +170,19 @@ class MambaVLProcessor(ProcessorMixin):
                 f"{self.questions} tokenized by {type(self.tokenizer).__name__}: the checkpoint was saved with another "
                 "tokenizer or other default questions; load the processor saved with the model"
             )
+
+    # ------------------------------------------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any):
+        """Save the processor (``processor_config.json`` with the video processor's settings, the tokenizer files)
+        together with the checkpoint's flat code bundle, and point ``auto_map`` at it: ``AutoProcessor`` in the
+        processor's config, ``AutoVideoProcessor`` in the video processor's, so both load with
+        ``trust_remote_code=True`` where only transformers is installed."""
+        os.makedirs(save_directory, exist_ok=True)
+        auto_map = _write_code_bundle(save_directory)
+        for owner, auto_class in ((self, "AutoProcessor"), (self.video_processor, "AutoVideoProcessor")):
+            if auto_class in auto_map:
+                owner.auto_map = {auto_class: auto_map[auto_class]}
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     # -------------------------------------------------------------------------------------------------------- call
     def __call__(

@@ -17,7 +17,18 @@ from transformers.dynamic_module_utils import get_imports, get_relative_imports 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code  # noqa: E402
 from modeling_mambavl.ops import selective_scan  # noqa: E402
 
-BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py"}
+BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py", "processing_mambavl.py",
+          "video_processing_mambavl.py"}
+# What a checkpoint's code may import outside try: (besides the standard library): the packages of an environment
+# with torch, torchvision, transformers and av (numpy, PIL and huggingface_hub come with them).
+THIRD_PARTY = {"torch", "torchvision", "transformers", "huggingface_hub", "numpy", "av", "PIL"}
+AUTO_MAP = {
+    "AutoConfig": "configuration_mambavl.MambaVLConfig",
+    "AutoModel": "modeling_mamba_vl.MambaVLModel",
+    "AutoModelForVideoClassification": "modeling_mamba_vl.MambaVLForVideoClassification",
+    "AutoVideoProcessor": "video_processing_mambavl.MambaVLVideoProcessor",
+    "AutoProcessor": "processing_mambavl.MambaVLProcessor",
+}
 TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
 
@@ -39,8 +50,7 @@ def test_bundle_is_self_contained(tmp_path):
         (tmp_path / name).write_text(text)
         compile(text, name, "exec")
         # transformers' import check: only installed third-party packages outside try: (the package is not one).
-        assert set(get_imports(tmp_path / name)) <= {"torch", "transformers", "huggingface_hub", "typing", "os",
-                                                     "re", "math", "dataclasses", "__future__", "shutil"}, name
+        assert set(get_imports(tmp_path / name)) - set(sys.stdlib_module_names) <= THIRD_PARTY, name
         assert set(get_relative_imports(tmp_path / name)) <= stems, name
         tree = ast.parse(text)
         for node in ast.walk(tree):
@@ -68,11 +78,7 @@ def test_bundled_scan_is_the_reference_scan(tmp_path):
 def test_config_save_writes_the_bundle_and_auto_map(tmp_path):
     MambaVLConfig.from_preset("tiny").save_pretrained(tmp_path)
     assert BUNDLE <= set(os.listdir(tmp_path))
-    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {
-        "AutoConfig": "configuration_mambavl.MambaVLConfig",
-        "AutoModel": "modeling_mamba_vl.MambaVLModel",
-        "AutoModelForVideoClassification": "modeling_mamba_vl.MambaVLForVideoClassification",
-    }
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == AUTO_MAP
 
 
 _ISOLATED_LOAD = textwrap.dedent(
@@ -127,7 +133,12 @@ def test_trust_remote_code_round_trip_without_the_package(fusion_type, tmp_path)
     result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]
-    assert BUNDLE <= set(os.listdir(tmp_path / "resaved"))
+    # A model loaded from remote code re-saves the files its code came with (the processor's are saved by the
+    # processor, see test_hub.py); its auto_map points at those only.
+    model_files = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py"}
+    assert model_files <= set(os.listdir(tmp_path / "resaved"))
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["auto_map"] == {
+        k: v for k, v in AUTO_MAP.items() if v.split(".")[0] + ".py" in model_files}
     # A config saved alone from remote code points only at the file it has.
     assert json.loads((tmp_path / "config_only" / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_mambavl.MambaVLConfig"}
@@ -147,3 +158,71 @@ def test_generator_refuses_what_would_break_the_bundle(monkeypatch):
         remote_code.generate_code_bundle([remote_code.BundleFile("x.py", ("c",))])
     with pytest.raises(remote_code.BundleError, match="shadow"):
         remote_code.register_bundle_file(remote_code.BundleFile("modeling_mambavl.py", ("a",)))
+
+
+_ISOLATED_PROCESSOR = textwrap.dedent(
+    """
+    import importlib.abc, json, os, sys
+
+    class _NotInstalled(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+    sys.meta_path.insert(0, _NotInstalled())
+    import torch
+    from transformers import AutoProcessor, AutoVideoProcessor
+
+    folder = sys.argv[1]
+    data = torch.load(folder + "/expected.pt")
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+    assert type(processor.video_processor).__module__.startswith("transformers_modules.")
+    out = processor(videos=[data["video"]], video_fps=30.0)
+    assert set(out) == set(data["outputs"]), sorted(out)
+    for key, value in data["outputs"].items():
+        assert torch.equal(out[key], value), key
+    processor.save_pretrained(folder + "/resaved")
+    saved = json.load(open(folder + "/resaved/processor_config.json"))
+    assert saved["auto_map"]["AutoProcessor"] == "processing_mambavl.MambaVLProcessor", saved["auto_map"]
+    video = AutoVideoProcessor.from_pretrained(folder + "/resaved", trust_remote_code=True)
+    assert torch.equal(video(data["video"], video_fps=30.0, return_tensors="pt")["pixel_values"], data["outputs"]["pixel_values"])
+    again = AutoProcessor.from_pretrained(folder + "/resaved", trust_remote_code=True)
+    assert again.questions == processor.questions
+    assert torch.equal(again(videos=[data["video"]], video_fps=30.0)["question_input_ids"],
+                       data["outputs"]["question_input_ids"])
+    assert "modeling_mambavl" not in sys.modules
+    print("ISOLATED-OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_processor_loads_without_the_package(tmp_path):
+    from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
+
+    processor = MambaVLProcessor(MambaVLVideoProcessor(num_frames=4, size={"shortest_edge": 40},
+                                                       crop_size={"height": 32, "width": 32}),
+                                 questions=["Which action do the hands perform?", "Which object is used?"])
+    video = torch.randint(0, 256, (10, 48, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    outputs = dict(processor(videos=[video], video_fps=30.0))
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoProcessor": AUTO_MAP["AutoProcessor"]}
+    assert saved["video_processor"]["auto_map"] == {"AutoVideoProcessor": AUTO_MAP["AutoVideoProcessor"]}
+    assert BUNDLE <= set(os.listdir(tmp_path))  # a processor saved alone carries the whole bundle
+    torch.save({"video": video, "outputs": outputs}, tmp_path / "expected.pt")
+    (tmp_path / "load.py").write_text(_ISOLATED_PROCESSOR)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_processor_without_tokenizer_needs_the_package(monkeypatch):
+    from modeling_mambavl.processors import processing
+
+    monkeypatch.setattr(processing, "default_question_tokenizer", None)
+    with pytest.raises(ValueError, match="give `tokenizer` and `questions`"):
+        processing.MambaVLProcessor()

@@ -1,0 +1,225 @@
+"""``mambavl``: predict actions in a clip, evaluate on EK100, write a model card.
+
+    mambavl predict VIDEO [--model ID_OR_PATH] [--questions VERB_Q NOUN_Q] [--top-k 5] [--json]
+    mambavl eval --model ID_OR_PATH --annotations DIR --media-root DIR [--split validation] [--output metrics.json]
+    mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP] [--metrics metrics.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "evaluate_ek100"]
+
+MODEL_ENV = "MAMBAVL_MODEL"
+
+
+def _model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--model", "-m", default=os.environ.get(MODEL_ENV), required=required and MODEL_ENV not in os.environ,
+        metavar="ID_OR_PATH",
+        help=f"checkpoint folder or Hub repo id (saved with its processor); default: ${MODEL_ENV}",
+    )
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo (default: main)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mambavl",
+        description="MambaVL: egocentric action recognition by questioning (Mamba Fusion, ICASSP 2025).",
+        epilog="Run 'mambavl COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser(
+        "predict", help="top-k verbs, nouns and actions of a video",
+        description="Classify the action in a video clip: the top-k verbs, nouns and actions (softmax scores). "
+                    "Without --questions the model's default questions are used.",
+        epilog="example: mambavl predict clip.mp4 --model org/mambavl-vitb --questions "
+               "'What is the person doing with the knife?' 'What is being cut?'",
+    )
+    predict.add_argument("video", metavar="VIDEO", help="video file (any format PyAV reads) or EK100 frame folder")
+    _model_argument(predict)
+    predict.add_argument("--questions", "-q", nargs="+", metavar="Q", default=None,
+                         help="one question per question type of the model, in order (verb question, noun question)")
+    predict.add_argument("--top-k", "-k", type=int, default=5, help="how many classes to list (default: 5)")
+    predict.add_argument("--window", nargs=2, type=float, metavar=("START", "END"), default=None,
+                         help="only the clip between START and END seconds")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    predict.set_defaults(run=_predict)
+
+    evaluate = commands.add_parser(
+        "eval", help="EK100 metrics of a model on an annotated split",
+        description="Evaluate a model on an EPIC-KITCHENS-100 split (or the synthetic EK100-format data) and write "
+                    "metrics.json: the EK100Metric keys ({all,tail,unseen}_{verb,noun,action}_top{1,5}).",
+        epilog="example: mambavl eval --model ckpt --annotations epic-kitchens-100-annotations "
+               "--media-root EPIC-KITCHENS --media video --output ckpt/metrics.json",
+    )
+    _model_argument(evaluate)
+    evaluate.add_argument("--annotations", required=True, metavar="DIR",
+                          help="folder with EPIC_100_{train,validation}.csv (and the class CSVs)")
+    evaluate.add_argument("--media-root", required=True, metavar="DIR",
+                          help="folder with rgb_frames/PXX/PXX_YY/ (--media frames) or videos/PXX/PXX_YY.MP4")
+    evaluate.add_argument("--media", choices=("frames", "video"), default="frames", help="media layout (default: frames)")
+    evaluate.add_argument("--split", default="validation", help="labelled split (default: validation)")
+    evaluate.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
+    evaluate.add_argument("--question-source", choices=("generic", "file", "predicted", "oracle"), default="generic",
+                          help="how questions are made (default: generic); 'oracle' results are labelled as such")
+    evaluate.add_argument("--questions-file", default=None, metavar="PATH", help="for --question-source file/predicted")
+    evaluate.add_argument("--dataset-name", default="epic-kitchens-100",
+                          help="the dataset field of metrics.json (synthetic-ek100 for the synthetic data)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    evaluate.add_argument("--output", "-o", default=None, metavar="PATH", help="write metrics.json here")
+    evaluate.set_defaults(run=_eval)
+
+    card = commands.add_parser(
+        "card", help="write or refresh README.md (the model card) of a checkpoint folder",
+        description="Write the model card of a saved checkpoint: YAML metadata (licence, pipeline tag, widget, "
+                    "model-index from metrics.json), usage code, results, limitations, demo link and citation.",
+        epilog="example: mambavl card ckpt --repo-id org/mambavl-vitb --example-video clip.mp4",
+    )
+    card.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="folder written by save_pretrained")
+    card.add_argument("--repo-id", default=None, help="repo the usage code loads from (default: <namespace>/<folder>)")
+    card.add_argument("--metrics", default=None, metavar="PATH", help="metrics.json (default: CHECKPOINT_DIR/metrics.json)")
+    card.add_argument("--example-video", default=None, metavar="CLIP",
+                      help="clip for the widget; copied to CHECKPOINT_DIR/examples/, the model's top-5 shown")
+    card.add_argument("--space", default=None, metavar="ORG/NAME", help="demo Space to link (default: the project's)")
+    card.add_argument("--license", default=None, help="licence id (default: cc-by-nc-4.0 for EK100 models)")
+    card.set_defaults(run=_card)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _load_pipeline(args: argparse.Namespace):
+    import torch
+    from transformers import pipeline
+
+    from . import pipelines  # noqa: F401 (registers the task)
+    from .hub import load_model_and_processor
+
+    if not args.model:
+        raise SystemExit(f"mambavl: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
+    return pipeline(pipelines.TASK, model=model, processor=processor, device=model.device)
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> str:
+    width = max([len(r["label"]) for r in rows] + [len(title)])
+    lines = [f"{title:<{width}}  score"]
+    lines += [f"{r['label']:<{width}}  {r['score']:.4f}" for r in rows]
+    return "\n".join(lines)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if not Path(args.video).exists():
+        raise SystemExit(f"mambavl predict: {args.video} does not exist")
+    pipe = _load_pipeline(args)
+    kwargs: dict[str, Any] = {"top_k": args.top_k}
+    if args.questions is not None:
+        kwargs["questions"] = args.questions
+    if args.window is not None:
+        kwargs["window"] = tuple(args.window)
+    result = pipe(str(args.video), **kwargs)
+    if args.json:
+        print(json.dumps({"video": str(args.video), "model": str(args.model), **result}, indent=2))
+        return 0
+    print("questions: " + " | ".join(result["questions"]))
+    for key in ("verbs", "nouns", "actions", "labels"):
+        if key in result:
+            print()
+            print(_table(key[:-1], result[key]))
+    return 0
+
+
+def evaluate_ek100(model: Any, processor: Any, dataset: Any, *, task: str = "recognition", split: str = "validation",
+                   question_source: str = "generic", batch_size: int = 8) -> dict[str, float]:
+    """EK100Metric of ``model`` over a ``load_ek100`` dataset loaded with ``processor`` (rows carry ``pixel_values``
+    and the question tokens). Returns the metric's dict (percentages)."""
+    import torch
+
+    from .ek100 import EK100Metric
+
+    metric = EK100Metric(task, split=split, question_source=question_source)
+    device = next(model.parameters()).device
+    keys = ("pixel_values", "question_input_ids", "question_attention_mask")
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset[start:start + batch_size]
+            inputs = {k: torch.as_tensor(batch[k]).to(device) for k in keys if k in batch}
+            outputs = model(**inputs)
+            metric.add_batch(verb_logits=outputs.verb_logits.float().cpu(), noun_logits=outputs.noun_logits.float().cpu(),
+                             verb_labels=batch["verb_class"], noun_labels=batch["noun_class"],
+                             narration_ids=batch["narration_id"], participant_ids=batch["participant_id"])
+    return metric.compute()
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .ek100 import load_ek100
+    from .hub import load_model_and_processor
+
+    if not args.model:
+        raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
+    dataset = load_ek100(args.annotations, args.split, media_root=args.media_root, media=args.media, task=args.task,
+                         processor=processor, num_frames=model.config.num_frames,
+                         question_source=args.question_source, questions_path=args.questions_file,
+                         question_types=tuple(model.config.question_types))
+    num_clips = len(dataset)
+    if args.limit is not None:
+        dataset = dataset.select(range(min(args.limit, num_clips)))
+    results = evaluate_ek100(model, processor, dataset, task=args.task, split=args.split,
+                             question_source=args.question_source, batch_size=args.batch_size)
+    metrics = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    report: dict[str, Any] = {"task": args.task, "split": args.split, "dataset": args.dataset_name,
+                              "question_source": args.question_source}
+    if args.question_source == "oracle":
+        report["label"] = "ORACLE QUESTIONS"
+    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "metrics": metrics})
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .hub import write_model_card
+    from .model_card import DEFAULT_SPACE
+
+    path = write_model_card(args.checkpoint, repo_id=args.repo_id, metrics=args.metrics,
+                            example_video=args.example_video, space_id=args.space or DEFAULT_SPACE,
+                            license=args.license)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mambavl {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

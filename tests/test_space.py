@@ -1,0 +1,120 @@
+"""The Gradio demo (examples/space/app.py) driven in a real headless Chromium through Selenium: upload the real clip,
+press Predict, read the top-5 verbs, nouns and actions on the page, compare with a direct forward.
+
+Needs Debian's chromium and chromium-driver (.ci/run installs them); skipped only where they are absent outside CI.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "examples" / "space" / "app.py"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+HAVE_BROWSER = Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
+if not HAVE_BROWSER and not os.environ.get("CI"):
+    pytest.skip("Debian chromium / chromium-driver not installed (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+if not os.environ.get("CI"):
+    pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1400,2000")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    model, processor = tiny_checkpoint(folder)
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(folder / "tmp"),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    log = open(folder / "app.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen([sys.executable, str(APP), "--model", str(folder), "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.close()
+                pytest.fail(f"the demo did not start:\n{(folder / 'app.log').read_text()[-3000:]}")
+            time.sleep(1)
+    yield url, model, processor
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def _shown(driver, elem_id: str) -> list[dict]:
+    """The classes a gr.Label shows, top first: names from its rows, scores from their <meter> values."""
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} button.confidence-set")
+    shown = []
+    for row in rows:
+        name = row.find_element(By.CSS_SELECTOR, "dt").text.strip()
+        score = float(row.find_element(By.CSS_SELECTOR, "meter").get_attribute("value"))
+        shown.append({"label": name, "score": score})
+    return shown
+
+
+@pytest.mark.slow
+def test_demo_in_a_real_browser(app, browser, tmp_path):
+    url, model, processor = app
+    clip = BBB if BBB.is_file() else write_test_video(tmp_path / "clip.mp4")
+    expected = direct_top_k(model, processor, clip)
+    browser.get(url)
+    wait = WebDriverWait(browser, 300)
+    upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#video input[type=file]")))
+    upload.send_keys(str(clip))
+    wait.until(lambda d: clip.stem in d.find_element(By.ID, "video").text)
+    browser.find_element(By.ID, "predict").click()
+    wait.until(lambda d: len(_shown(d, "actions")) == 5)
+    for elem_id in ("verbs", "nouns", "actions"):
+        assert_same_top_k(_shown(browser, elem_id), expected[elem_id])  # labels in order, scores to 1e-5
+    frames = browser.find_elements(By.CSS_SELECTOR, "#frames img")
+    assert len(frames) >= 1
+    assert "What action is performed using hands in the video?" in browser.find_element(By.ID, "questions").find_element(
+        By.TAG_NAME, "textarea").get_attribute("value")
+    browser.save_screenshot(str(tmp_path / "demo.png"))
