@@ -54,10 +54,12 @@ def selective_scan_reference(
     batch, d_inner, length = u.shape
     state = u.new_zeros(batch, d_inner, A.shape[1])
     ys = []
-    for t in range(length):
-        dt = delta[:, :, t, None]  # (b, d, 1)
-        state = torch.exp(dt * A) * state + dt * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((state * C[:, None, :, t]).sum(-1))
+    # Per-step views from unbind (not indexing inside the loop, whose backward would write a full-size gradient
+    # per step and make the backward quadratic in L).
+    for dt, B_t, C_t, u_t in zip(delta.unbind(-1), B.unbind(-1), C.unbind(-1), u.unbind(-1)):
+        dt = dt[:, :, None]  # (b, d, 1)
+        state = torch.exp(dt * A) * state + dt * B_t[:, None, :] * u_t[:, :, None]
+        ys.append((state * C_t[:, None, :]).sum(-1))
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, d_inner, 0)
     if D is not None:
         y = y + u * D.float()[None, :, None]
