@@ -440,7 +440,6 @@ def main(argv=None) -> dict:
                                         seed=args.seed, num_workers=args.num_workers)
     eval_dataloader = build_dataloader(validation_dataset, args.per_device_eval_batch_size, shuffle=False,
                                        seed=args.seed, num_workers=args.num_workers)
-    train_sampler = train_dataloader.sampler
 
     # The schedule is defined in optimizer steps of this run (all processes together) and stepped once per step.
     num_update_steps_per_epoch = steps_per_epoch(len(train_dataset), args.per_device_train_batch_size,
@@ -539,7 +538,9 @@ def main(argv=None) -> dict:
     for epoch in range(state["epoch"], num_train_epochs):
         if state["global_step"] >= max_train_steps:
             break
-        train_sampler.set_epoch(epoch)
+        # The prepared loader passes the epoch to the sampler (and would reset it from its own counter otherwise);
+        # the dataset seeds frame positions and augmentation with it.
+        train_dataloader.set_epoch(epoch)
         train_dataset.set_epoch(epoch)
         model.train()
         skip = state["step_in_epoch"] if epoch == state["epoch"] else 0

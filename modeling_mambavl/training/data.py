@@ -137,6 +137,12 @@ class WindowReader:
 
     def window(self, row: dict) -> _Window | None:
         """The frame range of a row, or ``None`` when nothing is observable (an empty anticipation window)."""
+        try:
+            return self._window(row)
+        except MediaError as e:
+            raise MediaError(e.path, e.window, f"narration {row['narration_id']}: {e.reason}") from e
+
+    def _window(self, row: dict) -> _Window | None:
         path = self.transform.source(row["video_id"])
         start_sec, end_sec = self.transform.window(row)
         if end_sec <= start_sec:
