@@ -273,8 +273,9 @@ def apply_lora(model, args, base_path: str):
         modules_to_save=["fusion", "questions.mlp", "vision.norm", "vision.proj", "verb_head", "noun_head",
                          "classifier"],
     )
-    config.base_model_name_or_path = base_path
     peft_model = get_peft_model(model, config)
+    # PEFT takes the base's name from the model, which has none when it was built from a config.
+    peft_model.peft_config["default"].base_model_name_or_path = base_path
     return peft_model
 
 
