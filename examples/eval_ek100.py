@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Evaluate a saved MambaVL model on an EPIC-KITCHENS-100 split (or the synthetic EK100-format data) with Accelerate.
+
+    accelerate launch examples/eval_ek100.py --model_name_or_path runs/mambavl/best_model \\
+        --annotations_dir epic-kitchens-100-annotations --media_root /data/EK100 --split validation \\
+        --temporal_views 2 --spatial_crops 3 --output_dir runs/mambavl/eval_validation
+
+    accelerate launch examples/eval_ek100.py --model_name_or_path runs/mambavl/best_model ... --split test \\
+        --submission runs/mambavl/test_submission.zip --sls_pt 2 --sls_tl 3 --sls_td 3
+
+Prints the metric table headed by the question source (``ORACLE QUESTIONS`` when the questions were built from the
+ground truth), and writes ``metrics.json`` (labelled splits), per-clip ``predictions.json`` / ``.csv`` and, for the test
+split, the challenge submission. Clips whose media cannot be read (``--skip_bad_clips``) are listed and the table says
+over how many clips it was computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+
+from modeling_mambavl.saving import load_model_and_processor
+from modeling_mambavl.training.builders import (
+    build_clip_dataset,
+    build_dataloader,
+    default_cache_dir,
+    load_rows,
+    resolve_data,
+)
+from modeling_mambavl.training.evaluation import (
+    format_metric_table,
+    metrics_payload,
+    predict,
+    score,
+    write_metrics_json,
+    write_predictions,
+)
+
+logger = get_logger(__name__)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", type=str, required=True,
+                        help="a folder written by train_ek100.py (best_model/, final_model/) or a Hub id")
+    parser.add_argument("--base_model", type=str, default=None, help="base model of a LoRA adapter folder")
+    parser.add_argument("--annotations_dir", type=str, default=None,
+                        help="epic-kitchens-100-annotations folder; without it, the synthetic EK100-format data")
+    parser.add_argument("--media_root", type=str, default=None)
+    parser.add_argument("--media", choices=("frames", "video", "features"), default="frames")
+    parser.add_argument("--split", type=str, default="validation")
+    parser.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
+    parser.add_argument("--anticipation_time", type=float, default=1.0)
+    parser.add_argument("--observation_time", type=float, default=2.133)
+    parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic")
+    parser.add_argument("--questions_file", type=str, default=None)
+    parser.add_argument("--data_cache_dir", type=str, default=None)
+    parser.add_argument("--cache_clips", action="store_true")
+    parser.add_argument("--synthetic_train_clips", type=int, default=400)
+    parser.add_argument("--synthetic_validation_clips", type=int, default=128)
+    parser.add_argument("--synthetic_size", type=int, default=112)
+    parser.add_argument("--sampling", choices=("segment", "dense"), default=None)
+    parser.add_argument("--stride", type=int, default=4)
+    parser.add_argument("--target_fps", type=float, default=30.0)
+    parser.add_argument("--temporal_views", type=int, default=1)
+    parser.add_argument("--spatial_crops", type=int, default=1)
+    parser.add_argument("--reverse_frames", action="store_true", help="control: play every clip backwards")
+    parser.add_argument("--shuffle_questions", action="store_true", help="control: questions of other clips")
+    parser.add_argument("--skip_bad_clips", action="store_true")
+    parser.add_argument("--per_device_eval_batch_size", type=int, default=32)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--action_rule", choices=("official", "independent"), default="official")
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None)
+    parser.add_argument("--output_dir", type=str, default=None, help="default: <model>/eval_<split>")
+    parser.add_argument("--submission", type=str, default=None, help="challenge JSON / zip to write (test split)")
+    parser.add_argument("--sls_pt", type=int, default=None, help="supervision level: pretraining (0-5)")
+    parser.add_argument("--sls_tl", type=int, default=None, help="supervision level: training labels (0-5)")
+    parser.add_argument("--sls_td", type=int, default=None, help="supervision level: training data (0-5)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.submission and None in (args.sls_pt, args.sls_tl, args.sls_td):
+        parser.error("--submission needs --sls_pt, --sls_tl and --sls_td (the challenge's supervision levels)")
+    if args.submission and args.question_source == "oracle":
+        parser.error("--question_source oracle uses the ground truth; it can never make a challenge submission")
+    return args
+
+
+def _checkpoint_position(path: Path) -> tuple[int, int]:
+    """(epoch, global step) of a saved model, from its metrics.json when it has one."""
+    metrics = path / "metrics.json"
+    if metrics.is_file():
+        saved = json.loads(metrics.read_text(encoding="utf-8"))
+        return int(saved.get("epoch", 0)), int(saved.get("global_step", 0))
+    return 0, 0
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    accelerator = Accelerator(**({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}))
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO)
+    model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
+    model.eval()
+    cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
+    data = resolve_data(
+        args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
+        synthetic={"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
+                   "size": args.synthetic_size},
+    )
+    rows = load_rows(data, args.split, args.task, anticipation_time=args.anticipation_time,
+                     observation_time=args.observation_time, limit=args.max_eval_samples)
+    order = np.random.default_rng([args.seed, 7]).permutation(len(rows)).tolist() if args.shuffle_questions else None
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    dataset = build_clip_dataset(
+        rows, data, processor, split=args.split, task=args.task, training=False, seed=args.seed,
+        question_source=args.question_source, questions_path=args.questions_file, sampling=args.sampling,
+        stride=args.stride, target_fps=args.target_fps, skip_bad_clips=args.skip_bad_clips,
+        cache_dir=cache_dir / "clips" if args.cache_clips else None,
+        cache_short_side=getattr(config, "image_size", None), temporal_views=args.temporal_views,
+        spatial_crops=args.spatial_crops, reverse_frames=args.reverse_frames, question_order=order,
+        accelerator=accelerator, progress=accelerator.is_local_main_process,
+    )
+    dataloader = build_dataloader(dataset, args.per_device_eval_batch_size, shuffle=False, seed=args.seed,
+                                  num_workers=args.num_workers)
+    model, dataloader = accelerator.prepare(model, dataloader)
+    predictions = predict(model, dataloader, accelerator, rows, description=f"eval {args.split}")
+
+    model_path = Path(args.model_name_or_path)
+    output_dir = Path(args.output_dir) if args.output_dir else model_path / f"eval_{args.split}"
+    result: dict = {"num_clips": predictions.num_clips, "num_clips_scored": predictions.num_clips_scored,
+                    "bad_clips": predictions.bad_clips, "output_dir": str(output_dir)}
+    labelled = bool((predictions.verb_labels >= 0).any())
+    if accelerator.is_main_process:
+        write_predictions(output_dir, predictions)
+        if predictions.bad_clips:
+            logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
+                           f"{predictions.bad_clips}")
+        if labelled:
+            observation = [r.get("observation_clipped", False) for r in rows] if args.task == "anticipation" else None
+            metrics = score(predictions, task=args.task, split=args.split, question_source=args.question_source,
+                            action_rule=args.action_rule, observation_clipped=observation)
+            epoch, step = _checkpoint_position(model_path)
+            write_metrics_json(output_dir / "metrics.json", metrics_payload(
+                metrics, task=args.task, split=args.split, dataset=data.dataset,
+                question_source=args.question_source, epoch=epoch, global_step=step))
+            controls = [name for name, on in (("frames reversed", args.reverse_frames),
+                                              ("questions shuffled", args.shuffle_questions)) if on]
+            title = f"{args.split}" + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
+            print(format_metric_table(metrics, args.question_source, title=title))
+            result["metrics"] = metrics
+        if args.submission:
+            from modeling_mambavl.ek100 import write_submission
+
+            keep = predictions.valid
+            if not keep.all():
+                raise RuntimeError(f"{int((~keep).sum())} clips could not be read; a submission needs every segment "
+                                   f"(e.g. {predictions.bad_clips[:5]})")
+            path = write_submission(args.submission, predictions.narration_ids, predictions.verb_logits,
+                                    predictions.noun_logits, args.task, args.sls_pt, args.sls_tl, args.sls_td)
+            logger.info(f"submission written to {path}")
+            result["submission"] = str(path)
+    accelerator.wait_for_everyone()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Shared by the training / evaluation tests: one small synthetic data set per test session, and running the example
+scripts as real subprocesses (offline, one thread, no data-loader workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / "examples" / "train_ek100.py"
+EVAL = REPO / "examples" / "eval_ek100.py"
+
+# The smallest synthetic set the generator makes (12 clips a split), at 32 px; the tiny preset at 32 px
+# (VideoMAE patch 16: 2 x 2 x 4 = 16 video tokens).
+SYNTHETIC = {"num_train": 12, "num_validation": 12, "size": 32}
+SMALL_MODEL = {"image_size": 32, "vision_config": {"image_size": 32}}
+
+
+def synthetic_cache(tmp_path_factory) -> Path:
+    """The session's cache folder holding the synthetic data (built on first use, reused after)."""
+    from modeling_mambavl.training.builders import resolve_data
+
+    cache = tmp_path_factory.getbasetemp() / "mambavl-train-cache"
+    resolve_data(None, None, "frames", cache_dir=cache, synthetic=SYNTHETIC)
+    return cache
+
+
+def script_args(cache: Path, output_dir: Path, *extra: str) -> list[str]:
+    """Arguments of a small training run on the session's data."""
+    return [
+        "--data_cache_dir", str(cache),
+        "--synthetic_train_clips", str(SYNTHETIC["num_train"]),
+        "--synthetic_validation_clips", str(SYNTHETIC["num_validation"]),
+        "--synthetic_size", str(SYNTHETIC["size"]),
+        "--config_overrides", json.dumps(SMALL_MODEL),
+        "--output_dir", str(output_dir),
+        "--num_workers", "0",
+        "--num_threads", "1",
+        "--cache_clips",
+        "--no_plot",
+        *extra,
+    ]
+
+
+def environment(fault: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MAMBAVL_FAULT", None)
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    if fault:
+        env["MAMBAVL_FAULT"] = fault
+    return env
+
+
+def run(script: Path, args: list[str], fault: str | None = None, launcher: list[str] | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + [str(script)] + args
+    return subprocess.run(cmd, env=environment(fault), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def checkpoint_state(folder: Path) -> tuple[dict, dict]:
+    """(weights, optimizer state dict) of a training checkpoint folder."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    optimizer = torch.load(folder / "optimizer.bin", weights_only=False)
+    return weights, optimizer
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    wa, oa = checkpoint_state(a)
+    wb, ob = checkpoint_state(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"weights differ: {different[:5]}"
+    assert oa["state"].keys() == ob["state"].keys()
+    for key, state in oa["state"].items():
+        for name, value in state.items():
+            other = ob["state"][key][name]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (key, name)
+    assert [g["lr"] for g in oa["param_groups"]] == [g["lr"] for g in ob["param_groups"]]

@@ -1,0 +1,145 @@
+"""examples/train_ek100.py: recipes and --dry_run, outputs of a run, non-finite losses, exact resume after a kill."""
+
+import importlib.util
+import json
+
+import pytest
+from helpers.train_run import TRAIN, assert_same_state, run, script_args, synthetic_cache
+
+from modeling_mambavl.training import checkpointing
+from modeling_mambavl.training.recipe import RecipeError
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    spec = importlib.util.spec_from_file_location("train_ek100", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return synthetic_cache(tmp_path_factory)
+
+
+def _dry_run(train_module, capsys, *argv):
+    report = train_module.main(["--dry_run", *argv])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(report))
+    return printed
+
+
+def test_dry_run_prints_the_resolved_groups(train_module, capsys, tmp_path, fresh_accelerate_state):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "_notes: the authors' recognition recipe, shortened\n"
+        "optimizer: sgd\nlr: 3e-3\nlr_backbone: 1.0e-3\nlr_mamba: 1e-3\nweight_decay: 4e-5\n"
+        "lr_schedule: cosine\nwarmup_epochs: 2\nnum_train_epochs: 100\nmixup_alpha: 0.8\ncutmix_alpha: 1.0\n"
+        "decay_state_params: true\n"
+    )
+    report = _dry_run(train_module, capsys, "--recipe", str(recipe), "--preset", "tiny", "--num_train_epochs", "7")
+    assert report["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": True, "betas": [0.9, 0.999],
+                                   "eps": 1e-8}
+    assert report["schedule"]["name"] == "cosine" and report["schedule"]["warmup_epochs"] == 2.0
+    assert report["schedule"]["num_train_epochs"] == 7  # the command line wins over the recipe
+    groups = {g["name"]: g for g in report["groups"]}
+    assert groups["rest"]["lr"] == 3e-3 and groups["mamba"]["lr"] == 1e-3 and groups["backbone"]["lr"] == 1e-3
+    assert groups["rest"]["weight_decay"] == 4e-5 and groups["rest/no_decay"]["weight_decay"] == 0.0
+    assert all(g["num_parameters"] > 0 and g["num_tensors"] > 0 for g in report["groups"])
+    # decay_state_params: the shared A_log and the mixers' D are decayed.
+    from modeling_mambavl.training.builders import build_model
+    from modeling_mambavl.training.optimization import build_param_groups
+
+    model, _ = build_model(preset="tiny", meta=True)
+    _, specs = build_param_groups(model, lr=3e-3, weight_decay=4e-5, decay_state_params=True)
+    decayed = {n for s in specs if s.weight_decay > 0 for n in s.params}
+    assert "mambavl.fusion.layers.0.A_log" in decayed and "mambavl.fusion.layers.0.video_mixer.D" in decayed
+    expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(g["num_parameters"] for g in report["groups"]) == expected
+    assert report["args"]["mixup_alpha"] == 0.8 and report["args"]["recipe"] == str(recipe)
+
+
+def test_dry_run_state_params_in_the_mamba_group(train_module, capsys, fresh_accelerate_state):
+    report = _dry_run(train_module, capsys, "--state_params_group", "mamba", "--lr", "1", "--lr_mamba", "2")
+    groups = {g["name"]: g for g in report["groups"]}
+    default = _dry_run(train_module, capsys, "--lr", "1", "--lr_mamba", "2")
+    moved = {g["name"]: g for g in default["groups"]}
+    a_log = 128 * 16  # the tiny preset's shared A_log: d_inner 128 x N 16
+    assert groups["mamba/no_decay"]["num_parameters"] == moved["mamba/no_decay"]["num_parameters"] + a_log
+    assert groups["rest/no_decay"]["num_parameters"] == moved["rest/no_decay"]["num_parameters"] - a_log
+
+
+def test_recipe_errors_name_the_file_and_key(train_module, tmp_path, fresh_accelerate_state):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml.*learning_rate"):
+        train_module.parse_args(["--recipe", str(bad)])
+    bad.write_text("optimizer: lamb\n")
+    with pytest.raises(RecipeError, match="lamb"):
+        train_module.parse_args(["--recipe", str(bad)])
+
+
+def test_run_outputs(cache, tmp_path):
+    out = tmp_path / "run"
+    proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
+                                  "--logging_steps", "1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = out / "best_model"
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert set(metrics) == {"task", "split", "dataset", "question_source", "num_clips", "num_clips_scored", "epoch",
+                            "global_step", "metrics"}
+    assert metrics["dataset"] == "synthetic-ek100" and metrics["num_clips"] == metrics["num_clips_scored"] == 12
+    assert metrics["epoch"] == 1 and metrics["global_step"] == 2 and "all_action_top1" in metrics["metrics"]
+    predictions = json.loads((best / "predictions.json").read_text())
+    assert len(predictions) == 12 and all(len(p["verb"]) == 5 for p in predictions.values())
+    assert (best / "predictions.csv").read_text().count("\n") == 13
+    from modeling_mambavl.saving import load_model_and_processor
+
+    model, processor = load_model_and_processor(best)
+    assert model.config.default_question_input_ids == processor.default_question_inputs()["default_question_input_ids"]
+    meta = json.loads((out / "run_metadata.json").read_text())
+    assert {"args", "recipe", "versions", "git_commit", "seeds"} <= set(meta) and "torch" in meta["versions"]
+    checkpoint = checkpointing.list_checkpoints(out)[-1]
+    stored = json.loads((checkpoint / "run_metadata.json").read_text())
+    assert stored["args"]["seed"] == 0 and stored["seeds"]["seed"] == 0
+
+
+def test_nonfinite_loss_stops_naming_the_last_checkpoint(cache, tmp_path):
+    out = tmp_path / "nan"
+    args = script_args(cache, out, "--max_train_steps", "3", "--per_device_train_batch_size", "6",
+                       "--checkpointing_steps", "1", "--eval_every_epochs", "100")
+    proc = run(TRAIN, args, fault="nan_loss:2")
+    assert proc.returncode != 0
+    assert "non-finite loss" in proc.stderr and "checkpoint-00000001" in proc.stderr
+    assert [p.name for p in checkpointing.list_checkpoints(out)] == ["checkpoint-00000001"]
+    proc = run(TRAIN, args + ["--skip_nonfinite_steps", "--output_dir", str(tmp_path / "skip")], fault="nan_loss:2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "skip" / "train_summary.json").read_text())
+    assert summary["nonfinite_steps_skipped"] == [2] and summary["global_step"] == 3
+
+
+def test_killed_and_resumed_equals_uninterrupted(cache, tmp_path):
+    """Killed right after optimizer step 3 (mid-epoch 2: 2 steps an epoch), resumed from checkpoint 2."""
+    extra = ("--max_train_steps", "5", "--per_device_train_batch_size", "6", "--checkpointing_steps", "1",
+             "--checkpoints_total_limit", "2", "--eval_every_epochs", "100", "--mixup_alpha", "0.8",
+             "--cutmix_alpha", "1.0")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = run(TRAIN, script_args(cache, straight, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(TRAIN, script_args(cache, killed, *extra), fault="after_step:3")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert checkpointing.list_checkpoints(killed)[-1].name == "checkpoint-00000002"
+    proc = run(TRAIN, script_args(cache, killed, *extra, "--resume_from_checkpoint", "latest"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "checkpoint-00000002" in proc.stderr
+    assert_same_state(straight / "checkpoint-00000005", killed / "checkpoint-00000005")
