@@ -1,0 +1,263 @@
+"""Evaluation shared by ``examples/train_ek100.py`` and ``examples/eval_ek100.py``.
+
+``predict`` runs a model over a prepared DataLoader of :class:`~modeling_mambavl.training.data.EK100ClipDataset`
+items on every process, averages the logits of a clip's views (K temporal x M spatial) before anything else, and
+gathers the rows with ``accelerator.gather_for_metrics`` (which drops the samples Accelerate repeats to even out the
+last batch), so the result has each row of the split exactly once. ``score`` computes ``EK100Metric`` over the clips
+that could be read; the clips that could not are reported, never silently dropped from the count
+(``num_clips`` vs ``num_clips_scored``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..ek100.annotations import ORACLE_QUESTIONS
+
+__all__ = [
+    "Predictions",
+    "metrics_payload",
+    "format_metric_table",
+    "predict",
+    "score",
+    "write_metrics_json",
+    "write_predictions",
+]
+
+
+@dataclass
+class Predictions:
+    """Per-row model outputs of one split, in dataset row order.
+
+    ``verb_logits`` (N, num_verbs) and ``noun_logits`` (N, num_nouns) are float32 (view-averaged); ``valid`` (N,) is
+    False for clips whose media could not be read (their logits are meaningless).
+    """
+
+    narration_ids: list[str]
+    participant_ids: list[str]
+    verb_logits: np.ndarray
+    noun_logits: np.ndarray
+    verb_labels: np.ndarray
+    noun_labels: np.ndarray
+    valid: np.ndarray
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.narration_ids)
+
+    @property
+    def num_clips_scored(self) -> int:
+        return int(self.valid.sum())
+
+    @property
+    def bad_clips(self) -> list[str]:
+        return [n for n, ok in zip(self.narration_ids, self.valid) if not ok]
+
+
+def _forward_views(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Verb and noun logits (B, C) of a batch, averaged over views when ``pixel_values`` is (B, V, T, C, H, W)."""
+    inputs = {k: batch[k] for k in ("question_input_ids", "question_attention_mask") if k in batch}
+    if "video_features" in batch:
+        out = model(video_features=batch["video_features"], **inputs)
+        return out.verb_logits.float(), out.noun_logits.float()
+    pixels = batch["pixel_values"]
+    if pixels.dim() == 5:
+        out = model(pixel_values=pixels, **inputs)
+        return out.verb_logits.float(), out.noun_logits.float()
+    batch_size, views = pixels.shape[:2]
+    repeated = {k: v.repeat_interleave(views, dim=0) for k, v in inputs.items()}
+    out = model(pixel_values=pixels.flatten(0, 1), **repeated)
+    verb = out.verb_logits.float().reshape(batch_size, views, -1).mean(1)
+    noun = out.noun_logits.float().reshape(batch_size, views, -1).mean(1)
+    return verb, noun
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataloader: Any, accelerator: Any, rows: Sequence[dict],
+            progress: bool = True, description: str = "eval") -> Predictions:
+    """Run ``model`` over ``dataloader`` (prepared by ``accelerator``) and gather one prediction per row of ``rows``.
+
+    Every process sees its shard; the gathered result is complete and in row order on every process.
+    """
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    indices, valid, verbs, nouns = [], [], [], []
+    bar = tqdm(dataloader, desc=description, disable=not (progress and accelerator.is_local_main_process),
+               leave=False)
+    for batch in bar:
+        verb, noun = _forward_views(model, batch)
+        gathered = accelerator.gather_for_metrics((batch["index"], batch["valid"], verb, noun))
+        for store, value in zip((indices, valid, verbs, nouns), gathered):
+            store.append(value.cpu())
+    model.train(was_training)
+    index = torch.cat(indices).numpy()
+    order = np.argsort(index, kind="stable")
+    index = index[order]
+    verb_logits = torch.cat(verbs).numpy()[order]
+    noun_logits = torch.cat(nouns).numpy()[order]
+    ok = torch.cat(valid).numpy()[order].astype(bool)
+    if len(index) != len(rows) or (index != np.arange(len(rows))).any():
+        missing = sorted(set(range(len(rows))) - set(index.tolist()))
+        raise RuntimeError(
+            f"evaluation gathered {len(index)} predictions for {len(rows)} rows (missing rows e.g. {missing[:5]}); the "
+            "DataLoader must cover the split once, in any order (no drop_last)"
+        )
+    return Predictions(
+        narration_ids=[r["narration_id"] for r in rows],
+        participant_ids=[r.get("participant_id") or "" for r in rows],
+        verb_logits=verb_logits,
+        noun_logits=noun_logits,
+        verb_labels=np.array([r.get("verb_class", -100) if r.get("verb_class") is not None else -100 for r in rows]),
+        noun_labels=np.array([r.get("noun_class", -100) if r.get("noun_class") is not None else -100 for r in rows]),
+        valid=ok,
+        seen=index,
+    )
+
+
+def score(predictions: Predictions, task: str = "recognition", split: str = "validation",
+          question_source: str | None = None, action_rule: str = "official",
+          observation_clipped: Sequence[bool] | None = None) -> dict[str, Any]:
+    """``EK100Metric`` over the valid (readable, labelled) clips; adds ``num_clips`` / ``num_clips_scored``."""
+    from ..ek100 import EK100Metric
+
+    keep = predictions.valid & (predictions.verb_labels >= 0) & (predictions.noun_labels >= 0)
+    results: dict[str, Any]
+    if keep.any():
+        metric = EK100Metric(task, split=split, question_source=question_source)
+        extra = {}
+        if observation_clipped is not None:
+            extra["observation_clipped"] = np.asarray(observation_clipped)[keep]
+        results = metric.compute(
+            verb_logits=predictions.verb_logits[keep], noun_logits=predictions.noun_logits[keep],
+            verb_labels=predictions.verb_labels[keep], noun_labels=predictions.noun_labels[keep],
+            narration_ids=[n for n, k in zip(predictions.narration_ids, keep) if k],
+            participant_ids=[p for p, k in zip(predictions.participant_ids, keep) if k],
+            action_rule=action_rule, **extra,
+        )
+    else:
+        results = {}
+    results = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in results.items()}
+    results["num_clips"] = predictions.num_clips
+    results["num_clips_scored"] = int(keep.sum())
+    return results
+
+
+def default_metric_for_best_model(task: str) -> str:
+    """Action top-1 for recognition, action mean top-5 recall for anticipation (the challenges' headline numbers)."""
+    return "all_action_mt5r" if task == "anticipation" else "all_action_top1"
+
+
+_TABLE_ROWS = (("all", "top1"), ("all", "top5"), ("tail", "top1"), ("unseen", "top1"), ("all", "mt5r"),
+               ("tail", "mt5r"), ("unseen", "mt5r"))
+
+
+def format_metric_table(metrics: dict[str, Any], question_source: str | None = None, title: str = "") -> str:
+    """A plain-text table (rows: all/tail/unseen x top-1/top-5/mT5R; columns verb/noun/action), headed by the question
+    source, and by ``ORACLE QUESTIONS`` when the questions came from the ground truth."""
+    lines = []
+    if question_source == "oracle" or metrics.get("label") == ORACLE_QUESTIONS:
+        lines.append(f"*** {ORACLE_QUESTIONS}: questions built from the ground-truth narrations; not a valid result ***")
+    head = f"{title} " if title else ""
+    lines.append(f"{head}questions: {question_source or metrics.get('question_source') or 'unknown'}; clips scored: "
+                 f"{metrics.get('num_clips_scored', '?')} of {metrics.get('num_clips', '?')}")
+    lines.append(f"{'':14s}{'verb':>9s}{'noun':>9s}{'action':>9s}")
+    for subset, kind in _TABLE_ROWS:
+        keys = [f"{subset}_{x}_{kind}" for x in ("verb", "noun", "action")]
+        if not any(k in metrics for k in keys):
+            continue
+        cells = []
+        for k in keys:
+            v = metrics.get(k)
+            cells.append(f"{v:9.2f}" if isinstance(v, (int, float)) and not math.isnan(v) else f"{'-':>9s}")
+        lines.append(f"{subset + ' ' + kind:14s}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: str, question_source: str,
+                    epoch: int, global_step: int) -> dict[str, Any]:
+    """The ``metrics.json`` document (see the README): what was evaluated, on how many clips, and every metric."""
+    payload: dict[str, Any] = {
+        "task": task,
+        "split": split,
+        "dataset": dataset,
+        "question_source": question_source,
+    }
+    if question_source == "oracle":
+        payload["label"] = ORACLE_QUESTIONS
+    payload.update(
+        num_clips=int(metrics["num_clips"]),
+        num_clips_scored=int(metrics["num_clips_scored"]),
+        epoch=int(epoch),
+        global_step=int(global_step),
+        metrics={k: v for k, v in metrics.items() if k not in ("num_clips", "num_clips_scored")},
+    )
+    return payload
+
+
+def write_metrics_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    return path
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def write_predictions(folder: str | Path, predictions: Predictions, top_k: int = 5, prefix: str = "predictions") -> \
+        tuple[Path, Path]:
+    """``predictions.json`` (per ``narration_id``: top-k verbs and nouns with softmax scores, labels, ``valid``) and
+    ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    verb_p = _softmax(predictions.verb_logits)
+    noun_p = _softmax(predictions.noun_logits)
+    verb_top = np.argsort(-verb_p, axis=1, kind="stable")[:, :top_k]
+    noun_top = np.argsort(-noun_p, axis=1, kind="stable")[:, :top_k]
+    doc = {}
+    for i, nid in enumerate(predictions.narration_ids):
+        doc[nid] = {
+            "valid": bool(predictions.valid[i]),
+            "verb": verb_top[i].tolist(),
+            "verb_scores": [round(float(verb_p[i, j]), 6) for j in verb_top[i]],
+            "noun": noun_top[i].tolist(),
+            "noun_scores": [round(float(noun_p[i, j]), 6) for j in noun_top[i]],
+            "verb_label": int(predictions.verb_labels[i]),
+            "noun_label": int(predictions.noun_labels[i]),
+        }
+    json_path = folder / f"{prefix}.json"
+    json_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    csv_path = folder / f"{prefix}.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["narration_id", "valid", "verb_pred", "noun_pred", "verb_label", "noun_label"])
+        for i, nid in enumerate(predictions.narration_ids):
+            writer.writerow([nid, int(predictions.valid[i]), int(verb_top[i, 0]), int(noun_top[i, 0]),
+                             int(predictions.verb_labels[i]), int(predictions.noun_labels[i])])
+    return json_path, csv_path
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
