@@ -29,8 +29,8 @@ after its N-th batch; see ``modeling_mambavl.training.faults``.)
 Example::
 
     accelerate launch examples/extract_features.py --annotations_dir epic-kitchens-100-annotations \\
-        --split train --media_root /data/EK100 --media frames --backbone MCG-NJU/videomae-base \\
-        --output_dir features/videomae-base/train --batch_size 16 --num_workers 8
+        --split train validation --media_root /data/EK100 --media frames --backbone MCG-NJU/videomae-base \\
+        --output_dir features/videomae-base --batch_size 16 --num_workers 8
 """
 
 from __future__ import annotations
@@ -227,10 +227,12 @@ def _collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _extract_view(args, accelerator, backbone, dataset, root: Path, metadata: dict[str, Any], view: int) -> None:
+def _extract_view(args, accelerator, backbone, datasets: dict, root: Path, metadata: dict[str, Any], view: int) -> None:
+    """Extract one view of every split in ``datasets`` ({split: dataset with media}) into ``root``."""
     from tqdm.auto import tqdm
 
-    narration_ids = _narration_ids(args)
+    rows = _rows(args)  # [(split, index in the split, narration id)], in the order of --split
+    narration_ids = [n for _, _, n in rows]
     if (root / FEATURES_INDEX).exists():
         if not args.overwrite:
             accelerator.print(f"{root / FEATURES_INDEX} exists: the folder is complete (pass --overwrite to redo it)")
@@ -245,27 +247,33 @@ def _extract_view(args, accelerator, backbone, dataset, root: Path, metadata: di
     accelerator.wait_for_everyone()
     done = scan_shards(root)
     accelerator.wait_for_everyone()  # every process has read the same state before anyone writes
-    remaining = [i for i, n in enumerate(narration_ids) if n not in done]
+    remaining = [row for row in rows if row[2] not in done]
     mine = remaining[accelerator.process_index :: accelerator.num_processes]
-    accelerator.print(f"{root}: {len(narration_ids) - len(remaining)} of {len(narration_ids)} narrations already "
-                      f"extracted; {len(remaining)} to go on {accelerator.num_processes} process(es)")
+    accelerator.print(f"{root}: {len(rows) - len(remaining)} of {len(rows)} narrations already extracted; "
+                      f"{len(remaining)} to go on {accelerator.num_processes} process(es)")
     if mine:
-        set_ek100_epoch(dataset, view)
-        loader = torch.utils.data.DataLoader(dataset.select(mine), batch_size=args.batch_size,
-                                             num_workers=args.num_workers, collate_fn=_collate)
         folder = root / SHARDS_DIR / f"rank{accelerator.process_index:05d}-{uuid.uuid4().hex[:8]}"
         writer = EK100FeatureWriter(folder, shard_size=args.shard_size, **metadata)
         bar = tqdm(total=len(mine), desc=f"view {view}" if args.views > 1 else "extract", unit="clip",
                    disable=not accelerator.is_local_main_process)
+        step = 0
         with torch.inference_mode():
-            for step, batch in enumerate(loader, start=1):
-                pixel_values = batch["pixel_values"].to(accelerator.device)
-                with accelerator.autocast():
-                    tokens = _tokens(backbone, pixel_values)
-                for narration_id, features in zip(batch["narration_id"], tokens):
-                    writer.add(narration_id, features)
-                bar.update(len(batch["narration_id"]))
-                kill_point("after_step", step=step)
+            for split, dataset in datasets.items():
+                indices = [i for s, i, _ in mine if s == split]
+                if not indices:
+                    continue
+                set_ek100_epoch(dataset, view)
+                loader = torch.utils.data.DataLoader(dataset.select(indices), batch_size=args.batch_size,
+                                                     num_workers=args.num_workers, collate_fn=_collate)
+                for batch in loader:
+                    pixel_values = batch["pixel_values"].to(accelerator.device)
+                    with accelerator.autocast():
+                        tokens = _tokens(backbone, pixel_values)
+                    for narration_id, features in zip(batch["narration_id"], tokens):
+                        writer.add(narration_id, features)
+                    bar.update(len(batch["narration_id"]))
+                    step += 1
+                    kill_point("after_step", step=step)
         writer.close()
         bar.close()
     accelerator.wait_for_everyone()
@@ -275,17 +283,22 @@ def _extract_view(args, accelerator, backbone, dataset, root: Path, metadata: di
     accelerator.wait_for_everyone()
 
 
-def _narration_ids(args) -> list[str]:
-    rows = load_ek100(args.annotations_dir, args.split, task=args.task, anticipation_time=args.anticipation_time,
-                      observation_time=args.observation_time)
-    ids = list(rows["narration_id"])
-    return ids[: args.limit] if args.limit else ids
+def _rows(args) -> list[tuple[str, int, str]]:
+    """(split, row index, narration id) of every row to extract (the first ``--limit`` of each split)."""
+    rows = []
+    for split in dict.fromkeys(args.split):
+        ids = list(load_ek100(args.annotations_dir, split, task=args.task, anticipation_time=args.anticipation_time,
+                              observation_time=args.observation_time)["narration_id"])
+        rows += [(split, i, n) for i, n in enumerate(ids[: args.limit] if args.limit else ids)]
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Extract EK100 backbone features (see the module docstring).")
     p.add_argument("--annotations_dir", required=True)
-    p.add_argument("--split", required=True, choices=("train", "validation", "test"))
+    p.add_argument("--split", required=True, nargs="+", choices=("train", "validation", "test"),
+                   help="one or more splits, extracted into the same folder (train_ek100.py --media features reads "
+                        "its training and evaluation rows from one folder)")
     p.add_argument("--media_root", required=True, help="the folder holding rgb_frames/ or videos/")
     p.add_argument("--media", default="frames", choices=("frames", "video"))
     p.add_argument("--backbone", required=True, help="a transformers model id / folder, or module:function")
@@ -305,21 +318,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--training", action="store_true",
                    help="random training sampling and augmentation (RandomResizedCrop, flip, --rand_augment)")
     p.add_argument("--rand_augment", default=None, help="with --training, e.g. rand-m7-n4")
+    p.add_argument("--crop_scale", type=float, nargs=2, default=None,
+                   help="with --training: RandomResizedCrop area range (default 0.5 1.0)")
+    p.add_argument("--flip_prob", type=float, default=None, help="with --training: horizontal flip probability (0.5)")
+    p.add_argument("--augment_per_frame", action="store_true",
+                   help="with --training: draw crop / flip / RandAugment per frame (the authors' ORViT pipeline)")
     p.add_argument("--views", type=int, default=1, help="with --training: views per clip, one folder each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
     p.add_argument("--shard_size", type=int, default=256, help="clips per shard (a kill loses at most one per process)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N rows of the split (smoke tests)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows of each split (smoke tests)")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     if args.views < 1:
         p.error(f"--views {args.views}: expected >= 1")
     if args.views > 1 and not args.training:
         p.error("--views > 1 needs --training (evaluation views are all the same)")
-    if args.rand_augment and not args.training:
-        p.error("--rand_augment applies only with --training")
+    if not args.training and (args.rand_augment or args.augment_per_frame or args.crop_scale or args.flip_prob is not None):
+        p.error("--rand_augment / --crop_scale / --flip_prob / --augment_per_frame apply only with --training")
     return args
 
 
@@ -342,13 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     processor = MambaVLVideoProcessor(
         num_frames=num_frames, size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=list(image_mean), image_std=list(image_std), rand_augment=args.rand_augment,
+        augment_per_frame=args.augment_per_frame,
+        **({"crop_scale": tuple(args.crop_scale)} if args.crop_scale else {}),
+        **({"flip_prob": args.flip_prob} if args.flip_prob is not None else {}),
     )
-    dataset = load_ek100(
-        args.annotations_dir, args.split, args.media_root, media=args.media, task=args.task,
-        anticipation_time=args.anticipation_time, observation_time=args.observation_time, processor=processor,
-        num_frames=num_frames, sampling=sampling, stride=args.stride, target_fps=args.target_fps,
-        training=args.training, seed=args.seed,
-    )
+    datasets = {
+        split: load_ek100(
+            args.annotations_dir, split, args.media_root, media=args.media, task=args.task,
+            anticipation_time=args.anticipation_time, observation_time=args.observation_time, processor=processor,
+            num_frames=num_frames, sampling=sampling, stride=args.stride, target_fps=args.target_fps,
+            training=args.training, seed=args.seed,
+        )
+        for split in dict.fromkeys(args.split)
+    }
     base = Path(args.output_dir)
     for view in range(args.views):
         metadata = {
@@ -358,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             "task": args.task,
             "dtype": args.dtype,
             "sampling": {
-                "split": args.split, "media": args.media, "num_frames": num_frames, "sampling": sampling,
+                "splits": list(dict.fromkeys(args.split)), "media": args.media, "num_frames": num_frames,
+                "sampling": sampling,
                 "stride": args.stride, "target_fps": args.target_fps,
                 "anchor": "end" if args.task == "anticipation" else "center", "training": args.training,
                 "seed": args.seed, "view": view, "num_views": args.views,
@@ -369,11 +394,12 @@ def main(argv: list[str] | None = None) -> int:
                 "image_size": image_size, "image_mean": list(image_mean), "image_std": list(image_std),
                 "resize": "shortest_edge", "crop": "center" if not args.training else "random_resized",
                 **({"crop_scale": list(processor.crop_scale), "crop_ratio": list(processor.crop_ratio),
-                    "flip_prob": processor.flip_prob, "rand_augment": args.rand_augment} if args.training else {}),
+                    "flip_prob": processor.flip_prob, "rand_augment": args.rand_augment,
+                    "augment_per_frame": args.augment_per_frame} if args.training else {}),
             },
         }
         root = base / f"view-{view:02d}" if args.views > 1 else base
-        _extract_view(args, accelerator, backbone, dataset, root, metadata, view)
+        _extract_view(args, accelerator, backbone, datasets, root, metadata, view)
     accelerator.end_training()
     return 0
 

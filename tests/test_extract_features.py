@@ -40,6 +40,17 @@ def extract():
 
 
 @pytest.fixture(scope="module")
+def train_script():
+    path = REPO / "examples" / "train_ek100.py"
+    spec = importlib.util.spec_from_file_location("train_ek100_for_features", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ek100")
     synthetic = make_synthetic_ek100(root / "syn", num_train=24, num_validation=12, num_test=12, clips_per_video=6,
@@ -227,3 +238,31 @@ def test_two_processes_share_the_rows_and_the_main_process_writes_the_index(data
     assert ranks == {"rank00000", "rank00001"} and index["num_items"] == 12
     per_rank = {r: sum(n for name, n in index["shards"].items() if f"/{r}-" in name) for r in ranks}
     assert per_rank == {"rank00000": 6, "rank00001": 6}
+
+
+@pytest.mark.slow
+def test_extracted_features_train_end_to_end(extract, train_script, data, tmp_path):
+    """Both splits into one folder, then train_ek100.py --media features: the SSM model and the linear probe."""
+    synthetic, root = data
+    out = tmp_path / "features"
+    args = _args(synthetic, root / "videomae", out)
+    args[args.index("--split") + 1: args.index("--split") + 2] = ["train", "validation"]
+    assert extract.main(args) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_items"] == 24 + 12 and index["sampling"]["splits"] == ["train", "validation"]
+    common = ["--annotations_dir", str(synthetic.annotations_dir), "--media", "features", "--media_root", str(out),
+              "--preset", "tiny", "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--num_workers",
+              "0", "--no_plot", "--checkpointing_steps", "no"]
+    ssm = train_script.main([*common, "--output_dir", str(tmp_path / "ssm"), "--config_overrides",
+                             json.dumps({"vision_config": None, "vision_feature_dim": 16, "video_has_cls": False})])
+    probe = train_script.main([*common, "--output_dir", str(tmp_path / "probe"), "--fusion_type", "linear_probe",
+                               "--config_overrides", json.dumps({"vision_config": None, "vision_feature_dim": 16,
+                                                                 "video_has_cls": False, "hidden_size": 16})])
+    for run, summary in (("ssm", ssm), ("probe", probe)):
+        metrics = json.loads((tmp_path / run / "train_summary.json").read_text())["final_metrics"]
+        assert metrics["num_examples"] == 12 and 0.0 <= metrics["all_verb_top1"] <= 100.0, run
+        assert summary is not None
+    from modeling_mambavl import MambaVLForVideoClassification
+
+    model = MambaVLForVideoClassification.from_pretrained(tmp_path / "probe" / "final_model")
+    assert model.config.fusion_type == "linear_probe" and model.config.vision_feature_dim == 16
