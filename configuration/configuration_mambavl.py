@@ -13,9 +13,13 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 from .presets import preset_kwargs
 
-FUSION_TYPES = ("ssm", "transformer", "mlp", "none", "mean_mlp")
-# The controls see no questions: "none" is the video Mamba alone, "mean_mlp" an MLP over the mean video token.
-CONTROL_FUSION_TYPES = ("none", "mean_mlp")
+FUSION_TYPES = ("ssm", "transformer", "mlp", "none", "mean_mlp", "linear_probe")
+# The controls see no questions: "none" is the video Mamba alone, "mean_mlp" an MLP over the mean video token,
+# "linear_probe" a linear classifier on the backbone's pooled output.
+CONTROL_FUSION_TYPES = ("none", "mean_mlp", "linear_probe")
+# What sits between the backbone and the fusion: the paper's LayerNorm + Linear + tanh, or nothing (the tokens go
+# straight in: the linear probe, and the authors' AVION models, whose backbone ends in its own norm).
+VISION_ADAPTERS = ("norm_linear_tanh", "identity")
 TEXT_ENCODERS = ("embeddings", "full")
 QUESTION_POOLINGS = ("masked", "include_padding")
 VIDEO_TOKEN_ORDERS = ("auto", "thw", "hwt")
@@ -109,7 +113,13 @@ class MambaVLConfig(PreTrainedConfig):
             Mamba-v1 mixer shapes and Δ initialisation (`d_inner = expand * D`, `dt_rank = ceil(D / 16)`).
         fusion_type (`str`, defaults to `"ssm"`):
             `"ssm"` (the paper), `"transformer"` / `"mlp"` (the authors' baselines), or the question-free controls
-            `"none"` (video Mamba only) and `"mean_mlp"` (MLP over the mean video token).
+            `"none"` (video Mamba only), `"mean_mlp"` (MLP over the mean video token) and `"linear_probe"` (a linear
+            classifier on the backbone's pooled output: the CLS token, or the mean token without one, then LayerNorm;
+            the backbone is frozen and kept in eval mode).
+        vision_adapter (`str`, *optional*):
+            `"norm_linear_tanh"` (the paper: LayerNorm + Linear(D_v, D) + tanh after the backbone; the default) or
+            `"identity"` (the backbone's tokens go straight into the fusion, which needs `hidden_size ==
+            vision_feature_dim`: the authors' AVION models, and always for `"linear_probe"`).
         num_fusion_layers (`int`, defaults to 1):
             1 is the paper's block (one mixer per modality, no norm, no residual); more stacks pre-RMSNorm residual
             layers, each with its own shared `A`.
@@ -156,6 +166,7 @@ class MambaVLConfig(PreTrainedConfig):
     time_step_max: float | int = 0.1
     time_step_floor: float | int = 1e-4
     fusion_type: str = "ssm"
+    vision_adapter: str | None = None
     num_fusion_layers: int = 1
     share_state_matrix: bool = True
     fuser_layers: int = 6
@@ -189,6 +200,8 @@ class MambaVLConfig(PreTrainedConfig):
         self._check_numbers()
         if self.text_encoder is None:
             self.text_encoder = "full" if self.fusion_type in ("transformer", "mlp") else "embeddings"
+        if self.vision_adapter is None:
+            self.vision_adapter = "identity" if self.fusion_type == "linear_probe" else "norm_linear_tanh"
         if self.text_config is None:
             # RoBERTa-base shapes, as the paper; no layers are needed when only the embeddings run.
             self.text_config = {
@@ -206,6 +219,7 @@ class MambaVLConfig(PreTrainedConfig):
         self._set_label_space(kwargs)
         super().__post_init__(**kwargs)
         self._check_sub_configs()
+        self._check_vision_adapter()
 
     # ------------------------------------------------------------------ validation
     def _check_choices(self) -> None:
@@ -216,6 +230,12 @@ class MambaVLConfig(PreTrainedConfig):
         ):
             if value not in allowed:
                 _fail(name, f"got {value!r}; allowed: {', '.join(map(repr, allowed))}")
+        if self.vision_adapter is not None and self.vision_adapter not in VISION_ADAPTERS:
+            _fail("vision_adapter", f"got {self.vision_adapter!r}; allowed: 'norm_linear_tanh', 'identity' (or None "
+                                    "for the default)")
+        if self.fusion_type == "linear_probe" and self.vision_adapter not in (None, "identity"):
+            _fail("vision_adapter", f"got {self.vision_adapter!r} with fusion_type='linear_probe': a linear probe reads "
+                                    "the backbone's own tokens; leave vision_adapter unset (or 'identity')")
         if self.text_encoder is not None and self.text_encoder not in TEXT_ENCODERS:
             _fail("text_encoder", f"got {self.text_encoder!r}; allowed: 'embeddings', 'full' (or None for the default)")
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", self.scan_backend):
@@ -328,6 +348,12 @@ class MambaVLConfig(PreTrainedConfig):
         elif isinstance(backbone_frames, int) and backbone_frames != self.num_frames:
             _fail("num_frames", f"{self.num_frames} disagrees with vision_config.num_frames {backbone_frames}; "
                                 "num_frames is the single source of truth: set both to the same value")
+
+    def _check_vision_adapter(self) -> None:
+        if self.vision_adapter == "identity" and self.vision_feature_dim != self.hidden_size:
+            _fail("hidden_size", f"{self.hidden_size} differs from vision_feature_dim {self.vision_feature_dim}; with "
+                                 f"vision_adapter='identity' (fusion_type={self.fusion_type!r}) the video tokens enter "
+                                 f"the fusion and the heads unchanged: set hidden_size={self.vision_feature_dim}")
 
     # ------------------------------------------------------------------ derived properties
     @property

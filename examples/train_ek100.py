@@ -145,7 +145,8 @@ def parse_args(argv=None):
                        help="start from these weights (e.g. a recognition checkpoint for --task anticipation)")
     model.add_argument("--vision_backbone", type=str, default=None, help="pretrained video backbone (from_backbones)")
     model.add_argument("--text_backbone", type=str, default=None, help="pretrained text model (from_backbones)")
-    model.add_argument("--fusion_type", choices=("ssm", "transformer", "mlp", "none", "mean_mlp"), default=None)
+    model.add_argument("--fusion_type", choices=("ssm", "transformer", "mlp", "none", "mean_mlp", "linear_probe"),
+                       default=None)
     model.add_argument("--config_overrides", type=str, default=None,
                        help='JSON of config fields, e.g. \'{"hidden_size": 128, "num_fusion_layers": 2}\'')
     model.add_argument("--tokenizer_name", type=str, default=None,
@@ -162,6 +163,8 @@ def parse_args(argv=None):
     optim.add_argument("--weight_decay", type=float, default=0.05)
     optim.add_argument("--state_params_group", choices=("rest", "mamba"), default="rest")
     optim.add_argument("--decay_state_params", action="store_true", help="weight-decay A_log and D (as the authors)")
+    optim.add_argument("--decay_all_params", action="store_true",
+                       help="weight-decay every parameter, biases and norms included (as the authors)")
     optim.add_argument("--momentum", type=float, default=0.9)
     optim.add_argument("--no_nesterov", action="store_true")
     optim.add_argument("--adam_beta1", type=float, default=0.9)
@@ -345,7 +348,8 @@ def main(argv=None) -> dict:
             model = apply_lora(model, args, base_path="<dry run>")
         _, specs = build_param_groups(model, **lrs, weight_decay=args.weight_decay,
                                       state_params_group=args.state_params_group,
-                                      decay_state_params=args.decay_state_params)
+                                      decay_state_params=args.decay_state_params,
+                                      decay_all=args.decay_all_params)
         named = dict(model.named_parameters())
         report = {
             "model": model_source,
@@ -434,7 +438,8 @@ def main(argv=None) -> dict:
 
     groups, specs = build_param_groups(model, **lrs, weight_decay=args.weight_decay,
                                        state_params_group=args.state_params_group,
-                                       decay_state_params=args.decay_state_params)
+                                       decay_state_params=args.decay_state_params,
+                                       decay_all=args.decay_all_params)
     optimizer = build_optimizer(groups, args.optimizer, momentum=args.momentum, nesterov=not args.no_nesterov,
                                 betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     train_dataloader = build_dataloader(train_dataset, args.per_device_train_batch_size, shuffle=True,

@@ -321,6 +321,33 @@ class MambaVLMeanMLPControl(nn.Module):
         )
 
 
+class MambaVLLinearProbe(nn.Module):
+    """Control ``fusion_type="linear_probe"``: no questions, no Mamba; z = LayerNorm(pooled backbone output) for every
+    head, so each head is a linear classifier on the backbone's pooled output.
+
+    The pooled output is the backbone's CLS token, or the (masked) mean token when it has none, read from the
+    backbone's own tokens (``vision_adapter="identity"``); the LayerNorm is the usual normalisation of a probe (as
+    VideoMAE's ``fc_norm`` and the final norms of CLIP / Motionformer before their classifiers).
+    """
+
+    question_input = None
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_heads = len(config.question_types)
+        self.has_cls = config.video_layout[0]
+        self.norm = nn.LayerNorm(config.vision_feature_dim, eps=config.layer_norm_eps)
+
+    def forward(self, video, video_mask=None, questions=None, question_mask=None, output_hidden_states=False):
+        """video (batch, N, D_v), the backbone's tokens -> pooled (batch, Q, D_v), the same vector for every head."""
+        pooled = self.norm(_video_summary(video, video_mask, self.has_cls))
+        return FusionOutput(
+            pooled=pooled.unsqueeze(1).expand(-1, self.num_heads, -1),
+            video_states=video,
+            video_hidden_states=(video,) if output_hidden_states else None,
+        )
+
+
 def _video_summary(video: torch.Tensor, video_mask: torch.Tensor | None, has_cls: bool) -> torch.Tensor:
     """The video CLS (first token), or the mean token when the backbone has no CLS: (batch, N, D) -> (batch, D)."""
     return video[:, 0] if has_cls else masked_mean(video, video_mask)
@@ -338,4 +365,8 @@ def build_fusion(config) -> nn.Module:
         return MambaVLMLPFusion(config)
     if config.fusion_type == "mean_mlp":
         return MambaVLMeanMLPControl(config)
-    raise ValueError(f"fusion_type {config.fusion_type!r} is not one of ssm, transformer, mlp, none, mean_mlp")
+    if config.fusion_type == "linear_probe":
+        return MambaVLLinearProbe(config)
+    raise ValueError(
+        f"fusion_type {config.fusion_type!r} is not one of ssm, transformer, mlp, none, mean_mlp, linear_probe"
+    )

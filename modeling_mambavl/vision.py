@@ -1,5 +1,5 @@
 """The video branch: any transformers video backbone (or pre-extracted features), re-ordered to one canonical token
-order, then LayerNorm + Linear(D_v, D) + tanh."""
+order, then LayerNorm + Linear(D_v, D) + tanh (or nothing, with ``vision_adapter="identity"``)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class MambaVLVisionAdapter(nn.Module):
 
     With ``config.vision_config`` set, ``backbone`` is ``AutoModel.from_config(vision_config)``, called by its
     ``main_input_name`` on ``pixel_values`` (batch, T, C, H, W); its whole ``last_hidden_state`` is used. Without one,
-    the adapter reads ``video_features`` (batch, F, vision_feature_dim).
+    the adapter reads ``video_features`` (batch, F, vision_feature_dim). With ``vision_adapter="identity"`` there is
+    no norm / proj: the tokens are returned as they are. For ``fusion_type="linear_probe"`` the backbone is frozen and
+    stays in eval mode.
     """
 
     def __init__(self, config) -> None:
@@ -44,9 +46,29 @@ class MambaVLVisionAdapter(nn.Module):
         self.feature_dim = config.vision_feature_dim
         self.has_cls, self.order, self.temporal_size = config.video_layout
         self.backbone = AutoModel.from_config(config.vision_config) if config.vision_config is not None else None
-        self.norm = nn.LayerNorm(config.vision_feature_dim, eps=config.layer_norm_eps)
-        self.proj = nn.Linear(config.vision_feature_dim, config.hidden_size)
-        self.act = nn.Tanh()
+        self.frozen = config.fusion_type == "linear_probe"
+        if config.vision_adapter == "identity":
+            self.norm = self.proj = self.act = None
+            # Holds no values; follows `model.to(dtype)` so that features are cast to the model's dtype.
+            self.register_buffer("dtype_reference", torch.empty(0), persistent=False)
+        else:
+            self.norm = nn.LayerNorm(config.vision_feature_dim, eps=config.layer_norm_eps)
+            self.proj = nn.Linear(config.vision_feature_dim, config.hidden_size)
+            self.act = nn.Tanh()
+        if self.frozen and self.backbone is not None:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MambaVLVisionAdapter:
+        super().train(mode)
+        if self.frozen and self.backbone is not None:
+            # Also after `from_backbones` (which swaps the backbone in) and `from_pretrained` (which recreates loaded
+            # parameters with requires_grad=True, then calls `eval()`).
+            self.backbone.eval()
+            self.backbone.requires_grad_(False)
+        return self
+
+    def _dtype(self) -> torch.dtype:
+        return self.norm.weight.dtype if self.norm is not None else self.dtype_reference.dtype
 
     def tokens(
         self,
@@ -70,8 +92,7 @@ class MambaVLVisionAdapter(nn.Module):
                 raise ValueError(f"pixel_values: expected a float tensor, got {pixel_values.dtype}")
             if video_attention_mask is not None:
                 raise ValueError("video_attention_mask: only meaningful with video_features, not with pixel_values")
-            weight = self.norm.weight
-            outputs = self.backbone(**{self.backbone.main_input_name: pixel_values.to(weight.dtype)})
+            outputs = self.backbone(**{self.backbone.main_input_name: pixel_values.to(self._dtype())})
             tokens, mask = outputs.last_hidden_state, None
         else:
             if self.backbone is not None:
@@ -84,7 +105,7 @@ class MambaVLVisionAdapter(nn.Module):
                     f"video_features: expected shape (batch, tokens, {self.feature_dim}), got "
                     f"{tuple(video_features.shape)}"
                 )
-            tokens, mask = video_features.to(self.norm.weight.dtype), video_attention_mask
+            tokens, mask = video_features.to(self._dtype()), video_attention_mask
             if mask is not None and tuple(mask.shape) != tuple(tokens.shape[:2]):
                 raise ValueError(
                     f"video_attention_mask: expected shape {tuple(tokens.shape[:2])} (batch, tokens), got "
@@ -106,4 +127,6 @@ class MambaVLVisionAdapter(nn.Module):
         tokens, mask = self.tokens(pixel_values, video_features, video_attention_mask)
         if cls_only:
             tokens, mask = tokens[:, :1], None
+        if self.norm is None:
+            return tokens, mask
         return self.act(self.proj(self.norm(tokens))), mask

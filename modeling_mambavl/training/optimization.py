@@ -68,7 +68,9 @@ def classify_parameters(model: nn.Module, state_params_group: str = "rest") -> d
     return groups
 
 
-def _no_decay(name: str, param: nn.Parameter, decay_state_params: bool) -> bool:
+def _no_decay(name: str, param: nn.Parameter, decay_state_params: bool, decay_all: bool = False) -> bool:
+    if decay_all:
+        return False
     leaf = name.rsplit(".", 1)[-1]
     if leaf in STATE_PARAM_NAMES:
         return not decay_state_params
@@ -84,10 +86,13 @@ def build_param_groups(
     weight_decay: float = 0.0,
     state_params_group: str = "rest",
     decay_state_params: bool = False,
+    decay_all: bool = False,
 ) -> tuple[list[dict], list[GroupSpec]]:
     """Optimizer parameter groups (for ``torch.optim``) and a readable description of them.
 
     Each of backbone / mamba / rest is split into a decayed and a non-decayed group; empty groups are dropped.
+    ``decay_all=True`` decays every parameter, biases and norm weights included (the authors' slowfast optimizer with
+    ``SOLVER.ZERO_WD_1D_PARAM: False``).
     """
     lrs = {"backbone": lr if lr_backbone is None else lr_backbone, "mamba": lr if lr_mamba is None else lr_mamba,
            "rest": lr}
@@ -95,7 +100,7 @@ def build_param_groups(
     named = dict(model.named_parameters())
     buckets: dict[tuple[str, bool], list[str]] = {}
     for name, kind in kinds.items():
-        buckets.setdefault((kind, _no_decay(name, named[name], decay_state_params)), []).append(name)
+        buckets.setdefault((kind, _no_decay(name, named[name], decay_state_params, decay_all)), []).append(name)
     torch_groups, specs = [], []
     for kind in GROUPS:
         for no_decay in (False, True):
