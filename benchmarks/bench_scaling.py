@@ -19,7 +19,9 @@ Sizes: D = 768, batch 1 (one clip), two questions; ``frames`` x 196 tokens + 1 C
 frames 8, 16, 32, 64, 128 at 40 question tokens (the paper's length), and question lengths 16 to 256 at 16 frames.
 A step is forward + loss + backward (float32, gradients into every trainable parameter; a sum of the pooled features
 is the loss of the ``fusion`` scope). Each point runs in a fresh subprocess: one warm-up step, then the median of 5
-timed steps; peak memory is the ``ru_maxrss`` increase over the process after the model and inputs exist.
+timed steps, as wall time and as the process's CPU time (all threads; on shared cores it moves far less with other
+jobs than the wall time does); peak memory is the ``ru_maxrss`` increase over the process after the model and
+inputs exist.
 
 Caps: a point whose step is predicted (from the previous, smaller point of its series at a log-log slope of 2)
 or observed in the warm-up to take longer than 120 s, or whose resident memory passes 20 GB, is reported as "not run".
@@ -60,6 +62,13 @@ REPEATS = 5
 def _maxrss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _cpu_s() -> float:
+    """CPU time of this process, all threads (user + system): the work done, less sensitive than the wall time to
+    other jobs on shared cores."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _attention_fusion(config):
@@ -149,17 +158,20 @@ def _worker(spec: dict) -> dict:
     start = time.perf_counter()
     step()  # warm-up
     warmup = time.perf_counter() - start
-    times = []
+    times, cpu_times = [], []
     if warmup <= TIME_CAP_S:
         for _ in range(REPEATS):
-            start = time.perf_counter()
+            cpu, start = _cpu_s(), time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(_cpu_s() - cpu)
     return {
         "status": "ok" if times else "not run",
         "note": None if times else f"warm-up step took {warmup:.0f} s > {TIME_CAP_S:.0f} s",
         "time_s": statistics.median(times) if times else None,
         "times_s": times,
+        "cpu_time_s": statistics.median(cpu_times) if cpu_times else None,
+        "cpu_times_s": cpu_times,
         "warmup_s": warmup,
         "peak_mb": _maxrss_mb() - base,
         "trainable_params": params,
@@ -246,11 +258,14 @@ def _fit_slope(xs, ys) -> float | None:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
 
 
-def _fmt(r: dict) -> tuple[str, str]:
+def _fmt(r: dict) -> tuple[str, str, str]:
     if r.get("status") != "ok":
-        return ("not run", "") if r.get("status") == "not run" else ("error", "")
-    t = r["time_s"]
-    return (f"{t * 1e3:.0f} ms" if t < 10 else f"{t:.1f} s", f"{r['peak_mb']:.0f} MB")
+        return ("not run", "", "") if r.get("status") == "not run" else ("error", "", "")
+
+    def t(x):
+        return f"{x * 1e3:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+    return t(r["time_s"]), t(r["cpu_time_s"]) + " CPU", f"{r['peak_mb']:.0f} MB"
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -267,7 +282,8 @@ def _plot(results: dict, path: Path) -> None:
                 and r["result"].get("status") == "ok"]
         if not rows:
             continue
-        label = f"{'SSM fusion' if method == 'ssm' else 'attention layer'} ({'block' if scope == 'fusion' else 'model'})"
+        kind = "SSM fusion" if method == "ssm" else "attention layer"
+        label = f"{kind} ({'block' if scope == 'fusion' else 'model'})"
         frames = [r["frames"] for r in rows]
         axes[0].plot(frames, [r["result"]["time_s"] for r in rows], fmt, color=color, label=label)
         axes[1].plot(frames, [max(r["result"]["peak_mb"], 1.0) for r in rows], fmt, color=color, label=label)
@@ -324,9 +340,9 @@ def main(argv=None) -> int:
                     load.append(os.getloadavg())
                     previous = (value, result)
                     results[sweep].append({**spec, "result": result})
-                    time_s, mem = _fmt(result)
+                    time_s, cpu_s, mem = _fmt(result)
                     print(f"{scope:6s} {method:9s} frames {spec['frames']:3d} qlen {spec['question_length']:3d}: "
-                          f"{time_s:>9s} {mem:>9s} {result.get('note') or ''}", flush=True)
+                          f"{time_s:>9s} {cpu_s:>13s} {mem:>9s} {result.get('note') or ''}", flush=True)
 
     slopes = {}
     for scope in args.scopes.split(","):
@@ -336,12 +352,13 @@ def main(argv=None) -> int:
             slopes[f"{scope}/{method}"] = {
                 "frames_fitted": [r["frames"] for r in rows],
                 "time": _fit_slope([r["frames"] for r in rows], [r["result"]["time_s"] for r in rows]),
+                "cpu_time": _fit_slope([r["frames"] for r in rows], [r["result"]["cpu_time_s"] for r in rows]),
                 "memory": _fit_slope([r["frames"] for r in rows], [r["result"]["peak_mb"] for r in rows]),
             }
             s = slopes[f"{scope}/{method}"]
             fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             print(f"slope {scope}/{method} over frames {s['frames_fitted']}: time {fmt(s['time'])}, "
-                  f"memory {fmt(s['memory'])}")
+                  f"CPU time {fmt(s['cpu_time'])}, memory {fmt(s['memory'])}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

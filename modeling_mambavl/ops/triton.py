@@ -4,12 +4,13 @@ mamba-ssm's CUDA kernel needs a CUDA toolchain at install time that most users l
 with PyTorch's CUDA builds), so this backend gives GPU users a fused scan with a plain ``pip install``. ``auto``
 picks it on CUDA tensors when mamba-ssm is not importable.
 
-Layout of the work. One program handles one batch element and ``BLOCK_D`` channels, with all ``N`` states
-(padded to a power of two). It walks the sequence in tiles of ``BLOCK_T`` steps; inside a tile the linear recurrence
-``h_t = a_t h_{t-1} + x_t`` (``a_t = exp(dt_t A)``, ``x_t = dt_t B_t u_t``) is solved on a (BLOCK_D, N, BLOCK_T)
-register tile by ``tl.associative_scan`` with the operator ``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)``, and tiles
-are chained through the carried state. Like the ``cpu`` backend, the forward saves only the state at the end of every
-tile, (batch, d_inner, ceil(L / BLOCK_T), N) float32, never a (batch, d_inner, L, N) tensor.
+Layout of the work. One program handles one batch element and ``BLOCK_D`` channels (``BLOCK_D_BWD`` in the
+backward), with all ``N`` states (padded to a power of two). It walks the sequence in tiles of ``BLOCK_T`` steps;
+inside a tile the linear recurrence ``h_t = a_t h_{t-1} + x_t`` (``a_t = exp(dt_t A)``, ``x_t = dt_t B_t u_t``) is
+solved on a (BLOCK_D, N, BLOCK_T) register tile by ``tl.associative_scan`` with the operator
+``(a1, x1) . (a2, x2) = (a1 a2, a2 x1 + x2)``, and tiles are chained through the carried state. Like the ``cpu``
+backend, the forward saves only the state at the end of every tile, (batch, d_inner, ceil(L / BLOCK_T), N) float32,
+never a (batch, d_inner, L, N) tensor.
 
 The backward walks the tiles in reverse. For each tile it recomputes the states from the saved one (the states
 after each step for ``dC``, and before each step for ``dA`` / ``dΔ``), then solves the adjoint recurrence
@@ -47,8 +48,11 @@ DEVICE_TYPES: tuple[str, ...] = ("cuda", "cpu") if INTERPRETED else ("cuda",)
 
 # Steps per tile; the forward saves the state after every tile.
 BLOCK_T = 8 if INTERPRETED else 32
-# Channels per program.
-BLOCK_D = 2 if INTERPRETED else 16
+# Channels per program: a tile holds BLOCK_D x N x BLOCK_T floats and the backward keeps about fifteen such tiles
+# live, so it takes fewer channels than the forward to stay in registers. The interpreter runs small tiles (its scan
+# is a Python loop over elements).
+BLOCK_D = 2 if INTERPRETED else 8
+BLOCK_D_BWD = 2 if INTERPRETED else 4
 
 
 def unavailable_reason() -> str | None:
@@ -327,7 +331,7 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
     n = A.shape[1]
     dev = u.device
     f32 = {"dtype": torch.float32, "device": dev}
-    n_dblocks = triton.cdiv(d, BLOCK_D) if d else 0
+    n_dblocks = triton.cdiv(d, BLOCK_D_BWD) if d else 0
     du = torch.zeros((b, d, length), **f32)
     ddelta = torch.zeros((b, d, length), **f32)
     dz = torch.zeros((b, d, length), **f32) if z is not None else None
@@ -349,7 +353,7 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
             *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides3(z), *du.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
-            BLOCK_D=BLOCK_D, BLOCK_N=_block_n(n), BLOCK_T=BLOCK_T,
+            BLOCK_D=BLOCK_D_BWD, BLOCK_N=_block_n(n), BLOCK_T=BLOCK_T,
         )
 
     def back(g, like):
