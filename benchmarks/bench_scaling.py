@@ -300,16 +300,53 @@ def _plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _slopes(results: dict) -> dict:
+    """Fitted log-log slopes against frames (16 to 128) of wall time, CPU time and memory, per scope and fusion."""
+    slopes = {}
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for scope, method in sorted({(r["scope"], r["method"]) for r in results["frames"]}):
+        rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
+                and r["frames"] >= 16 and r["result"].get("status") == "ok"]
+        frames = [r["frames"] for r in rows]
+        s = slopes[f"{scope}/{method}"] = {
+            "frames_fitted": frames,
+            "time": _fit_slope(frames, [r["result"]["time_s"] for r in rows]),
+            "cpu_time": _fit_slope(frames, [r["result"]["cpu_time_s"] for r in rows]),
+            "memory": _fit_slope(frames, [r["result"]["peak_mb"] for r in rows]),
+        }
+        print(f"slope {scope}/{method} over frames {frames}: time {fmt(s['time'])}, CPU time {fmt(s['cpu_time'])}, "
+              f"memory {fmt(s['memory'])}")
+    return slopes
+
+
+def _combine(paths: list[str], out: Path) -> int:
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    payload = {**runs[0], "command": [run["command"] for run in runs], "runs": [
+        {k: run[k] for k in ("command", "machine", "load_average_1_5_15", "wall_time_s")} for run in runs]}
+    for sweep in ("frames", "question_length"):
+        payload[sweep] = [row for run in runs for row in run[sweep]]
+    payload["slopes_16_to_128_frames"] = _slopes(payload)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    _plot(payload, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="8 / 16 frames and 16 / 32 question tokens only")
     parser.add_argument("--scopes", default="fusion,model")
+    parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="merge the results of runs made with different --scopes into --out (+ the figure)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
+    if args.combine:
+        return _combine(args.combine, Path(args.out))
 
     frames_sweep = FRAMES[:2] if args.quick else FRAMES
     qlen_sweep = QUESTION_LENGTHS[:2] if args.quick else QUESTION_LENGTHS
@@ -321,7 +358,8 @@ def main(argv=None) -> int:
     started = time.time()
     for scope in args.scopes.split(","):
         for method in ("ssm", "attention"):
-            for sweep, values in (("frames", frames_sweep), ("question_length", qlen_sweep)):
+            sweeps = [("frames", frames_sweep)] + ([] if args.no_question_sweep else [("question_length", qlen_sweep)])
+            for sweep, values in sweeps:
                 previous = None
                 for value in values:
                     spec = {"scope": scope, "method": method,
@@ -344,27 +382,13 @@ def main(argv=None) -> int:
                     print(f"{scope:6s} {method:9s} frames {spec['frames']:3d} qlen {spec['question_length']:3d}: "
                           f"{time_s:>9s} {cpu_s:>13s} {mem:>9s} {result.get('note') or ''}", flush=True)
 
-    slopes = {}
-    for scope in args.scopes.split(","):
-        for method in ("ssm", "attention"):
-            rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
-                    and r["frames"] >= 16 and r["result"].get("status") == "ok"]
-            slopes[f"{scope}/{method}"] = {
-                "frames_fitted": [r["frames"] for r in rows],
-                "time": _fit_slope([r["frames"] for r in rows], [r["result"]["time_s"] for r in rows]),
-                "cpu_time": _fit_slope([r["frames"] for r in rows], [r["result"]["cpu_time_s"] for r in rows]),
-                "memory": _fit_slope([r["frames"] for r in rows], [r["result"]["peak_mb"] for r in rows]),
-            }
-            s = slopes[f"{scope}/{method}"]
-            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            print(f"slope {scope}/{method} over frames {s['frames_fitted']}: time {fmt(s['time'])}, "
-                  f"CPU time {fmt(s['cpu_time'])}, memory {fmt(s['memory'])}")
+    slopes = _slopes(results)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_scaling",
-        "command": "python benchmarks/bench_scaling.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine,
         "load_average_1_5_15": {"start": load[0], "end": load[-1],
                                 "max_1min": max(entry[0] for entry in load)},
