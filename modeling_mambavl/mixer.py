@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from .ops import selective_scan
 
@@ -91,14 +92,16 @@ class MambaVLMixer(nn.Module):
         A = -torch.exp(A_log.float())
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, N, L)
         if mask is None:
-            y = selective_scan(
-                x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                backend=self.scan_backend,
-            )
+            with record_function("mambavl.selective_scan"):
+                y = selective_scan(
+                    x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                    backend=self.scan_backend,
+                )
         else:
             # Δ = 0 at padding: exp(0 * A) = 1 keeps the state and Δ·B·u adds nothing.
             dt = F.softplus(dt + self.dt_proj.bias[:, None].to(dt.dtype)) * mask
-            y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, backend=self.scan_backend)
+            with record_function("mambavl.selective_scan"):
+                y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, backend=self.scan_backend)
         return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -327,19 +328,24 @@ class MambaVLModel(MambaVLPreTrainedModel):
         batch = (pixel_values if pixel_values is not None else video_features).shape[0]
 
         cls_only = self.fusion.question_input == "pooled" and config.video_layout[0]
+        # Profiler ranges ("mambavl.*", see BENCHMARKS.md) cost nothing measurable when no profiler runs.
         video, video_mask = self.vision(pixel_values, video_features, video_attention_mask, cls_only=cls_only)
 
         questions = question_mask = None
         if self.questions is not None:
-            ids, mask = self._question_inputs(question_input_ids, question_attention_mask, batch, video.device)
-            num, length = ids.shape[1], ids.shape[2]
-            pooled = self.fusion.question_input == "pooled"
-            questions, mask = self.questions(ids.reshape(-1, length), mask.reshape(-1, length), pooled=pooled)
-            questions, mask = questions.reshape(batch, num, *questions.shape[1:]), mask.reshape(batch, num, length)
-            # The authors' pooling ignores the mask; kept only to run their checkpoints.
-            question_mask = None if config.question_pooling == "include_padding" else mask
+            with record_function("mambavl.questions"):
+                ids, mask = self._question_inputs(question_input_ids, question_attention_mask, batch, video.device)
+                num, length = ids.shape[1], ids.shape[2]
+                pooled = self.fusion.question_input == "pooled"
+                questions, mask = self.questions(ids.reshape(-1, length), mask.reshape(-1, length), pooled=pooled)
+                questions = questions.reshape(batch, num, *questions.shape[1:])
+                mask = mask.reshape(batch, num, length)
+                # The authors' pooling ignores the mask; kept only to run their checkpoints.
+                question_mask = None if config.question_pooling == "include_padding" else mask
 
-        fused = self.fusion(video, video_mask, questions, question_mask, output_hidden_states=output_hidden_states)
+        with record_function("mambavl.fusion"):
+            fused = self.fusion(video, video_mask, questions, question_mask,
+                                output_hidden_states=output_hidden_states)
         features = {name: fused.pooled[:, i] for i, name in enumerate(config.question_types)}
         output = MambaVLModelOutput(
             last_hidden_state=fused.video_states,
@@ -429,42 +435,43 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
             return_dict=True,
             pixel_values_videos=pixel_values_videos,
         )
-        features = self.head_dropout(outputs.pooler_output)
-        batch = features.shape[0]
-        loss = verb_logits = noun_logits = None
-        if self.single_head:
-            if verb_labels is not None or noun_labels is not None:
-                raise ValueError("verb_labels / noun_labels: this model has one head (question_types=('action',)); "
-                                 "pass labels")
-            logits = self.classifier(features[:, 0])
-            if labels is not None:
-                loss = self._loss(logits, self._check_labels("labels", labels, batch, self.config.num_labels))
-        else:
-            index = {name: i for i, name in enumerate(self.config.question_types)}
-            verb_logits = self.verb_head(features[:, index["verb"]])
-            noun_logits = self.noun_head(features[:, index["noun"]])
-            logits = (
-                F.log_softmax(verb_logits.float(), dim=-1)[:, self.action_verb]
-                + F.log_softmax(noun_logits.float(), dim=-1)[:, self.action_noun]
-            )
-            if labels is not None:
+        with record_function("mambavl.heads"):
+            features = self.head_dropout(outputs.pooler_output)
+            batch = features.shape[0]
+            loss = verb_logits = noun_logits = None
+            if self.single_head:
                 if verb_labels is not None or noun_labels is not None:
-                    raise ValueError("labels: give either action labels or verb_labels / noun_labels, not both")
-                labels = self._check_labels("labels", labels, batch, len(self.config.actions))
-                if labels.is_floating_point():
-                    raise ValueError("labels: soft action targets are not supported; give soft verb_labels and "
-                                     "noun_labels instead")
-                if ((labels < 0) | (labels >= self.action_verb.shape[0])).any():
-                    raise ValueError(f"labels: action ids must be in [0, {self.action_verb.shape[0]})")
-                verb_labels, noun_labels = self.action_verb[labels], self.action_noun[labels]
-            terms = []
-            if verb_labels is not None:
-                verb_labels = self._check_labels("verb_labels", verb_labels, batch, self.config.num_verb_classes)
-                terms.append(self._loss(verb_logits, verb_labels))
-            if noun_labels is not None:
-                noun_labels = self._check_labels("noun_labels", noun_labels, batch, self.config.num_noun_classes)
-                terms.append(self._loss(noun_logits, noun_labels))
-            loss = sum(terms) if terms else None
+                    raise ValueError("verb_labels / noun_labels: this model has one head (question_types=('action',)); "
+                                     "pass labels")
+                logits = self.classifier(features[:, 0])
+                if labels is not None:
+                    loss = self._loss(logits, self._check_labels("labels", labels, batch, self.config.num_labels))
+            else:
+                index = {name: i for i, name in enumerate(self.config.question_types)}
+                verb_logits = self.verb_head(features[:, index["verb"]])
+                noun_logits = self.noun_head(features[:, index["noun"]])
+                logits = (
+                    F.log_softmax(verb_logits.float(), dim=-1)[:, self.action_verb]
+                    + F.log_softmax(noun_logits.float(), dim=-1)[:, self.action_noun]
+                )
+                if labels is not None:
+                    if verb_labels is not None or noun_labels is not None:
+                        raise ValueError("labels: give either action labels or verb_labels / noun_labels, not both")
+                    labels = self._check_labels("labels", labels, batch, len(self.config.actions))
+                    if labels.is_floating_point():
+                        raise ValueError("labels: soft action targets are not supported; give soft verb_labels and "
+                                         "noun_labels instead")
+                    if ((labels < 0) | (labels >= self.action_verb.shape[0])).any():
+                        raise ValueError(f"labels: action ids must be in [0, {self.action_verb.shape[0]})")
+                    verb_labels, noun_labels = self.action_verb[labels], self.action_noun[labels]
+                terms = []
+                if verb_labels is not None:
+                    verb_labels = self._check_labels("verb_labels", verb_labels, batch, self.config.num_verb_classes)
+                    terms.append(self._loss(verb_logits, verb_labels))
+                if noun_labels is not None:
+                    noun_labels = self._check_labels("noun_labels", noun_labels, batch, self.config.num_noun_classes)
+                    terms.append(self._loss(noun_logits, noun_labels))
+                loss = sum(terms) if terms else None
 
         output = MambaVLVideoClassifierOutput(
             loss=loss,

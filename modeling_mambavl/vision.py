@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from transformers import AutoModel
 
 
@@ -92,7 +93,8 @@ class MambaVLVisionAdapter(nn.Module):
                 raise ValueError(f"pixel_values: expected a float tensor, got {pixel_values.dtype}")
             if video_attention_mask is not None:
                 raise ValueError("video_attention_mask: only meaningful with video_features, not with pixel_values")
-            outputs = self.backbone(**{self.backbone.main_input_name: pixel_values.to(self._dtype())})
+            with record_function("mambavl.backbone"):
+                outputs = self.backbone(**{self.backbone.main_input_name: pixel_values.to(self._dtype())})
             tokens, mask = outputs.last_hidden_state, None
         else:
             if self.backbone is not None:
@@ -125,8 +127,9 @@ class MambaVLVisionAdapter(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(batch, N, D) adapted tokens and their (batch, N) mask (None: all real); ``cls_only`` keeps the CLS."""
         tokens, mask = self.tokens(pixel_values, video_features, video_attention_mask)
-        if cls_only:
-            tokens, mask = tokens[:, :1], None
-        if self.norm is None:
-            return tokens, mask
-        return self.act(self.proj(self.norm(tokens))), mask
+        with record_function("mambavl.video_adapter"):
+            if cls_only:
+                tokens, mask = tokens[:, :1], None
+            if self.norm is None:
+                return tokens, mask
+            return self.act(self.proj(self.norm(tokens))), mask

@@ -6,11 +6,13 @@ Backends (``backend=``):
 - ``"portable"``: a chunked parallel scan in plain PyTorch (``portable.py``); any device, autograd-native.
 - ``"cpu"``: a fused C++ kernel with its own backward (``cpu.py``), compiled on first use.
 - ``"cuda"``: mamba-ssm's CUDA kernel (``cuda.py``), when mamba-ssm is installed and the tensors are on a GPU.
+- ``"triton"``: the project's own Triton kernel (``triton.py``), when triton is importable and the tensors are on a
+  GPU (or on the CPU under ``TRITON_INTERPRET=1``, for tests).
 - ``"auto"``: CPU tensors use ``cpu`` when its kernel can be built (else ``portable``, with a one-time warning
-  saying why); CUDA tensors use ``cuda`` when mamba-ssm is importable, else ``portable``; other devices
-  ``portable``.
+  saying why); CUDA tensors use ``cuda`` when mamba-ssm is importable, else ``triton`` when triton is, else
+  ``portable``; other devices ``portable``.
 
-The fused backends (``cpu``, ``cuda``) run through the custom ops ``mambavl::selective_scan_fwd`` /
+The fused backends (``cpu``, ``cuda``, ``triton``) run through the custom ops ``mambavl::selective_scan_fwd`` /
 ``mambavl::selective_scan_bwd``, which have fake (meta) implementations, a registered autograd formula and a FLOP
 formula, so the scan works under ``torch.compile(fullgraph=True)``, ``FakeTensorMode`` and
 ``torch.utils.flop_counter.FlopCounterMode``. A fused backend is a module with ``DEVICE_TYPES``,
@@ -31,6 +33,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import cpu, cuda
+from . import triton as triton_kernel
 from .portable import selective_scan_portable
 from .reference import selective_scan_reference
 
@@ -54,11 +57,11 @@ class FusedScanKernel(Protocol):
         """Empty tensors with the shapes and dtypes of ``forward``'s saved tensors (for fake tensors)."""
 
 
-_FUSED_KERNELS: dict[str, FusedScanKernel] = {"cpu": cpu, "cuda": cuda}
+_FUSED_KERNELS: dict[str, FusedScanKernel] = {"cpu": cpu, "cuda": cuda, "triton": triton_kernel}
 _UNFUSED = ("reference", "portable")
 BACKENDS = ("auto", *_UNFUSED, *_FUSED_KERNELS)
 # Preference of "auto" per device type; the last entry must run everywhere.
-_AUTO_ORDER = {"cpu": ("cpu", "portable"), "cuda": ("cuda", "portable")}
+_AUTO_ORDER = {"cpu": ("cpu", "portable"), "cuda": ("cuda", "triton", "portable")}
 _DEFAULT_AUTO_ORDER = ("portable",)
 
 _warned_fallback: set[str] = set()
@@ -259,7 +262,7 @@ def selective_scan(
         delta_bias: optional (d_inner,) added to ``delta``.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state (batch, d_inner, N), float32.
-        backend: "auto", "reference", "portable", "cpu" or "cuda" (see the module docstring).
+        backend: "auto", "reference", "portable", "cpu", "cuda" or "triton" (see the module docstring).
 
     Returns:
         ``out`` (batch, d_inner, L) in u's dtype, and the last state if ``return_last_state``.

@@ -1,0 +1,410 @@
+"""How the cost of a training step grows with the number of frames and the question length: SSM fusion against one
+layer of token-level attention over all video and question tokens.
+
+    python benchmarks/bench_scaling.py                    # the full sweep (~30 min on 2 shared cores)
+    python benchmarks/bench_scaling.py --quick            # 8 / 16 frames and 16 / 32 question tokens, to try it
+
+Two scopes, each with both fusions:
+
+- ``fusion``: the fusion block alone. SSM: ``MambaVLSSMFusion`` (the paper's block: a video and a text Mamba mixer
+  sharing ``A``; pooled ``mean(video) + mean(question)`` per question). Attention: one pre-LayerNorm Transformer layer
+  (``MambaVLFuserBlock``: 12 heads, MLP ratio 4, ``F.scaled_dot_product_attention``) over the concatenation of all
+  video tokens and both questions' tokens, pooled the same way: what a user would otherwise write to let every video
+  token see every question token.
+- ``model``: ``MambaVLForVideoClassification`` (preset ``features-768``) on pre-extracted features, with the loss on
+  verb and noun labels: LayerNorm + Linear + tanh on the video tokens, the question branch (frozen RoBERTa-base-shaped
+  embeddings + the text MLP), the fusion, the heads. The attention variant swaps the fusion for the layer above.
+
+Sizes: D = 768, batch 1 (one clip), two questions; ``frames`` x 196 tokens + 1 CLS (a ViT-B/16 at 224 px per frame);
+frames 8, 16, 32, 64, 128 at 40 question tokens (the paper's length), and question lengths 16 to 256 at 16 frames.
+A step is forward + loss + backward (float32, gradients into every trainable parameter; a sum of the pooled features
+is the loss of the ``fusion`` scope). Each point runs in a fresh subprocess: one warm-up step, then the median of 5
+timed steps, as wall time and as the process's CPU time (all threads; on shared cores it moves far less with other
+jobs than the wall time does); peak memory is the ``ru_maxrss`` increase over the process after the model and
+inputs exist.
+
+Caps: a point whose step is predicted (from the previous, smaller point of its series at a log-log slope of 2)
+or observed in the warm-up to take longer than 120 s, or whose resident memory passes 20 GB, is reported as "not run".
+Fitted log-log slopes of time and memory against frames use the points from 16 to 128 frames that ran. Results:
+``benchmarks/results/scaling.json`` and ``scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = (8, 16, 32, 64, 128)
+QUESTION_LENGTHS = (16, 32, 64, 128, 256)
+DEFAULT_QUESTION_LENGTH = 40
+DEFAULT_FRAMES = 16
+TOKENS_PER_FRAME = 196
+TIME_CAP_S = 120.0
+MEMORY_CAP_MB = 20 * 1024
+REPEATS = 5
+
+
+# --- worker (one point, in its own process) -------------------------------------------------------------------------
+
+
+def _maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _cpu_s() -> float:
+    """CPU time of this process, all threads (user + system): the work done, less sensitive than the wall time to
+    other jobs on shared cores."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _attention_fusion(config):
+    """One Transformer layer over [video tokens; every question's tokens], pooled as the SSM fusion is."""
+    import torch
+    from torch import nn
+
+    from modeling_mambavl.fusion import FusionOutput, MambaVLFuserBlock, masked_mean
+
+    class TokenAttentionFusion(nn.Module):
+        question_input = "tokens"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = MambaVLFuserBlock(config.hidden_size, 12, 4.0, 0.0, 0.0)
+
+        def forward(self, video, video_mask=None, questions=None, question_mask=None, output_hidden_states=False):
+            batch, num_questions, length, dim = questions.shape
+            tokens = torch.cat([video, questions.reshape(batch, num_questions * length, dim)], dim=1)
+            # Padded question tokens would need an attention mask (and lose SDPA's fused kernels); the benchmark's
+            # questions have none, and the masks only enter the pooling.
+            out = self.layer(tokens)
+            video_out = out[:, : video.shape[1]]
+            question_out = out[:, video.shape[1]:].reshape(batch * num_questions, length, dim)
+            mask = None if question_mask is None else question_mask.reshape(batch * num_questions, length)
+            pooled = masked_mean(video_out, video_mask).unsqueeze(1) + masked_mean(question_out, mask).reshape(
+                batch, num_questions, dim)
+            return FusionOutput(pooled=pooled, video_states=video_out)
+
+    return TokenAttentionFusion()
+
+
+def _build(spec: dict):
+    """(model, step function) for one point."""
+    import torch
+
+    from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
+    from modeling_mambavl.fusion import MambaVLSSMFusion
+
+    torch.manual_seed(0)
+    config = MambaVLConfig.from_preset("features-768")
+    frames, qlen = spec["frames"], spec["question_length"]
+    n_video = 1 + frames * TOKENS_PER_FRAME
+    dim = config.hidden_size
+    if spec["scope"] == "fusion":
+        if spec["method"] == "ssm":
+            module = MambaVLSSMFusion(config)
+            for layer in module.layers:  # as the model's _init_weights: S4D-real A
+                layer.A_log.data.copy_(torch.log(torch.arange(1, config.state_size + 1.0)).expand_as(layer.A_log))
+        else:
+            module = _attention_fusion(config)
+        video = torch.randn(1, n_video, dim)
+        questions = torch.randn(1, 2, qlen, dim)
+        qmask = torch.ones(1, 2, qlen, dtype=torch.long)
+
+        def step():
+            module.zero_grad(set_to_none=True)
+            out = module(video, None, questions, qmask)
+            out.pooled.sum().backward()
+
+        return module, step
+
+    model = MambaVLForVideoClassification(config)
+    if spec["method"] == "attention":
+        model.mambavl.fusion = _attention_fusion(config)
+    model.train()
+    features = torch.randn(1, n_video, config.vision_feature_dim)
+    ids = torch.randint(3, config.text_config.vocab_size, (1, 2, qlen))
+    mask = torch.ones_like(ids)
+    verb, noun = torch.tensor([3]), torch.tensor([7])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(video_features=features, question_input_ids=ids, question_attention_mask=mask,
+                    verb_labels=verb, noun_labels=noun)
+        out.loss.backward()
+
+    return model, step
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    model, step = _build(spec)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base = _maxrss_mb()
+    start = time.perf_counter()
+    step()  # warm-up
+    warmup = time.perf_counter() - start
+    times, cpu_times = [], []
+    if warmup <= TIME_CAP_S:
+        for _ in range(REPEATS):
+            cpu, start = _cpu_s(), time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+            cpu_times.append(_cpu_s() - cpu)
+    return {
+        "status": "ok" if times else "not run",
+        "note": None if times else f"warm-up step took {warmup:.0f} s > {TIME_CAP_S:.0f} s",
+        "time_s": statistics.median(times) if times else None,
+        "times_s": times,
+        "cpu_time_s": statistics.median(cpu_times) if cpu_times else None,
+        "cpu_times_s": cpu_times,
+        "warmup_s": warmup,
+        "peak_mb": _maxrss_mb() - base,
+        "trainable_params": params,
+        "tokens": 1 + spec["frames"] * TOKENS_PER_FRAME + 2 * spec["question_length"],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --- driver ---------------------------------------------------------------------------------------------------------
+
+
+def _machine() -> dict:
+    import torch
+
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu_model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _rss_of(pid: int) -> float:
+    """Resident memory (MB) of a process and its children's threads, from /proc (0 where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _run_point(spec: dict) -> dict:
+    """Run one point in a fresh process, killing it past the memory cap or after the warm-up plus 5 capped steps."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    peak = {"mb": 0.0, "killed": None}
+
+    def watch():
+        deadline = time.monotonic() + TIME_CAP_S * (REPEATS + 1) + 120  # + start-up and model building
+        while proc.poll() is None:
+            rss = _rss_of(proc.pid)
+            peak["mb"] = max(peak["mb"], rss)
+            if rss > MEMORY_CAP_MB:
+                peak["killed"] = f"resident memory passed {MEMORY_CAP_MB / 1024:.0f} GB"
+                proc.kill()
+            elif time.monotonic() > deadline:
+                peak["killed"] = "took longer than the time cap"
+                proc.kill()
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    watcher.join()
+    if peak["killed"]:
+        return {"status": "not run", "note": peak["killed"]}
+    if proc.returncode != 0:
+        tail = (err or out).strip().splitlines()[-3:]
+        return {"status": "error", "note": " | ".join(tail) or f"exit code {proc.returncode}"}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _fit_slope(xs, ys) -> float | None:
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def _fmt(r: dict) -> tuple[str, str, str]:
+    if r.get("status") != "ok":
+        return ("not run", "", "") if r.get("status") == "not run" else ("error", "", "")
+
+    def t(x):
+        return f"{x * 1e3:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+    return t(r["time_s"]), t(r["cpu_time_s"]) + " CPU", f"{r['peak_mb']:.0f} MB"
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {("fusion", "ssm"): ("C0", "-o"), ("fusion", "attention"): ("C3", "-o"),
+              ("model", "ssm"): ("C0", "--s"), ("model", "attention"): ("C3", "--s")}
+    for (scope, method), (color, fmt) in styles.items():
+        rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
+                and r["result"].get("status") == "ok"]
+        if not rows:
+            continue
+        kind = "SSM fusion" if method == "ssm" else "attention layer"
+        label = f"{kind} ({'block' if scope == 'fusion' else 'model'})"
+        frames = [r["frames"] for r in rows]
+        axes[0].plot(frames, [r["result"]["time_s"] for r in rows], fmt, color=color, label=label)
+        axes[1].plot(frames, [max(r["result"]["peak_mb"], 1.0) for r in rows], fmt, color=color, label=label)
+    for ax, ylabel in zip(axes, ("training step time (s)", "peak memory above inputs (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("frames (196 tokens each)")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MambaVL: forward + backward of one clip (D = 768, 2 questions of 40 tokens), CPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _slopes(results: dict) -> dict:
+    """Fitted log-log slopes against frames (16 to 128) of wall time, CPU time and memory, per scope and fusion."""
+    slopes = {}
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for scope, method in sorted({(r["scope"], r["method"]) for r in results["frames"]}):
+        rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
+                and r["frames"] >= 16 and r["result"].get("status") == "ok"]
+        frames = [r["frames"] for r in rows]
+        s = slopes[f"{scope}/{method}"] = {
+            "frames_fitted": frames,
+            "time": _fit_slope(frames, [r["result"]["time_s"] for r in rows]),
+            "cpu_time": _fit_slope(frames, [r["result"]["cpu_time_s"] for r in rows]),
+            "memory": _fit_slope(frames, [r["result"]["peak_mb"] for r in rows]),
+        }
+        print(f"slope {scope}/{method} over frames {frames}: time {fmt(s['time'])}, CPU time {fmt(s['cpu_time'])}, "
+              f"memory {fmt(s['memory'])}")
+    return slopes
+
+
+def _combine(paths: list[str], out: Path) -> int:
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    payload = {**runs[0], "command": [run["command"] for run in runs], "runs": [
+        {k: run[k] for k in ("command", "machine", "load_average_1_5_15", "wall_time_s")} for run in runs]}
+    for sweep in ("frames", "question_length"):
+        payload[sweep] = [row for run in runs for row in run[sweep]]
+    payload["slopes_16_to_128_frames"] = _slopes(payload)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    _plot(payload, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="8 / 16 frames and 16 / 32 question tokens only")
+    parser.add_argument("--scopes", default="fusion,model")
+    parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="merge the results of runs made with different --scopes into --out (+ the figure)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return 0
+    if args.combine:
+        return _combine(args.combine, Path(args.out))
+
+    frames_sweep = FRAMES[:2] if args.quick else FRAMES
+    qlen_sweep = QUESTION_LENGTHS[:2] if args.quick else QUESTION_LENGTHS
+    machine = _machine()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+          f"{machine['torch_threads']} threads", flush=True)
+    results = {"frames": [], "question_length": []}
+    load = [os.getloadavg()]
+    started = time.time()
+    for scope in args.scopes.split(","):
+        for method in ("ssm", "attention"):
+            sweeps = [("frames", frames_sweep)] + ([] if args.no_question_sweep else [("question_length", qlen_sweep)])
+            for sweep, values in sweeps:
+                previous = None
+                for value in values:
+                    spec = {"scope": scope, "method": method,
+                            "frames": value if sweep == "frames" else DEFAULT_FRAMES,
+                            "question_length": value if sweep == "question_length" else DEFAULT_QUESTION_LENGTH}
+                    if previous and previous[1].get("status") == "ok" and (
+                            previous[1]["time_s"] * (value / previous[0]) ** 2 > TIME_CAP_S * 1.5):
+                        predicted = previous[1]["time_s"] * (value / previous[0]) ** 2
+                        result = {"status": "not run",
+                                  "note": f"predicted {predicted:.0f} s per step (slope 2 from {previous[0]}) "
+                                          f"> {TIME_CAP_S:.0f} s"}
+                    elif previous and previous[1].get("status") == "not run":
+                        result = {"status": "not run", "note": f"the smaller point ({previous[0]}) was not run"}
+                    else:
+                        result = _run_point(spec)
+                    load.append(os.getloadavg())
+                    previous = (value, result)
+                    results[sweep].append({**spec, "result": result})
+                    time_s, cpu_s, mem = _fmt(result)
+                    print(f"{scope:6s} {method:9s} frames {spec['frames']:3d} qlen {spec['question_length']:3d}: "
+                          f"{time_s:>9s} {cpu_s:>13s} {mem:>9s} {result.get('note') or ''}", flush=True)
+
+    slopes = _slopes(results)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "bench_scaling",
+        "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine,
+        "load_average_1_5_15": {"start": load[0], "end": load[-1],
+                                "max_1min": max(entry[0] for entry in load)},
+        "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
+                     "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
+                     "repeats": REPEATS, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
+                     "attention": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, F.scaled_dot_product_attention)"},
+        "wall_time_s": round(time.time() - started, 1),
+        "slopes_16_to_128_frames": slopes,
+        **results,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    _plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
