@@ -663,11 +663,17 @@ def main(argv=None) -> dict:
         result["controls"] = run_controls(args, run_eval, eval_rows, last_predictions, last_metrics, accelerator)
         eval_seconds += time.perf_counter() - t_controls
     if args.push_to_hub and accelerator.is_main_process:
+        from modeling_mambavl.hub import push_to_hub
         from modeling_mambavl.saving import load_model_and_processor
 
-        best, best_processor = load_model_and_processor(output_dir / "best_model")
-        best.push_to_hub(args.hub_model_id)
-        best_processor.push_to_hub(args.hub_model_id)
+        best_dir = output_dir / "best_model"
+        if not (best_dir / "metrics.json").is_file():
+            raise FileNotFoundError(f"--push_to_hub: {best_dir} holds no evaluated model (no evaluation ran)")
+        # LoRA adapters are pushed merged: their base is a local folder the Hub repository could not point to.
+        best, best_processor = load_model_and_processor(best_dir, merge_adapters=True)
+        commit = push_to_hub(best, best_processor, args.hub_model_id, metrics=best_dir / "metrics.json")
+        logger.info(f"pushed {best_dir} to {args.hub_model_id} ({commit.oid})")
+        result["hub_commit"] = commit.oid
     if tracking:
         accelerator.end_training()
     if args.demo and accelerator.is_main_process:

@@ -99,7 +99,8 @@ class MambaVLMixer(nn.Module):
                 )
         else:
             # Δ = 0 at padding: exp(0 * A) = 1 keeps the state and Δ·B·u adds nothing.
-            dt = F.softplus(dt + self.dt_proj.bias[:, None].to(dt.dtype)) * mask
+            # The dt bias is added (and the softplus taken) in fp32 as the fused path does, not in the autocast dtype.
+            dt = F.softplus(dt.float() + self.dt_proj.bias.float()[:, None]) * mask
             with record_function("mambavl.selective_scan"):
                 y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, backend=self.scan_backend)
         return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))

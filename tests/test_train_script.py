@@ -96,8 +96,10 @@ def test_run_outputs(cache, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = out / "best_model"
     metrics = json.loads((best / "metrics.json").read_text())
-    assert set(metrics) == {"task", "split", "dataset", "question_source", "num_clips", "num_clips_scored", "epoch",
-                            "global_step", "metrics"}
+    assert set(metrics) == {"task", "split", "dataset", "question_source", "action_rule", "num_clips",
+                            "num_clips_scored", "epoch", "global_step", "metrics"}
+    assert metrics["action_rule"] == "official"
+    assert all(isinstance(v, (int, float)) for v in metrics["metrics"].values())  # what the model card accepts
     assert metrics["dataset"] == "synthetic-ek100" and metrics["num_clips"] == metrics["num_clips_scored"] == 12
     assert metrics["epoch"] == 1 and metrics["global_step"] == 2 and "all_action_top1" in metrics["metrics"]
     predictions = json.loads((best / "predictions.json").read_text())

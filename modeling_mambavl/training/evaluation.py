@@ -196,12 +196,17 @@ def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: 
     }
     if question_source == "oracle":
         payload["label"] = ORACLE_QUESTIONS
+    values = {k: v for k, v in metrics.items() if k not in ("num_clips", "num_clips_scored")}
+    # "metrics" holds numbers only (the model card and the Hub read it so); settings such as the action rule the
+    # numbers were computed with sit beside it.
+    settings = {k: v for k, v in values.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+    payload.update(settings)
     payload.update(
         num_clips=int(metrics["num_clips"]),
         num_clips_scored=int(metrics["num_clips_scored"]),
         epoch=int(epoch),
         global_step=int(global_step),
-        metrics={k: v for k, v in metrics.items() if k not in ("num_clips", "num_clips_scored")},
+        metrics={k: v for k, v in values.items() if k not in settings},
     )
     return payload
 

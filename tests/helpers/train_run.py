@@ -47,19 +47,28 @@ def script_args(cache: Path, output_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def environment(fault: str | None = None) -> dict[str, str]:
+def environment(fault: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MAMBAVL_FAULT", None)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     if fault:
         env["MAMBAVL_FAULT"] = fault
+    env.update(extra or {})
     return env
 
 
+# Two real processes on a CPU machine: `--cpu --num_processes 2` starts only one; `--multi_gpu` with no visible GPU
+# starts two on gloo.
+TWO_CPU_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+TWO_CPU_PROCESSES_ENV = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+
+
 def run(script: Path, args: list[str], fault: str | None = None, launcher: list[str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess:
+        timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = (launcher or [sys.executable]) + [str(script)] + args
-    return subprocess.run(cmd, env=environment(fault), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(cmd, env=environment(fault, env), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
 
 
 def checkpoint_state(folder: Path) -> tuple[dict, dict]:
