@@ -305,7 +305,7 @@ def _plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _slopes(results: dict) -> dict:
+def _slopes(results: dict, quiet: bool = False) -> dict:
     """Fitted log-log slopes against frames (16 to 128) of wall time, CPU time and memory, per scope and fusion."""
     slopes = {}
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -319,8 +319,9 @@ def _slopes(results: dict) -> dict:
             "cpu_time": _fit_slope(frames, [r["result"]["cpu_time_s"] for r in rows]),
             "memory": _fit_slope(frames, [r["result"]["peak_mb"] for r in rows]),
         }
-        print(f"slope {scope}/{method} over frames {frames}: time {fmt(s['time'])}, CPU time {fmt(s['cpu_time'])}, "
-              f"memory {fmt(s['memory'])}")
+        if not quiet:
+            print(f"slope {scope}/{method} over frames {frames}: time {fmt(s['time'])}, "
+                  f"CPU time {fmt(s['cpu_time'])}, memory {fmt(s['memory'])}")
     return slopes
 
 
@@ -343,6 +344,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="8 / 16 frames and 16 / 32 question tokens only")
     parser.add_argument("--scopes", default="fusion,model")
     parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
+    parser.add_argument("--methods", default="ssm,attention", help="fusions to run, of ssm,attention")
     parser.add_argument("--no-frames-sweep", action="store_true", help="only the question-length sweep")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="merge the results of runs made with different --scopes into --out (+ the figure)")
@@ -362,8 +364,31 @@ def main(argv=None) -> int:
     results = {"frames": [], "question_length": []}
     load = [os.getloadavg()]
     started = time.time()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(complete: bool) -> None:
+        # Rewritten after every point, so that a run stopped early keeps what it measured ("complete": false).
+        payload = {
+            "benchmark": "bench_scaling",
+            "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "complete": complete,
+            "machine": machine,
+            "load_average_1_5_15": {"start": load[0], "end": load[-1],
+                                    "max_1min": max(entry[0] for entry in load)},
+            "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
+                         "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
+                         "repeats": REPEATS, "time_cap_cpu_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
+                         "attention": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
+                                      "F.scaled_dot_product_attention)"},
+            "wall_time_s": round(time.time() - started, 1),
+            "slopes_16_to_128_frames": _slopes(results, quiet=not complete),
+            **results,
+        }
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+
     for scope in args.scopes.split(","):
-        for method in ("ssm", "attention"):
+        for method in args.methods.split(","):
             sweeps = (([] if args.no_frames_sweep else [("frames", frames_sweep)])
                       + ([] if args.no_question_sweep else [("question_length", qlen_sweep)]))
             for sweep, values in sweeps:
@@ -388,26 +413,9 @@ def main(argv=None) -> int:
                     time_s, cpu_s, mem = _fmt(result)
                     print(f"{scope:6s} {method:9s} frames {spec['frames']:3d} qlen {spec['question_length']:3d}: "
                           f"{time_s:>9s} {cpu_s:>13s} {mem:>9s} {result.get('note') or ''}", flush=True)
+                    write(complete=False)
 
-    slopes = _slopes(results)
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "benchmark": "bench_scaling",
-        "command": "python benchmarks/bench_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
-        "load_average_1_5_15": {"start": load[0], "end": load[-1],
-                                "max_1min": max(entry[0] for entry in load)},
-        "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
-                     "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
-                     "repeats": REPEATS, "time_cap_cpu_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
-                     "attention": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, F.scaled_dot_product_attention)"},
-        "wall_time_s": round(time.time() - started, 1),
-        "slopes_16_to_128_frames": slopes,
-        **results,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    write(complete=True)
     _plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
