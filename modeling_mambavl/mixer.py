@@ -18,14 +18,6 @@ from torch.profiler import record_function
 from .ops import selective_scan
 
 
-def _project(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """weight (out, in) applied to channel-first x (b, in, L) -> (b, out, L), contiguous, in one GEMM per batch element
-    that reads x's strides as they are (``weight @ x`` broadcasts through a copy of its result)."""
-    if x.shape[0] == 1:
-        return (weight @ x[0]).unsqueeze(0)
-    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
-
-
 class MambaVLMixer(nn.Module):
     """Selective state-space mixer (Mamba v1): in_proj -> causal depthwise conv + SiLU -> selective scan gated by
     SiLU(z) -> out_proj.
@@ -90,18 +82,15 @@ class MambaVLMixer(nn.Module):
             mask = attention_mask.to(hidden_states.dtype)[:, None, :]  # (b, 1, L)
             hidden_states = hidden_states * mask.transpose(1, 2)
 
-        # Channel-first (b, channels, L) from the first projection on, as mamba-ssm does: each matmul writes the
-        # layout the convolution and the scan read, so no (b, d_inner, L) tensor is copied to make it contiguous
-        # (Linear's (b, L, channels) output would need a transposing copy for each of them).
-        xz = _project(self.in_proj.weight, hidden_states.transpose(1, 2))  # (b, 2 * d_inner, L)
-        x, z = xz.chunk(2, dim=1)  # (b, d_inner, L) each
+        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
         x = F.silu(self.conv1d(x)[..., :seq_len])
         if mask is not None:
             x = x * mask
 
-        dt, B, C = torch.split(_project(self.x_proj.weight, x), [self.dt_rank, self.state_size, self.state_size], 1)
-        dt = _project(self.dt_proj.weight, dt)  # (b, d_inner, L), bias added with the softplus
-        A = -torch.exp(A_log.float())  # B, C: (b, N, L) views, read by the scan as they are
+        dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.state_size, self.state_size], -1)
+        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L), bias added with the softplus
+        A = -torch.exp(A_log.float())
+        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, N, L)
         if mask is None:
             with record_function("mambavl.selective_scan"):
                 y = selective_scan(
