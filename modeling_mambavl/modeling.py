@@ -143,8 +143,10 @@ def _refuse_pickled_only_folder(path: str | os.PathLike, subfolder: str = "") ->
 
 def _broken_safetensors_file(path: str | os.PathLike, subfolder: str = "") -> str:
     """The first unreadable ``*.safetensors`` file of a local folder (else the folder / repo id itself)."""
-    from safetensors import SafetensorError, safe_open
-
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return os.fspath(path)
     folder = os.path.join(os.fspath(path), subfolder or "")
     if not os.path.isdir(folder):
         return f"{os.fspath(path)} (a weights file of this repo)"
@@ -153,7 +155,7 @@ def _broken_safetensors_file(path: str | os.PathLike, subfolder: str = "") -> st
             try:
                 with safe_open(os.path.join(folder, name), framework="pt") as f:
                     f.keys()
-            except (SafetensorError, OSError):
+            except Exception:  # SafetensorError, OSError
                 return os.path.join(folder, name)
     return folder
 
@@ -167,6 +169,20 @@ class MambaVLPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["MambaVLSSMFusionLayer", "MambaVLFuserBlock"]
 
+    def post_init(self) -> None:
+        """Also keep only the ``_no_split_modules`` this model contains, and add its backbones' own.
+
+        Accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` wraps these classes by default and refuses a name the model does
+        not contain (an SSM model has no ``MambaVLFuserBlock``). Wrapping at the fusion layer keeps the shared
+        ``A_log`` in one FSDP unit with both mixers."""
+        super().post_init()
+        present = {type(m).__name__ for m in self.modules()}
+        wanted = set(self._no_split_modules or ())
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel):
+                wanted.update(module._no_split_modules or ())
+        self._no_split_modules = {name for name in wanted if name in present}
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """``PreTrainedModel.from_pretrained``, but safetensors only unless the caller opts in.
@@ -177,11 +193,11 @@ class MambaVLPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         if kwargs["use_safetensors"] and pretrained_model_name_or_path is not None:
             _refuse_pickled_only_folder(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
-        from safetensors import SafetensorError
-
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except SafetensorError as e:  # its message names no file
+        except Exception as e:
+            if type(e).__name__ != "SafetensorError":  # safetensors' error names no file (matched by name: the
+                raise  # remote-code bundle may import only what transformers allows)
             where = _broken_safetensors_file(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
             raise OSError(f"{where}: not a valid safetensors file ({e}); it is truncated or was altered. Download "
                           "or save the checkpoint again.") from e
