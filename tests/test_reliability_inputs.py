@@ -111,7 +111,7 @@ def _field_values():
     return st.dictionaries(st.sampled_from(sorted(BAD_FIELD_VALUES)), anything, max_size=4)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_field_values())
 def test_random_config_values_give_a_config_or_a_named_error(kwargs):
     try:
@@ -191,7 +191,7 @@ def test_right_inputs_run(model):
 
 
 # ----------------------------------------------------------------------------------------------- sampling, processor
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(total=st.integers(-3, 400), fps=st.one_of(st.floats(-5, 120), st.just(NAN)),
        start=st.one_of(st.floats(-10, 30), st.sampled_from([NAN, math.inf, -math.inf])),
        length=st.one_of(st.floats(-5, 20), st.sampled_from([NAN, math.inf])), num_frames=st.integers(-2, 24),
@@ -213,7 +213,7 @@ def test_random_windows_give_frames_in_range_or_a_clear_error(total, fps, start,
     assert idx.shape == (num_frames,) and (idx >= 0).all() and total > 0 and fps > 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(first=st.integers(-3, 300), count=st.integers(-3, 300), num_frames=st.integers(-2, 40),
        training=st.booleans(), sampling=st.sampled_from(["segment", "dense", "uniform"]))
 def test_random_sampling_requests_give_indices_in_range_or_a_clear_error(first, count, num_frames, training,
@@ -236,7 +236,7 @@ def video_processor():
 _DTYPES = st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.bool_, np.float16])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shape=st.lists(st.integers(0, 12), min_size=2, max_size=5), dtype=_DTYPES,
        window=st.one_of(st.none(), st.tuples(st.one_of(st.floats(-2, 5), st.just(NAN)), st.floats(-2, 5))),
        fill=st.one_of(st.floats(-2, 300), st.sampled_from([NAN, math.inf])))
