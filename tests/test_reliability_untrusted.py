@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.tiny_checkpoint import tiny_checkpoint
-from transformers import AutoModelForVideoClassification
+from transformers import AutoModelForVideoClassification, pipeline
 
 import modeling_mambavl
 from modeling_mambavl import MambaVLForVideoClassification, MambaVLModel
@@ -51,7 +51,7 @@ def _same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("loader", ["class", "auto", "base_model", "hub_helper", "saving_helper"])
+@pytest.mark.parametrize("loader", ["class", "auto", "base_model", "hub_helper", "saving_helper", "pipeline"])
 def test_pickled_only_folder_is_refused_naming_the_file(saved, tmp_path, loader):
     from modeling_mambavl.hub import load_model_and_processor as hub_load
     from modeling_mambavl.saving import load_model_and_processor as saving_load
@@ -63,8 +63,10 @@ def test_pickled_only_folder_is_refused_naming_the_file(saved, tmp_path, loader)
         "base_model": MambaVLModel.from_pretrained,
         "hub_helper": hub_load,  # what the CLI and the Space use
         "saving_helper": saving_load,  # what the evaluation script and --model_name_or_path use
+        "pipeline": lambda path: pipeline("video-classification", model=str(path)),
     }[loader]
-    with pytest.raises(OSError, match=r"pytorch_model\.bin.*use_safetensors=False"):
+    # transformers' pipeline factory re-raises a loading error as ValueError, with the message kept.
+    with pytest.raises((OSError, ValueError), match=r"pytorch_model\.bin.*use_safetensors=False"):
         load(folder)
 
 
