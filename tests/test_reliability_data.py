@@ -126,6 +126,7 @@ def test_bad_annotations_stop_the_training_script_before_training(case, cache, t
     assert not out.exists()  # no checkpoint, no model, not even the run folder
 
 
+@pytest.mark.slow
 def test_bad_annotation_subprocess_exits_nonzero_naming_file_and_line(cache, tmp_path):
     annotations, media = _copy_dataset(cache, tmp_path / "data")
     _rewrite(annotations / "EPIC_100_train.csv", _set(6, "verb_class", "-3"))
@@ -149,6 +150,7 @@ def _break_clip(media: Path, annotations: Path, split: str, index: int) -> str:
     return row["narration_id"]
 
 
+@pytest.mark.slow
 def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, train_module, fresh_accelerate_state):
     annotations, media = _copy_dataset(cache, tmp_path / "data")
     broken = _break_clip(media, annotations, "train", 2)
@@ -174,6 +176,7 @@ def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, trai
     assert metrics["num_clips"] == 12  # every validation clip is in the count
 
 
+@pytest.mark.slow
 def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_module, eval_module,
                                                           fresh_accelerate_state):
     from accelerate.state import AcceleratorState
