@@ -3,11 +3,13 @@
 No ``from __future__ import annotations`` here: the strict dataclass validates field types from evaluated annotations.
 """
 
+import math
 import os
 import re
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
@@ -217,6 +219,7 @@ class MambaVLConfig(PreTrainedConfig):
             }
         self._check_questions()
         self._set_label_space(kwargs)
+        self._check_sub_config_dicts()
         super().__post_init__(**kwargs)
         self._check_sub_configs()
         self._check_vision_adapter()
@@ -263,6 +266,19 @@ class MambaVLConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value is not None and len(value) != 3:
                 _fail(name, f"needs one value per RGB channel, got {value}")
+            if value is not None and not all(math.isfinite(v) for v in value):
+                _fail(name, f"needs finite numbers, got {value}")
+        if self.image_std is not None and not all(v > 0 for v in self.image_std):
+            _fail("image_std", f"needs positive standard deviations (frames are divided by them), got {self.image_std}")
+        # Strictly positive: norms divide by sqrt(var + eps); a zero MLP ratio leaves the Fuser without an MLP.
+        for name in ("fuser_mlp_ratio", "layer_norm_eps", "rms_norm_eps"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                _fail(name, f"must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("time_step_floor", "initializer_range"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                _fail(name, f"must be a finite number >= 0, got {getattr(self, name)}")
+        if not math.isfinite(self.time_step_max):
+            _fail("time_step_max", f"must be finite, got {self.time_step_max}")
 
     def _check_questions(self) -> None:
         self.question_types = tuple(self.question_types)
@@ -324,6 +340,18 @@ class MambaVLConfig(PreTrainedConfig):
         # Action display names; never pass num_labels beside id2label.
         self.id2label = {i: f"{self.verb_id2label[v]} {self.noun_id2label[n]}" for i, (v, n) in enumerate(actions)}
         self.label2id = {name: i for i, name in self.id2label.items()}
+
+    def _check_sub_config_dicts(self) -> None:
+        # transformers builds these itself; its errors name the nested field alone ('hidden_size'), not ours.
+        for name, default_type in (("vision_config", "videomae"), ("text_config", "roberta")):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                fields = dict(value)
+                model_type = fields.pop("model_type", default_type)
+                try:
+                    AutoConfig.for_model(model_type, **fields)
+                except (ValueError, TypeError, KeyError, StrictDataclassError) as e:
+                    _fail(name, f"not a valid {model_type!r} config: {e}")
 
     def _check_sub_configs(self) -> None:
         if self.text_config is not None and not isinstance(getattr(self.text_config, "hidden_size", None), int):

@@ -509,9 +509,15 @@ def main(argv=None) -> dict:
                     f"step {state['global_step']}")
 
     def save(step: int) -> None:
-        folder = checkpointing.save_checkpoint(
-            accelerator, output_dir, step, {k: v for k, v in state.items() if k != "last_checkpoint"}, metadata,
-            total_limit=args.checkpoints_total_limit)
+        try:
+            folder = checkpointing.save_checkpoint(
+                accelerator, output_dir, step, {k: v for k, v in state.items() if k != "last_checkpoint"}, metadata,
+                total_limit=args.checkpoints_total_limit)
+        except OSError as e:  # a full disk or a lost mount: say what survived and how to go on
+            last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
+            raise OSError(e.errno, f"could not write the checkpoint of step {step} in {output_dir} ({e}); nothing "
+                                   f"of it was kept. The last good checkpoint is {last}: free space and resume with "
+                                   "--resume_from_checkpoint latest.") from e
         state["last_checkpoint"] = str(folder)
 
     def run_eval(dataset_kwargs=None, dataloader=None, description="eval"):

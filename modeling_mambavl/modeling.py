@@ -121,6 +121,45 @@ def _frame_settings(processor: Any) -> dict[str, Any]:
     return settings
 
 
+_PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _refuse_pickled_only_folder(path: str | os.PathLike, subfolder: str = "") -> None:
+    """A local folder with pickled weights and no safetensors: a clear error instead of transformers' generic one."""
+    folder = os.path.join(os.fspath(path), subfolder or "")
+    if not os.path.isdir(folder):
+        return
+    names = set(os.listdir(folder))
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return
+    pickled = sorted(names.intersection(_PICKLED_WEIGHTS))
+    if pickled:
+        raise OSError(
+            f"{os.path.join(folder, pickled[0])}: pickled PyTorch weights, and no model.safetensors beside them. "
+            "Unpickling can run arbitrary code, so MambaVL loads safetensors only. If you trust this file, load it "
+            "with from_pretrained(..., use_safetensors=False) and re-save it with save_pretrained (safetensors)."
+        )
+
+
+def _broken_safetensors_file(path: str | os.PathLike, subfolder: str = "") -> str:
+    """The first unreadable ``*.safetensors`` file of a local folder (else the folder / repo id itself)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return os.fspath(path)
+    folder = os.path.join(os.fspath(path), subfolder or "")
+    if not os.path.isdir(folder):
+        return f"{os.fspath(path)} (a weights file of this repo)"
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), framework="pt") as f:
+                    f.keys()
+            except Exception:  # SafetensorError, OSError
+                return os.path.join(folder, name)
+    return folder
+
+
 class MambaVLPreTrainedModel(PreTrainedModel):
     config_class = MambaVLConfig
     base_model_prefix = "mambavl"
@@ -129,6 +168,39 @@ class MambaVLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["MambaVLSSMFusionLayer", "MambaVLFuserBlock"]
+
+    def post_init(self) -> None:
+        """Also keep only the ``_no_split_modules`` this model contains, and add its backbones' own.
+
+        Accelerate's FSDP ``TRANSFORMER_BASED_WRAP`` wraps these classes by default and refuses a name the model does
+        not contain (an SSM model has no ``MambaVLFuserBlock``). Wrapping at the fusion layer keeps the shared
+        ``A_log`` in one FSDP unit with both mixers."""
+        super().post_init()
+        present = {type(m).__name__ for m in self.modules()}
+        wanted = set(self._no_split_modules or ())
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel):
+                wanted.update(module._no_split_modules or ())
+        self._no_split_modules = {name for name in wanted if name in present}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, but safetensors only unless the caller opts in.
+
+        Weights from strangers must never be unpickled: a folder or repo holding only ``pytorch_model.bin`` is
+        refused. Pass ``use_safetensors=False`` to load pickled weights you trust (your own old checkpoints). The
+        Auto classes go through here too."""
+        kwargs.setdefault("use_safetensors", True)
+        if kwargs["use_safetensors"] and pretrained_model_name_or_path is not None:
+            _refuse_pickled_only_folder(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as e:
+            if type(e).__name__ != "SafetensorError":  # safetensors' error names no file (matched by name: the
+                raise  # remote-code bundle may import only what transformers allows)
+            where = _broken_safetensors_file(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+            raise OSError(f"{where}: not a valid safetensors file ({e}); it is truncated or was altered. Download "
+                          "or save the checkpoint again.") from e
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -181,6 +253,7 @@ class MambaVLPreTrainedModel(PreTrainedModel):
         cls,
         vision: str | os.PathLike | PreTrainedModel | None = None,
         text: str | os.PathLike | PreTrainedModel | None = None,
+        use_safetensors: bool = True,
         **config_kwargs: Any,
     ):
         """Build a MambaVL model on pretrained transformers backbones.
@@ -190,12 +263,14 @@ class MambaVLPreTrainedModel(PreTrainedModel):
                 pre-extracted features. `num_frames`, the frame size and mean / std come from its processor and config.
             text: name / path of a pretrained text model (or a loaded one). With `text_encoder="embeddings"` (the
                 SSM default) only its embeddings run, so it is loaded with 0 layers.
+            use_safetensors: backbones are read from safetensors only; `False` allows pickled weights you trust.
             config_kwargs: any other `MambaVLConfig` field (`fusion_type`, `hidden_size`, ...).
         """
         kwargs = dict(config_kwargs)
         vision_model = None
         if vision is not None:
-            vision_model = vision if isinstance(vision, PreTrainedModel) else AutoModel.from_pretrained(vision)
+            vision_model = vision if isinstance(vision, PreTrainedModel) else AutoModel.from_pretrained(
+                vision, use_safetensors=use_safetensors)
             settings = {}
             if not isinstance(vision, PreTrainedModel):
                 processor = _load_frame_processor(vision)
@@ -217,7 +292,7 @@ class MambaVLPreTrainedModel(PreTrainedModel):
                 text_config = AutoConfig.from_pretrained(text)
                 extra = {"num_hidden_layers": 0} if (text_encoder == "embeddings" and
                                                       hasattr(text_config, "num_hidden_layers")) else {}
-                text_model = AutoModel.from_pretrained(text, **extra)
+                text_model = AutoModel.from_pretrained(text, use_safetensors=use_safetensors, **extra)
             kwargs["text_config"] = text_model.config
         model = cls(MambaVLConfig(**kwargs))
         base = getattr(model, cls.base_model_prefix, model)

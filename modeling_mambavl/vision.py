@@ -31,6 +31,9 @@ def to_canonical_order(tokens: torch.Tensor, has_cls: bool, order: str, temporal
     return patches if head is None else torch.cat([head, patches], dim=1)
 
 
+# Backbones whose position embeddings fix the frame size (TimeSformer interpolates its own).
+_FIXED_SIZE_BACKBONES = ("videomae", "vivit")
+
 class MambaVLVisionAdapter(nn.Module):
     """Video tokens of width D_v -> (batch, N, D) in the canonical order.
 
@@ -40,6 +43,21 @@ class MambaVLVisionAdapter(nn.Module):
     no norm / proj: the tokens are returned as they are. For ``fusion_type="linear_probe"`` the backbone is frozen and
     stays in eval mode.
     """
+
+    def _check_frame_shape(self, pixel_values: torch.Tensor) -> None:
+        """Channels (any backbone) and frame size (backbones with fixed position embeddings) before the backbone,
+        whose own errors name neither the argument nor the shapes."""
+        cfg = self.backbone.config
+        channels = getattr(cfg, "num_channels", None)
+        size = getattr(cfg, "image_size", None)
+        fixed = getattr(cfg, "model_type", None) in _FIXED_SIZE_BACKBONES and isinstance(size, int)
+        _, frames, c, h, w = pixel_values.shape
+        if (isinstance(channels, int) and c != channels) or (fixed and (h, w) != (size, size)):
+            expected_hw = f"{size}, {size}" if fixed else "height, width"
+            raise ValueError(
+                f"pixel_values: expected shape (batch, {frames}, {channels}, {expected_hw}) for the "
+                f"{cfg.model_type} backbone, got {tuple(pixel_values.shape)}"
+            )
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -91,6 +109,7 @@ class MambaVLVisionAdapter(nn.Module):
                 )
             if not pixel_values.is_floating_point():
                 raise ValueError(f"pixel_values: expected a float tensor, got {pixel_values.dtype}")
+            self._check_frame_shape(pixel_values)
             if video_attention_mask is not None:
                 raise ValueError("video_attention_mask: only meaningful with video_features, not with pixel_values")
             with record_function("mambavl.backbone"):

@@ -324,26 +324,20 @@ def frame_folder_fps(folder: str | os.PathLike) -> float | None:
 
 @lru_cache(maxsize=256)
 def _folder_length(folder: str, mtime_ns: int) -> int:
-    count = 0
+    # The highest frame number, not the file count: a frame missing inside the range (a gap) must be reported as
+    # missing by `read_frame_folder` when a window touches it, never hidden by repeating the frame before the gap.
     top = 0
     with os.scandir(folder) as it:
         for entry in it:
             m = _FRAME_FILE_RE.match(entry.name)
             if m:
-                count += 1
                 top = max(top, int(m.group(1)))
-    if count != top:
-        # a gap in the numbering: the frames before the gap are usable, the count is the last contiguous one
-        names = {int(_FRAME_FILE_RE.match(n).group(1)) for n in os.listdir(folder) if _FRAME_FILE_RE.match(n)}
-        n = 0
-        while n + 1 in names:
-            n += 1
-        return n
-    return count
+    return top
 
 
 def frame_folder_length(folder: str | os.PathLike) -> int:
-    """Number of frames ``frame_0000000001.jpg .. frame_N.jpg`` in a folder (cached until the folder changes)."""
+    """``N`` of the last file ``frame_N.jpg`` in a folder (cached until the folder changes); frames missing below it
+    raise ``MediaError`` when read."""
     folder = str(folder)
     return _folder_length(folder, os.stat(folder).st_mtime_ns)
 

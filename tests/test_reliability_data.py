@@ -1,0 +1,263 @@
+"""Bad annotations and bad media met by the REAL training and evaluation scripts: annotation errors stop the run
+before any training (naming file and line, nothing written); unreadable clips stop training and evaluation with the
+file and the clip named, or are skipped and counted with ``--skip_bad_clips``; evaluation keeps every clip in its
+count (``num_clips``) and reports the unreadable ones (``num_clips_scored``, ``bad_clips``, ``valid`` per clip)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers.train_run import EVAL, TRAIN, run, script_args, synthetic_cache
+
+from modeling_mambavl.ek100 import EK100AnnotationError
+from modeling_mambavl.processors import MediaError
+from modeling_mambavl.processors.video_io import load_clip
+
+
+def _module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    return _module(TRAIN, "train_ek100_reliability")
+
+
+@pytest.fixture(scope="module")
+def eval_module():
+    return _module(EVAL, "eval_ek100_reliability")
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return synthetic_cache(tmp_path_factory)
+
+
+def _dataset_root(cache: Path) -> Path:
+    (root,) = [p for p in cache.iterdir() if p.name.startswith("synthetic-")]
+    return root
+
+
+def _copy_dataset(cache: Path, dest: Path) -> tuple[Path, Path]:
+    """A private copy of the session's synthetic data (annotations, frames) that a test may break."""
+    shutil.copytree(_dataset_root(cache), dest)
+    return dest / "annotations", dest
+
+
+def _data_args(annotations: Path, media: Path) -> list[str]:
+    return ["--annotations_dir", str(annotations), "--media_root", str(media), "--media", "frames"]
+
+
+def _rewrite(path: Path, edit) -> None:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    rows = edit(rows)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+
+
+def _set(line: int, column: str, value: str):
+    """An edit setting ``column`` of file line ``line`` (the header is line 1)."""
+    def edit(rows):
+        rows[line - 1][rows[0].index(column)] = value
+        return rows
+    return edit
+
+
+def _drop_column(column: str):
+    def edit(rows):
+        i = rows[0].index(column)
+        return [r[:i] + r[i + 1:] for r in rows]
+    return edit
+
+
+def _stop_before_start(line: int):
+    def edit(rows):
+        h = rows[0]
+        row = rows[line - 1]
+        for a, b in (("start_timestamp", "stop_timestamp"), ("start_frame", "stop_frame")):
+            row[h.index(a)], row[h.index(b)] = row[h.index(b)], row[h.index(a)]
+        return rows
+    return edit
+
+
+# (file, edit, what the message must name)
+BAD_ANNOTATIONS = {
+    "missing_column": ("EPIC_100_train.csv", _drop_column("stop_frame"), r"line 1: missing column.*stop_frame"),
+    "unknown_verb_class": ("EPIC_100_train.csv", _set(3, "verb_class", "4242"),
+                           r"line 3, field 'verb_class': unknown class id 4242"),
+    "stop_before_start": ("EPIC_100_validation.csv", _stop_before_start(4),
+                          r"line 4, field 'stop_timestamp': stop .* is before start"),
+    "malformed_list": ("EPIC_100_train.csv", _set(2, "all_noun_classes", "[2,"),
+                       r"line 2, field 'all_noun_classes'"),
+    "malformed_noun_list": ("EPIC_100_validation.csv", _set(5, "all_nouns", "plate"),
+                            r"line 5, field 'all_nouns'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ANNOTATIONS))
+def test_bad_annotations_stop_the_training_script_before_training(case, cache, tmp_path, train_module,
+                                                                   fresh_accelerate_state):
+    filename, edit, expected = BAD_ANNOTATIONS[case]
+    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    _rewrite(annotations / filename, edit)
+    out = tmp_path / "run"
+    with pytest.raises(EK100AnnotationError, match=str(annotations / filename).replace(".", r"\.") + ", " + expected):
+        train_module.main(script_args(cache, out, *_data_args(annotations, media), "--max_train_steps", "1"))
+    assert not out.exists()  # no checkpoint, no model, not even the run folder
+
+
+@pytest.mark.slow
+def test_bad_annotation_subprocess_exits_nonzero_naming_file_and_line(cache, tmp_path):
+    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    _rewrite(annotations / "EPIC_100_train.csv", _set(6, "verb_class", "-3"))
+    out = tmp_path / "run"
+    proc = run(TRAIN, script_args(cache, out, *_data_args(annotations, media), "--max_train_steps", "1"))
+    assert proc.returncode == 1
+    assert f"{annotations / 'EPIC_100_train.csv'}, line 6, field 'verb_class'" in proc.stderr
+    assert "EK100AnnotationError" in proc.stderr and "train:" not in proc.stderr  # the loop never started
+    assert not out.exists()
+
+
+def _break_clip(media: Path, annotations: Path, split: str, index: int) -> str:
+    """Replace every frame of clip ``index`` of ``split`` by a non-image file; returns its narration id."""
+    with open(annotations / f"EPIC_100_{split}.csv", newline="", encoding="utf-8") as f:
+        row = list(csv.DictReader(f))[index]
+    folder = media / "rgb_frames" / row["participant_id"] / row["video_id"]
+    for frame in range(int(row["start_frame"]), int(row["stop_frame"]) + 2):
+        path = folder / f"frame_{frame:010d}.jpg"
+        if path.exists():
+            path.write_bytes(b"this is not a jpeg")
+    return row["narration_id"]
+
+
+@pytest.mark.slow
+def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, train_module, fresh_accelerate_state):
+    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    broken = _break_clip(media, annotations, "train", 2)
+    # The broken clip's frames may be shared by a validation clip of the same video: count those too.
+    common = [*_data_args(annotations, media), "--max_train_steps", "2", "--per_device_train_batch_size", "6",
+              "--data_cache_dir", str(tmp_path / "cache")]
+    strict = tmp_path / "strict"
+    with pytest.raises(MediaError, match=r"frame_\d+\.jpg") as err:
+        train_module.main(script_args(cache, strict, *common))
+    assert "rgb_frames" in err.value.path and broken in str(err.value)
+    assert not any(strict.glob("checkpoint-*"))
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    lenient = tmp_path / "lenient"
+    result = train_module.main(script_args(cache, lenient, *common, "--skip_bad_clips"))
+    assert broken in result["bad_train_clips"]
+    summary = json.loads((lenient / "train_summary.json").read_text())
+    assert broken in summary["bad_training_clips"]
+    assert summary["num_bad_training_clips"] == len(summary["bad_training_clips"]) >= 1
+    metrics = json.loads((lenient / "best_model" / "metrics.json").read_text())
+    assert metrics["num_clips"] == 12  # every validation clip is in the count
+
+
+@pytest.mark.slow
+def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_module, eval_module,
+                                                          fresh_accelerate_state):
+    from accelerate.state import AcceleratorState
+
+    # A model from a clean one-step run.
+    model_run = tmp_path / "model"
+    train_module.main(script_args(cache, model_run, "--max_train_steps", "1", "--per_device_train_batch_size", "6"))
+    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    broken = _break_clip(media, annotations, "validation", 3)
+    args = ["--model_name_or_path", str(model_run / "final_model"), *_data_args(annotations, media),
+            "--num_workers", "0", "--per_device_eval_batch_size", "5"]
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(MediaError) as err:
+        eval_module.main([*args, "--output_dir", str(tmp_path / "strict")])
+    assert broken in str(err.value) and "rgb_frames" in err.value.path
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    out = tmp_path / "lenient"
+    result = eval_module.main([*args, "--skip_bad_clips", "--output_dir", str(out)])
+    bad = result["bad_clips"]
+    assert broken in bad
+    assert result["num_clips"] == 12 and result["num_clips_scored"] == 12 - len(bad)
+    assert result["metrics"]["num_clips"] == 12 and result["metrics"]["num_clips_scored"] == 12 - len(bad)
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["num_clips"] == 12 and stored["num_clips_scored"] == 12 - len(bad)
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions) == 12 and predictions[broken]["valid"] is False
+    with open(out / "predictions.csv", newline="") as f:
+        rows = {r["narration_id"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 12 and rows[broken]["valid"] == "0"
+
+
+# ---------------------------------------------------------------------------------------------- media, processor
+def _frames(folder: Path, count: int, skip: tuple[int, ...] = ()) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(1, count + 1):
+        if i not in skip:
+            Image.fromarray(np.full((16, 16, 3), i * 10, np.uint8)).save(folder / f"frame_{i:010d}.jpg")
+    return folder
+
+
+def test_frame_folder_with_a_gap_names_the_missing_frame_and_window(tmp_path):
+    folder = _frames(tmp_path / "P01_01", 20, skip=(9,))
+    with pytest.raises(MediaError) as err:
+        load_clip(folder, window=(0.0, 20 / 60), num_frames=20)  # P01_01: an EK55 video, 60 fps
+    assert "frame_0000000009.jpg" in str(err.value) and err.value.window == (0.0, 20 / 60)
+    assert "0.000-0.333 s" in str(err.value) and "missing" in str(err.value)
+    # Windows that do not touch the gap read normally, also those after it.
+    assert len(load_clip(folder, window=(0.0, 0.1), num_frames=4)) == 4
+    assert len(load_clip(folder, window=(0.2, 0.3), num_frames=4)) == 4
+
+
+def test_non_image_file_in_a_frame_folder(tmp_path):
+    folder = _frames(tmp_path / "P01_02", 8)
+    (folder / "frame_0000000004.jpg").write_text("a text file, not an image")
+    with pytest.raises(MediaError, match="frame_0000000004.jpg") as err:
+        load_clip(folder, window=(0.0, 8 / 60), num_frames=8)
+    assert err.value.window == (0.0, 8 / 60)
+
+
+def test_zero_frame_video_names_file_and_window(tmp_path):
+    path = tmp_path / "zero.mp4"
+    with av.open(str(path), "w") as container:  # a valid MP4 with a video stream and no frame in it
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    for window in (None, (0.0, 1.0)):
+        with pytest.raises(MediaError) as err:
+            load_clip(path, window=window, num_frames=4)
+        assert str(path) in str(err.value) and err.value.window == window
+
+
+def test_processor_names_file_and_window(tmp_path):
+    """The processor (what the pipeline and the scripts call) passes the loader's error on unchanged."""
+    from helpers.tiny_checkpoint import tiny_checkpoint
+
+    _, processor = tiny_checkpoint()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(MediaError) as err:
+        processor(videos=str(bad), windows=(1.0, 2.0))
+    assert str(bad) in str(err.value) and "1.000-2.000 s" in str(err.value)
