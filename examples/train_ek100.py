@@ -64,7 +64,10 @@ from modeling_mambavl.training.steps import compute_loss, step_seed
 
 logger = get_logger(__name__)
 
-# `--demo` (what `make demo` runs): the tiny preset on the synthetic data, on the CPU, in minutes.
+# `--demo` (what `make demo` runs): the tiny preset on the synthetic data, on the CPU, in minutes. No label smoothing:
+# spread over 97 verb and 300 noun classes it hides the 6 / 9 classes the synthetic data uses. Crops keep >= 90 % of
+# the frame, so the moving object stays in view. One intra-op thread: on shared or small machines more threads wait
+# on each other at every small matmul.
 DEMO_RECIPE = {
     "preset": "tiny",
     "media": "frames",
@@ -73,18 +76,19 @@ DEMO_RECIPE = {
     "synthetic_validation_clips": 128,
     "synthetic_size": 64,
     "cache_clips": True,
+    "crop_scale": [0.9, 1.0],
     "optimizer": "adamw",
-    "lr": 2e-3,
+    "lr": 3e-3,
     "weight_decay": 0.05,
     "lr_schedule": "cosine",
     "warmup_epochs": 1.0,
-    "num_train_epochs": 30,
+    "num_train_epochs": 8,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
-    "label_smoothing": 0.1,
+    "label_smoothing": 0.0,
     "checkpointing_steps": "epoch",
     "checkpoints_total_limit": 1,
-    "eval_every_epochs": 5,
+    "eval_every_epochs": 4,
     "num_workers": 1,
     "num_threads": 1,
     "controls": True,
