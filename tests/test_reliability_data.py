@@ -38,15 +38,6 @@ def eval_module():
     return _module(EVAL, "eval_ek100_reliability")
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)

@@ -3,7 +3,6 @@
 
 import copy
 
-import pytest
 import torch
 
 import modeling_mambavl.mixer as mixer_module
@@ -12,15 +11,6 @@ from modeling_mambavl.training.losses import VerbNounLoss
 from modeling_mambavl.training.steps import compute_loss
 
 FP32_PARAMS = ("A_log", ".D", "dt_proj.bias", "norm")
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _model_and_batch():

@@ -18,15 +18,6 @@ def train_module():
     return module
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
