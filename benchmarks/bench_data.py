@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _machine as _machine_info  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 60
 NUM_FRAMES = 16
@@ -160,12 +162,7 @@ def _machine() -> dict:
     import av
     import torch
 
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu_model = _machine_info.cpu_model()
     return {"cpu": cpu_model, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "pyav": av.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _machine as _machine_info  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 RANGES = ("mambavl.backbone", "mambavl.video_adapter", "mambavl.questions", "mambavl.fusion",
           "mambavl.selective_scan", "mambavl.heads")
@@ -141,12 +143,7 @@ def _measure(preset: str, batch: int, video: Path, repeats: int, slow_seconds: f
 def _machine() -> dict:
     import torch
 
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu_model = _machine_info.cpu_model()
     return {"cpu": cpu_model, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),

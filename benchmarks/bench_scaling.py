@@ -47,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 
+import _machine as _machine_info  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = (8, 16, 32, 64, 128)
 QUESTION_LENGTHS = (16, 32, 64, 128, 256)
@@ -189,12 +191,7 @@ def _worker(spec: dict) -> dict:
 def _machine() -> dict:
     import torch
 
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu_model = _machine_info.cpu_model()
     return {
         "cpu": cpu_model,
         "cores": os.cpu_count(),
