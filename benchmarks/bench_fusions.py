@@ -2,6 +2,7 @@
 std over seeds) and the frames-reversed control.
 
     python benchmarks/bench_fusions.py                                   # 5 fusions x 3 seeds, the demo's settings
+    python benchmarks/bench_fusions.py --jobs 2                          # two runs at a time (one thread each)
     python benchmarks/bench_fusions.py --fusions ssm none --seeds 0 --extra --num_train_epochs 2
 
 Each run is ``examples/train_ek100.py --demo --fusion_type F --seed S`` as a subprocess (the demo's data, preset,
@@ -9,7 +10,9 @@ optimiser, schedule and epochs; ``--extra`` appends options), so the table measu
 From each run: the final model's metrics (``train_summary.json``) and ``controls.json`` (verb top-1 on the take / put /
 open / close clips with frames reversed; the largest top-1 change with questions shuffled across clips). The seed
 changes the model's initialisation, the data order and the augmentation; the data set itself is the same for every
-run. Results: ``benchmarks/results/fusions.json`` (written after every run, so an interrupted sweep keeps its runs).
+run. The demo trains on one thread, so ``--jobs`` runs that many at once; when the data cache does not exist yet,
+the first run builds it alone before the others start. Results: ``benchmarks/results/fusions.json`` (written after
+every run, so an interrupted sweep keeps its runs).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,28 +79,44 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cache_dir", type=str, default=None, help="synthetic data (default: a temporary folder)")
     parser.add_argument("--output", type=str, default=str(ROOT / "benchmarks" / "results" / "fusions.json"))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each trains on one thread)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train_ek100.py options")
     args = parser.parse_args(argv)
 
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    order = [(fusion, seed) for fusion in args.fusions for seed in args.seeds]
+    runs: list[dict] = []
+    report: dict = {}
+    lock = threading.Lock()
+
     with tempfile.TemporaryDirectory(prefix="bench_fusions-") as tmp:
         cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
-        runs: list[dict] = []
-        for fusion in args.fusions:
-            for seed in args.seeds:
-                run = run_one(fusion, seed, cache, Path(tmp) / f"{fusion}-{seed}", args.extra)
+
+        def one(fusion: str, seed: int) -> None:
+            run = run_one(fusion, seed, cache, Path(tmp) / f"{fusion}-{seed}", args.extra)
+            with lock:
                 runs.append(run)
+                runs.sort(key=lambda r: order.index((r["fusion"], r["seed"])))
                 print(json.dumps(run), flush=True)
-                report = {
+                report.update({
                     "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                "cpu_count": os.cpu_count()},
+                                "cpu_count": os.cpu_count(), "jobs": args.jobs},
                     "settings": "examples/train_ek100.py --demo (DEMO_RECIPE) " + " ".join(args.extra),
                     "runs": runs,
                     "summary": summarise(runs),
-                }
+                })
                 Path(args.output).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+
+        pending = list(order)
+        if args.jobs > 1 and not cache.exists():
+            one(*pending.pop(0))  # builds the data and clip caches that the parallel runs then share
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(one, fusion, seed) for fusion, seed in pending]:
+                future.result()
     for fusion, row in report["summary"].items():
         cells = [f"{row[k]['mean']:.1f} ± {row[k]['std']:.1f}" for k in (*METRICS,
                  "reversal_pair_verb_top1", "reversal_pair_verb_top1_frames_reversed")]
