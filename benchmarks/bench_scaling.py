@@ -262,6 +262,20 @@ def _run_point(spec: dict) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _run_trials(spec: dict, trials: int) -> dict:
+    """``_run_point`` ``trials`` times (fresh processes); time, CPU time and memory are the medians over the trials,
+    which the result lists. On a shared virtual machine a whole process can land on a slow period (memory bandwidth
+    taken by neighbours), so one process per point makes slopes move by +-0.1 between runs."""
+    results = [_run_point(spec) for _ in range(trials)]
+    if trials == 1 or any(r.get("status") != "ok" for r in results):
+        return next((r for r in results if r.get("status") != "ok"), results[0])
+    merged = dict(results[0])
+    for key in ("time_s", "cpu_time_s", "peak_mb"):
+        merged[key] = statistics.median(r[key] for r in results)
+    merged["trials"] = [{k: r[k] for k in ("time_s", "cpu_time_s", "peak_mb")} for r in results]
+    return merged
+
+
 def _fit_slope(xs, ys) -> float | None:
     pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and y > 0]
     if len(pts) < 2:
@@ -340,7 +354,12 @@ def _combine(paths: list[str], out: Path) -> int:
     payload = {**runs[0], "command": [run["command"] for run in runs], "runs": [
         {k: run[k] for k in ("command", "machine", "load_average_1_5_15", "wall_time_s")} for run in runs]}
     for sweep in ("frames", "question_length"):
-        payload[sweep] = [row for run in runs for row in run[sweep]]
+        # A point measured again by a later run (e.g. with --trials) replaces the earlier measurement.
+        rows = {}
+        for run in runs:
+            for row in run[sweep]:
+                rows[(row["scope"], row["method"], row["frames"], row["question_length"])] = row
+        payload[sweep] = list(rows.values())
     payload["slopes_16_to_128_frames"] = _slopes(payload)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     _plot(payload, out.with_suffix(".png"))
@@ -356,8 +375,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
     parser.add_argument("--methods", default="ssm,attention", help="fusions to run, of ssm,attention,transformer")
     parser.add_argument("--no-frames-sweep", action="store_true", help="only the question-length sweep")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="fresh processes per point; the medians over them are reported (default 1)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="merge the results of runs made with different --scopes into --out (+ the figure)")
+                        help="merge the results of several runs into --out (+ the figure); a point that a later "
+                             "run measured again takes that run's result")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -388,7 +410,7 @@ def main(argv=None) -> int:
                                     "max_1min": max(entry[0] for entry in load)},
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
-                         "repeats": REPEATS, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
+                         "repeats": REPEATS, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
@@ -418,7 +440,7 @@ def main(argv=None) -> int:
                     elif previous and previous[1].get("status") == "not run":
                         result = {"status": "not run", "note": f"the smaller point ({previous[0]}) was not run"}
                     else:
-                        result = _run_point(spec)
+                        result = _run_trials(spec, args.trials)
                     load.append(os.getloadavg())
                     previous = (value, result)
                     results[sweep].append({**spec, "result": result})
