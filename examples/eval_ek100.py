@@ -26,9 +26,11 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from modeling_mambavl.saving import load_model_and_processor
+from modeling_mambavl.training.arguments import add_data_arguments
 from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
+    check_processor_fits,
     default_cache_dir,
     load_rows,
     resolve_data,
@@ -50,32 +52,14 @@ def parse_args(argv=None):
     parser.add_argument("--model_name_or_path", type=str, required=True,
                         help="a folder written by train_ek100.py (best_model/, final_model/) or a Hub id")
     parser.add_argument("--base_model", type=str, default=None, help="base model of a LoRA adapter folder")
-    parser.add_argument("--annotations_dir", type=str, default=None,
-                        help="epic-kitchens-100-annotations folder; without it, the synthetic EK100-format data")
-    parser.add_argument("--media_root", type=str, default=None)
-    parser.add_argument("--media", choices=("frames", "video", "features"), default="frames")
     parser.add_argument("--split", type=str, default="validation")
-    parser.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
-    parser.add_argument("--anticipation_time", type=float, default=1.0)
-    parser.add_argument("--observation_time", type=float, default=2.133)
-    parser.add_argument("--max_eval_samples", type=int, default=None)
-    parser.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic")
-    parser.add_argument("--questions_file", type=str, default=None)
-    parser.add_argument("--data_cache_dir", type=str, default=None)
-    parser.add_argument("--cache_clips", action="store_true")
-    parser.add_argument("--synthetic_train_clips", type=int, default=400)
-    parser.add_argument("--synthetic_validation_clips", type=int, default=128)
-    parser.add_argument("--synthetic_size", type=int, default=112)
-    parser.add_argument("--sampling", choices=("segment", "dense"), default=None)
-    parser.add_argument("--stride", type=int, default=4)
-    parser.add_argument("--target_fps", type=float, default=30.0)
+    parser.add_argument("--questions_file", type=str, default=None, help="questions / predictions for this split")
+    add_data_arguments(parser.add_argument_group("data"))
     parser.add_argument("--temporal_views", type=int, default=1)
     parser.add_argument("--spatial_crops", type=int, default=1)
     parser.add_argument("--reverse_frames", action="store_true", help="control: play every clip backwards")
     parser.add_argument("--shuffle_questions", action="store_true", help="control: questions of other clips")
-    parser.add_argument("--skip_bad_clips", action="store_true")
     parser.add_argument("--per_device_eval_batch_size", type=int, default=32)
-    parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--action_rule", choices=("official", "independent"), default="official")
     parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None)
     parser.add_argument("--output_dir", type=str, default=None, help="default: <model>/eval_<split>")
@@ -107,6 +91,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
+    if args.media != "features":
+        check_processor_fits(processor, model.config, args.model_name_or_path)
     model.eval()
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(

@@ -37,11 +37,13 @@ from tqdm.auto import tqdm
 
 from modeling_mambavl.saving import save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults
+from modeling_mambavl.training.arguments import add_data_arguments
 from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
     build_model,
     build_processor,
+    check_processor_fits,
     default_cache_dir,
     init_head_bias_from_prior,
     load_rows,
@@ -108,40 +110,17 @@ def parse_args(argv=None):
                         help="print the resolved optimizer groups, optimizer and schedule as JSON, and exit")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--annotations_dir", type=str, default=None,
-                      help="epic-kitchens-100-annotations folder; without it, synthetic EK100-format data is used")
-    data.add_argument("--media_root", type=str, default=None,
-                      help="folder holding rgb_frames/ or videos/ (EK100 layout), or a feature folder")
-    data.add_argument("--media", choices=("frames", "video", "features"), default="frames")
-    data.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
-    data.add_argument("--anticipation_time", type=float, default=1.0)
-    data.add_argument("--observation_time", type=float, default=2.133)
+    add_data_arguments(data)
     data.add_argument("--train_split", type=str, default="train")
     data.add_argument("--eval_split", type=str, default="validation")
     data.add_argument("--max_train_samples", type=int, default=None)
-    data.add_argument("--max_eval_samples", type=int, default=None)
-    data.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic")
     data.add_argument("--train_questions_file", type=str, default=None, help="questions / predictions for training")
     data.add_argument("--eval_questions_file", type=str, default=None, help="questions / predictions for evaluation")
-    data.add_argument("--data_cache_dir", type=str, default=None,
-                      help="synthetic data and decoded-clip caches (default $MAMBAVL_CACHE or ~/.cache/mambavl)")
-    data.add_argument("--cache_clips", action="store_true",
-                      help="decode every clip's window once into a uint8 cache (small data sets)")
     data.add_argument("--cache_short_side", type=int, default=None,
                       help="resize cached frames to this shorter side (default: the model's image size)")
-    data.add_argument("--synthetic_train_clips", type=int, default=400)
-    data.add_argument("--synthetic_validation_clips", type=int, default=128)
-    data.add_argument("--synthetic_size", type=int, default=112)
-    data.add_argument("--sampling", choices=("segment", "dense"), default=None,
-                      help="frame sampling (default: segment for recognition, dense end-anchored for anticipation)")
-    data.add_argument("--stride", type=int, default=4)
-    data.add_argument("--target_fps", type=float, default=30.0)
     data.add_argument("--crop_scale", type=float, nargs=2, default=None, help="RandomResizedCrop area range")
     data.add_argument("--flip_prob", type=float, default=None)
     data.add_argument("--rand_augment", type=str, default=None, help='e.g. "rand-m7-n4" (the authors\')')
-    data.add_argument("--skip_bad_clips", action="store_true",
-                      help="skip unreadable media (counted and listed at the end) instead of stopping")
-    data.add_argument("--num_workers", type=int, default=2)
 
     model = parser.add_argument_group("model")
     model.add_argument("--preset", type=str, default="tiny", help="MambaVLConfig preset for a new model")
@@ -391,6 +370,8 @@ def main(argv=None) -> dict:
         except (OSError, ValueError, TypeError) as e:
             logger.warning(f"no usable processor saved with the checkpoint ({e}); building one from the config")
             processor = None
+        if processor is not None and args.media != "features":
+            check_processor_fits(processor, config, args.init_from or args.model_name_or_path)
     if processor is None:
         processor = build_processor(config, tokenizer=args.tokenizer_name, max_question_length=args.max_question_length,
                                     crop_scale=args.crop_scale, flip_prob=args.flip_prob,

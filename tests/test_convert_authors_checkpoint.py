@@ -2,11 +2,9 @@
 logits of a re-implementation of the authors' forward written here (plain torch: RoBERTa embeddings, the Mamba-v1
 recurrence, means that include the padding), for both of their model layouts."""
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from helpers.scripts import import_script  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
@@ -25,12 +24,7 @@ D_INNER, DT_RANK, KERNEL = 2 * D, math.ceil(D / 16), 4
 
 @pytest.fixture(scope="module")
 def convert():
-    spec = importlib.util.spec_from_file_location("convert_authors_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from import_script(SCRIPT, "convert_authors_checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

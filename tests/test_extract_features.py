@@ -2,7 +2,6 @@
 model's canonical order) on the frames training would sample, the folder reads back through load_ek100, a killed run
 resumes, user callables and training views, and a real two-process run."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers.scripts import import_script  # noqa: E402
 
 from modeling_mambavl import MambaVLVideoProcessor  # noqa: E402
 from modeling_mambavl.ek100 import (  # noqa: E402
@@ -31,23 +31,12 @@ VISION = {"image_size": 32, "patch_size": 16, "num_frames": 4, "hidden_size": 16
 
 @pytest.fixture(scope="module")
 def extract():
-    spec = importlib.util.spec_from_file_location("extract_features", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from import_script(SCRIPT, "extract_features")
 
 
 @pytest.fixture(scope="module")
 def train_script():
-    path = REPO / "examples" / "train_ek100.py"
-    spec = importlib.util.spec_from_file_location("train_ek100_for_features", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from import_script(REPO / "examples" / "train_ek100.py", "train_ek100_for_features")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 random causal LM saved to tmp_path."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.scripts import import_script
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from modeling_mambavl import mask_answer
@@ -31,10 +31,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("generate_questions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    yield from import_script(SCRIPT, "generate_questions")
 
 
 @pytest.fixture

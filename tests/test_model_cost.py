@@ -1,27 +1,25 @@
 """The fusion cost at the paper's size stays within 15% of the poster's increments (benchmarks/bench_cost.py)."""
 
-import importlib.util
 import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from helpers.scripts import import_script  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cost.py"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_cost", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def bench():
+    yield from import_script(BENCH, "bench_cost")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion_type, params_m, gmacs", [("ssm", 9.0, 8.0), ("transformer", 94.0, 8.5)])
-def test_increment_over_the_backbone_matches_the_poster(fusion_type, params_m, gmacs):
-    result = _bench().measure(fusion_type, hidden_size=768, fuser_layers=12, fuser_heads=12)
+def test_increment_over_the_backbone_matches_the_poster(bench, fusion_type, params_m, gmacs):
+    result = bench.measure(fusion_type, hidden_size=768, fuser_layers=12, fuser_heads=12)
     increment = result["increment"]
     assert increment["trainable_params_m"] == pytest.approx(params_m, rel=0.15)
     assert increment["gmacs"] == pytest.approx(gmacs, rel=0.15)

@@ -3,15 +3,14 @@ same frames), resumability, and `load_ek100` reading the prepared folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from helpers.scripts import import_script
 
 from modeling_mambavl.processors.video_io import load_clip_with_indices
 
@@ -22,12 +21,7 @@ FRAMES = 45  # 1.5 s
 
 @pytest.fixture(scope="module")
 def prepare():
-    spec = importlib.util.spec_from_file_location("prepare_ek100", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from import_script(SCRIPT, "prepare_ek100")
 
 
 def _index_frame(k: int, width: int, height: int) -> np.ndarray:

@@ -1,17 +1,16 @@
 """examples/recipes/*.yaml: `train_ek100.py --recipe X --dry_run` resolves exactly the optimizer groups, learning rates,
 weight decay and schedule the file states, every value carries a source comment, and the deviations are listed."""
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from helpers.scripts import import_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "examples" / "recipes"
@@ -21,12 +20,7 @@ GROUP_LR = {"rest": "lr", "mamba": "lr_mamba", "backbone": "lr_backbone"}
 
 @pytest.fixture(scope="module")
 def train():
-    spec = importlib.util.spec_from_file_location("train_ek100_for_recipes", REPO / "examples" / "train_ek100.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from import_script(REPO / "examples" / "train_ek100.py", "train_ek100_for_recipes")
 
 
 def _dry_run(train, capsys, *argv) -> dict:

@@ -6,7 +6,6 @@ count (``num_clips``) and reports the unreadable ones (``num_clips_scored``, ``b
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers.scripts import import_script
 from helpers.train_run import EVAL, TRAIN, run, script_args, synthetic_cache
 
 from modeling_mambavl.ek100 import EK100AnnotationError
@@ -21,21 +21,14 @@ from modeling_mambavl.processors import MediaError
 from modeling_mambavl.processors.video_io import load_clip
 
 
-def _module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train_module():
-    return _module(TRAIN, "train_ek100_reliability")
+    yield from import_script(TRAIN, "train_ek100_reliability")
 
 
 @pytest.fixture(scope="module")
 def eval_module():
-    return _module(EVAL, "eval_ek100_reliability")
+    yield from import_script(EVAL, "eval_ek100_reliability")
 
 
 @pytest.fixture(scope="module")

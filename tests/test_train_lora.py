@@ -1,11 +1,11 @@
 """LoRA through PEFT: only adapters and modules_to_save are saved; merged and unmerged models agree."""
 
 import argparse
-import importlib.util
 import json
 
 import pytest
 import torch
+from helpers.scripts import import_script
 from helpers.train_run import TRAIN, run, script_args, synthetic_cache
 from safetensors.torch import load_file
 
@@ -15,10 +15,8 @@ from modeling_mambavl.saving import load_model_and_processor, save_model_and_pro
 
 @pytest.fixture(scope="module")
 def apply_lora():
-    spec = importlib.util.spec_from_file_location("train_ek100", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.apply_lora
+    for module in import_script(TRAIN, "train_ek100_for_lora"):
+        yield module.apply_lora
 
 
 def _inputs(batch=2):

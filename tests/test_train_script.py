@@ -1,9 +1,9 @@
 """examples/train_ek100.py: recipes and --dry_run, outputs of a run, non-finite losses, exact resume after a kill."""
 
-import importlib.util
 import json
 
 import pytest
+from helpers.scripts import import_script
 from helpers.train_run import TRAIN, assert_same_state, run, script_args, synthetic_cache
 
 from modeling_mambavl.training import checkpointing
@@ -12,10 +12,7 @@ from modeling_mambavl.training.recipe import RecipeError
 
 @pytest.fixture(scope="module")
 def train_module():
-    spec = importlib.util.spec_from_file_location("train_ek100", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    yield from import_script(TRAIN, "train_ek100_for_train_script")
 
 
 @pytest.fixture(scope="module")

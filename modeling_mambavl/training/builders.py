@@ -114,6 +114,31 @@ def build_processor(config: Any, *, tokenizer: Any = None, max_question_length: 
                             question_types=tuple(config.question_types), max_length=max_question_length)
 
 
+def check_processor_fits(processor: Any, config: Any, source: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``source`` when the processor saved there makes clips of another frame count or
+    frame size than ``config`` (the model) takes: otherwise the mismatch surfaces much later as a shape error inside
+    the video backbone."""
+    video = getattr(processor, "video_processor", None)
+    if video is None:
+        return
+    where = f"the processor saved with {source} (processor_config.json)"
+    frames = getattr(config, "num_frames", None)
+    if frames and getattr(video, "num_frames", frames) != frames:
+        raise ValueError(
+            f"{where} samples num_frames={video.num_frames} frames per clip but the model's config has "
+            f"num_frames={frames}: save the two together (save_model_and_processor), or set the same num_frames in "
+            "both files"
+        )
+    size = getattr(config, "image_size", None)
+    crop = getattr(video, "crop_size", None) or {}
+    if size and crop and (crop.get("height"), crop.get("width")) != (size, size):
+        raise ValueError(
+            f"{where} crops frames to {crop.get('height')}x{crop.get('width')} but the model's config has "
+            f"image_size={size}: save the two together (save_model_and_processor), or set crop_size to "
+            f"{{'height': {size}, 'width': {size}}}"
+        )
+
+
 def tokenize_questions(rows: Sequence[dict], processor: Any, source: str, split: str, *,
                        path: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, Q, L)`` question ids and mask for every row, from ``make_question_source(source, split=...)``, padded
