@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 
 import jsonschema
@@ -80,8 +81,6 @@ def test_submission_needs_the_supervision_levels(cache, trained, tmp_path):
 
 
 def test_a_processor_that_disagrees_with_the_model_is_named(cache, trained, tmp_path):
-    import shutil
-
     model = tmp_path / "model"
     shutil.copytree(trained / "final_model", model)
     path = model / "processor_config.json"
