@@ -10,7 +10,7 @@ import zipfile
 
 import jsonschema
 import pytest
-from helpers.train_run import EVAL, SYNTHETIC, TRAIN, run, script_args, synthetic_cache
+from helpers.train_run import EVAL, TRAIN, data_args, run, script_args, synthetic_cache, synthetic_root
 
 from modeling_mambavl.ek100.submission import submission_schema
 
@@ -29,23 +29,16 @@ def trained(cache, tmp_path_factory):
     return out
 
 
-def _data_args(cache) -> list[str]:
-    return ["--data_cache_dir", str(cache), "--synthetic_train_clips", str(SYNTHETIC["num_train"]),
-            "--synthetic_validation_clips", str(SYNTHETIC["num_validation"]),
-            "--synthetic_size", str(SYNTHETIC["size"]), "--num_workers", "0", "--cache_clips"]
-
-
 def _split_ids(cache, split: str) -> list[str]:
-    (root,) = [p for p in cache.iterdir() if p.name.startswith("synthetic-")]
     name = "EPIC_100_test_timestamps.csv" if split == "test" else f"EPIC_100_{split}.csv"
-    with open(root / "annotations" / name, newline="") as f:
+    with open(synthetic_root(cache) / "annotations" / name, newline="") as f:
         return [row["narration_id"] for row in csv.DictReader(f)]
 
 
 def test_evaluating_a_saved_model_reproduces_the_training_runs_figures(cache, trained, tmp_path):
     out = tmp_path / "eval"
     proc = run(EVAL, ["--model_name_or_path", str(trained / "best_model"), "--split", "validation",
-                      "--output_dir", str(out), *_data_args(cache)])
+                      "--output_dir", str(out), *data_args(cache)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The metric table, headed by the split and the question source.
     assert "validation: questions: generic; clips scored: 12 of 12" in proc.stdout
@@ -64,7 +57,7 @@ def test_test_split_writes_a_valid_challenge_submission(cache, trained, tmp_path
     submission = tmp_path / "submission.zip"
     proc = run(EVAL, ["--model_name_or_path", str(trained / "final_model"), "--split", "test",
                       "--output_dir", str(tmp_path / "eval"), "--submission", str(submission),
-                      "--sls_pt", "0", "--sls_tl", "3", "--sls_td", "3", *_data_args(cache)])
+                      "--sls_pt", "0", "--sls_tl", "3", "--sls_td", "3", *data_args(cache)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     with zipfile.ZipFile(submission) as z:
         document = json.loads(z.read("test.json"))
@@ -76,7 +69,7 @@ def test_test_split_writes_a_valid_challenge_submission(cache, trained, tmp_path
 
 def test_submission_needs_the_supervision_levels(cache, trained, tmp_path):
     proc = run(EVAL, ["--model_name_or_path", str(trained / "final_model"), "--split", "test",
-                      "--submission", str(tmp_path / "s.zip"), *_data_args(cache)])
+                      "--submission", str(tmp_path / "s.zip"), *data_args(cache)])
     assert proc.returncode == 2 and "--sls_pt, --sls_tl and --sls_td" in proc.stderr
 
 
@@ -87,7 +80,7 @@ def test_a_processor_that_disagrees_with_the_model_is_named(cache, trained, tmp_
     document = json.loads(path.read_text())
     document["video_processor"]["num_frames"] = 4
     path.write_text(json.dumps(document))
-    proc = run(EVAL, ["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "eval"), *_data_args(cache)])
+    proc = run(EVAL, ["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "eval"), *data_args(cache)])
     assert proc.returncode != 0
     assert "processor_config.json" in proc.stderr and "num_frames=4" in proc.stderr and "num_frames=8" in proc.stderr
 

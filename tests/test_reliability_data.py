@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from helpers.scripts import import_script
-from helpers.train_run import EVAL, TRAIN, run, script_args, synthetic_cache
+from helpers.train_run import EVAL, TRAIN, run, script_args, synthetic_cache, synthetic_root
 
 from modeling_mambavl.ek100 import EK100AnnotationError
 from modeling_mambavl.processors import MediaError
@@ -36,14 +36,9 @@ def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 
 
-def _dataset_root(cache: Path) -> Path:
-    (root,) = [p for p in cache.iterdir() if p.name.startswith("synthetic-")]
-    return root
-
-
 def _copy_dataset(cache: Path, dest: Path) -> tuple[Path, Path]:
     """A private copy of the session's synthetic data (annotations, frames) that a test may break."""
-    shutil.copytree(_dataset_root(cache), dest)
+    shutil.copytree(synthetic_root(cache), dest)
     return dest / "annotations", dest
 
 

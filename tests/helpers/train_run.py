@@ -30,18 +30,31 @@ def synthetic_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def script_args(cache: Path, output_dir: Path, *extra: str) -> list[str]:
-    """Arguments of a small training run on the session's data."""
+def synthetic_root(cache: Path) -> Path:
+    """The synthetic data set's folder (annotations/, rgb_frames/) inside the session's cache."""
+    (root,) = [p for p in cache.iterdir() if p.name.startswith("synthetic-")]
+    return root
+
+
+def data_args(cache: Path) -> list[str]:
+    """The data options (shared by train_ek100.py and eval_ek100.py) that select the session's synthetic data."""
     return [
         "--data_cache_dir", str(cache),
         "--synthetic_train_clips", str(SYNTHETIC["num_train"]),
         "--synthetic_validation_clips", str(SYNTHETIC["num_validation"]),
         "--synthetic_size", str(SYNTHETIC["size"]),
+        "--num_workers", "0",
+        "--cache_clips",
+    ]
+
+
+def script_args(cache: Path, output_dir: Path, *extra: str) -> list[str]:
+    """Arguments of a small training run on the session's data."""
+    return [
+        *data_args(cache),
         "--config_overrides", json.dumps(SMALL_MODEL),
         "--output_dir", str(output_dir),
-        "--num_workers", "0",
         "--num_threads", "1",
-        "--cache_clips",
         "--no_plot",
         *extra,
     ]
