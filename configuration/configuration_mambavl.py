@@ -142,6 +142,11 @@ class MambaVLConfig(PreTrainedConfig):
         image_size, image_mean, image_std: the frames the vision backbone expects (read by the video processor).
         label_smoothing (0.1), head_dropout (0.0), layer_norm_eps, rms_norm_eps, initializer_range.
         scan_backend (`str`, defaults to `"auto"`): passed to `modeling_mambavl.ops.selective_scan`.
+        mixer_chunk_size (`int`, *optional*, defaults to 1024):
+            On the CPU the fusion mixers run sequences longer than this in pieces of this many tokens, carrying the
+            convolution and scan states across (the same outputs up to float rounding): a piece's activations stay
+            in the CPU cache, which keeps the cost linear in the number of frames. `None` runs every sequence in one
+            pass; GPU tensors always run in one pass.
     """
 
     model_type = "mambavl"
@@ -196,6 +201,7 @@ class MambaVLConfig(PreTrainedConfig):
     rms_norm_eps: float | int = 1e-5
     initializer_range: float | int = 0.02
     scan_backend: str = "auto"
+    mixer_chunk_size: int | None = 1024
 
     def __post_init__(self, **kwargs):
         self._check_choices()
@@ -250,7 +256,7 @@ class MambaVLConfig(PreTrainedConfig):
         for name in ("hidden_size", "state_size", "expand", "conv_kernel", "num_fusion_layers", "fuser_layers",
                      "fuser_heads", "fuser_max_position_embeddings", "num_verb_classes", "num_noun_classes"):
             _check_positive(name, getattr(self, name))
-        for name in ("num_frames", "vision_feature_dim", "video_temporal_size", "image_size"):
+        for name in ("num_frames", "vision_feature_dim", "video_temporal_size", "image_size", "mixer_chunk_size"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
         if isinstance(self.time_step_rank, int):

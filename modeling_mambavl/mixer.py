@@ -25,6 +25,12 @@ class MambaVLMixer(nn.Module):
     Padding (``attention_mask`` 0) is neutral: padded positions are zeroed before the convolution and after it, and
     get Δ = 0 in the scan, so the state passes through them unchanged and left, right or extra padding leave the
     outputs at the real positions unchanged.
+
+    Long sequences on the CPU run in pieces of ``chunk_size`` tokens, the last ``conv_kernel - 1`` inputs of the
+    convolution and the scan's state carried from one piece to the next: the outputs are those of one pass (up to
+    float rounding), but a piece's (d_inner, chunk_size) activations stay in the CPU's cache from one operation to
+    the next, where a whole video's spill to memory at every step. This keeps the cost linear in the length on CPUs
+    (see BENCHMARKS.md); GPU tensors always run in one pass.
     """
 
     def __init__(
@@ -36,8 +42,10 @@ class MambaVLMixer(nn.Module):
         dt_rank: int | None = None,
         owns_state_matrix: bool = False,
         scan_backend: str = "auto",
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
+        self.chunk_size = chunk_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.state_size = state_size
@@ -76,34 +84,75 @@ class MambaVLMixer(nn.Module):
                 f"(owns one: {self.A_log is not None}, A_log passed: {A_log is not None})"
             )
         A_log = self.A_log if A_log is None else A_log
+        A = -torch.exp(A_log.float())
+        mask = None if attention_mask is None else attention_mask.to(hidden_states.dtype)
         seq_len = hidden_states.shape[1]
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask.to(hidden_states.dtype)[:, None, :]  # (b, 1, L)
-            hidden_states = hidden_states * mask.transpose(1, 2)
+        if not self.chunk_size or seq_len <= self.chunk_size or hidden_states.device.type != "cpu":
+            return self._mix(hidden_states, mask, A)[0]
+        # Pieces of equal length (no short last one), at most chunk_size each.
+        n_pieces = -(-seq_len // self.chunk_size)
+        step = -(-seq_len // n_pieces)
+        # split, not slicing: its backward is one cat, where each slice's would write a full-length gradient.
+        pieces = hidden_states.split(step, dim=1)
+        masks = [None] * len(pieces) if mask is None else mask.split(step, dim=1)
+        outputs, carry = [], None
+        for i, (piece, piece_mask) in enumerate(zip(pieces, masks)):
+            out, carry = self._mix(piece, piece_mask, A, carry, keep_state=i < len(pieces) - 1)
+            outputs.append(out)
+        return torch.cat(outputs, dim=1)
+
+    def _mix(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        A: torch.Tensor,
+        carry: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep_state: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """One pass over (batch, L, hidden_size), continuing from ``carry`` = (the convolution's last
+        ``conv_kernel - 1`` inputs (batch, d_inner, conv_kernel - 1), the scan state (batch, d_inner, N)) when given.
+        Returns the output (batch, L, hidden_size) and, with ``keep_state``, the carry for the tokens after these."""
+        seq_len = hidden_states.shape[1]
+        if mask is not None:
+            hidden_states = hidden_states * mask[:, :, None]
+            mask = mask[:, None, :]  # (b, 1, L)
 
         x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
-        x = F.silu(self.conv1d(x)[..., :seq_len])
+        if carry is None:
+            conv_in, state = x, None
+            x = self.conv1d(x)[..., :seq_len]
+        else:
+            conv_in, state = torch.cat([carry[0], x], dim=-1), carry[1]
+            x = F.conv1d(conv_in, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+        x = F.silu(x)
         if mask is not None:
             x = x * mask
 
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.state_size, self.state_size], -1)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L), bias added with the softplus
-        A = -torch.exp(A_log.float())
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, N, L)
         if mask is None:
             with record_function("mambavl.selective_scan"):
                 y = selective_scan(
                     x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                    backend=self.scan_backend,
+                    return_last_state=keep_state, backend=self.scan_backend, initial_state=state,
                 )
         else:
             # Δ = 0 at padding: exp(0 * A) = 1 keeps the state and Δ·B·u adds nothing.
             # The dt bias is added (and the softplus taken) in fp32 as the fused path does, not in the autocast dtype.
             dt = F.softplus(dt.float() + self.dt_proj.bias.float()[:, None]) * mask
             with record_function("mambavl.selective_scan"):
-                y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, backend=self.scan_backend)
-        return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
+                y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, return_last_state=keep_state,
+                                   backend=self.scan_backend, initial_state=state)
+        if keep_state:
+            y, state = y
+        out = self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
+        if not keep_state:
+            return out, None
+        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding).
+        context = self.conv1d.kernel_size[0] - 1
+        conv_in = F.pad(conv_in, (max(context - conv_in.shape[-1], 0), 0))
+        return out, (conv_in[..., conv_in.shape[-1] - context:], state)
 
 
 class MambaVLRMSNorm(nn.Module):

@@ -156,3 +156,54 @@ def test_padding_is_neutral_inside_the_mixer():
         expected = mixer(real)[0]
     for name, out in outputs.items():
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "chunk_size, length, masked",
+    [
+        (16, 50, False),  # four pieces of 13
+        (7, 50, True),  # with padding inside pieces
+        (2, 9, False),  # pieces shorter than the convolution's context of 3
+        (64, 64, False),  # one piece: the one-pass path
+    ],
+)
+def test_long_sequences_in_pieces_equal_one_pass(chunk_size, length, masked, monkeypatch):
+    """On the CPU a sequence longer than ``chunk_size`` runs in pieces carrying the conv inputs and the scan state:
+    outputs and every gradient are those of one pass."""
+    torch.manual_seed(0)
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True)
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    x = torch.randn(2, length, D)
+    mask = None
+    if masked:
+        mask = torch.ones(2, length, dtype=torch.long)
+        mask[0, :5] = 0
+        mask[1, -9:] = 0
+    weights = torch.randn(2, length, D)
+    passes = []
+    monkeypatch.setattr(mixer, "_mix", lambda *a, _mix=mixer._mix, **k: passes.append(a[0].shape[1]) or _mix(*a, **k))
+    results = []
+    for chunk in (None, chunk_size):
+        mixer.chunk_size = chunk
+        mixer.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = mixer(leaf, mask)
+        (out * weights).sum().backward()
+        results.append((out.detach(), leaf.grad, {k: p.grad.clone() for k, p in mixer.named_parameters()}))
+    pieces = -(-length // chunk_size)
+    assert passes == [length] + [-(-length // pieces)] * (pieces - 1) + [length - (pieces - 1) * -(-length // pieces)]
+    (out, dx, grads), (ref_out, ref_dx, ref_grads) = results[1], results[0]
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dx, ref_dx, rtol=1e-5, atol=1e-6)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_mixer_chunk_size_comes_from_the_config():
+    assert MambaVLConfig().mixer_chunk_size == 1024
+    fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N, mixer_chunk_size=5))
+    assert {m.chunk_size for m in (fusion.layers[0].video_mixer, fusion.layers[0].text_mixer)} == {5}
+    fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N, mixer_chunk_size=None))
+    assert fusion.layers[0].video_mixer.chunk_size is None
+    with pytest.raises(ValueError, match="mixer_chunk_size"):
+        MambaVLConfig(mixer_chunk_size=0)

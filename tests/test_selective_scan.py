@@ -9,7 +9,7 @@ import torch
 
 from modeling_mambavl.ops import available_backends, selective_scan, selective_scan_portable, selective_scan_reference
 
-GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
 
 def _devices():
@@ -63,8 +63,9 @@ def run_scan(fn, inputs, delta_softplus, *, grad_of_last_state=True, seed=1, **k
     loss = (out.float() * torch.randn(out.shape, generator=g).to(out.device)).sum()
     if grad_of_last_state:
         loss = loss + (last * torch.randn(last.shape, generator=g).to(last.device)).sum()
-    present = [k for k in GRAD_NAMES if leaves[k] is not None]
-    grads = torch.autograd.grad(loss, [leaves[k] for k in present])
+    present = [k for k in GRAD_NAMES if leaves.get(k) is not None]
+    # Zeros for inputs that do not reach the loss (an empty sequence).
+    grads = torch.autograd.grad(loss, [leaves[k] for k in present], allow_unused=True, materialize_grads=True)
     return out, last, dict(zip(present, grads))
 
 
@@ -130,6 +131,70 @@ def test_backend_matches_reference_bf16(device, backend, length, softplus):
     assert out.dtype == torch.bfloat16 and last.dtype == torch.float32
     assert all(grads[k].dtype == torch.bfloat16 for k in grads)
     assert_matches((out, last, grads), expected, 2e-2, f"{backend} bf16 on {device}")
+
+
+def _split(inputs, start, stop):
+    """The steps [start, stop) of the per-step inputs (u, delta, z, B, C); the per-channel ones as they are."""
+    return {k: (v[..., start:stop] if v is not None and v.dim() == 3 else v) for k, v in inputs.items()}
+
+
+def test_reference_in_pieces_equals_one_pass():
+    """The initial state's semantics: a scan cut in three, each piece starting from the last state of the one before,
+    gives the outputs, last state and every gradient (the initial state's too) of one pass."""
+    inputs = make_inputs(2, 3, 40, 5, seed=21)
+    inputs["initial_state"] = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(22))
+
+    def in_pieces(initial_state, delta_softplus, return_last_state, **leaves):
+        outs, state = [], initial_state
+        for start, stop in ((0, 7), (7, 8), (8, 40)):
+            out, state = selective_scan_reference(**_split(leaves, start, stop), initial_state=state,
+                                                  delta_softplus=delta_softplus, return_last_state=True)
+            outs.append(out)
+        return torch.cat(outs, dim=-1), state
+
+    one_pass = run_scan(selective_scan_reference, inputs, True)
+    assert_matches(run_scan(in_pieces, inputs, True), one_pass, 1e-5, "reference in three pieces")
+    assert one_pass[2]["initial_state"].abs().max() > 0
+    # A zero initial state is the default.
+    inputs["initial_state"] = torch.zeros(2, 3, 5)
+    out, last, _ = run_scan(selective_scan_reference, inputs, True)
+    del inputs["initial_state"]
+    out0, last0, _ = run_scan(selective_scan_reference, inputs, True)
+    torch.testing.assert_close(out, out0, rtol=0, atol=0)
+    torch.testing.assert_close(last, last0, rtol=0, atol=0)
+
+
+# mamba-ssm's kernel takes no initial state (auto then skips it; tested in test_triton.py).
+INITIAL_STATE_CASES = [(dev, name) for dev, name in CASES if name != "cuda"]
+
+
+@pytest.mark.parametrize("device,backend", INITIAL_STATE_CASES)
+@pytest.mark.parametrize("length", [0, 1, 37, 130])
+def test_initial_state_matches_reference(device, backend, length):
+    inputs = make_inputs(2, 3, length, 16, seed=length + 31)
+    inputs["initial_state"] = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(length))
+    expected = run_scan(selective_scan_reference, inputs, True)
+    dev_inputs = {k: (None if v is None else v.to(device)) for k, v in inputs.items()}
+    result = run_scan(selective_scan, dev_inputs, True, backend=backend)
+    assert set(result[2]) == set(GRAD_NAMES)
+    assert_matches(result, expected, 1e-4, f"{backend} on {device} from an initial state, L = {length}")
+
+
+@pytest.mark.parametrize("device,backend", INITIAL_STATE_CASES)
+def test_initial_state_in_bf16_autocast_stays_float32(device, backend):
+    inputs = make_inputs(1, 2, 20, 4, seed=41, device=device)
+    h0 = torch.randn(1, 2, 4, device=device, dtype=torch.bfloat16)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        _, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend=backend,
+                                 initial_state=h0)
+    assert last.dtype == torch.float32
+
+
+def test_initial_state_shape_is_checked():
+    inputs = make_inputs(2, 3, 10, 4)
+    with pytest.raises(ValueError, match=r"`initial_state` has shape \(2, 3, 5\), expected \(batch, d_inner, N\) = "
+                                         r"\(2, 3, 4\)"):
+        selective_scan(**inputs, initial_state=torch.zeros(2, 3, 5))
 
 
 @pytest.mark.parametrize("n", [2, 8, 33])

@@ -167,7 +167,7 @@ def test_fake_tensor_and_meta_shapes():
         out, last = selective_scan(**fake, delta_softplus=True, return_last_state=True, backend="cpu")
         assert out.shape == (2, 3, 70) and out.dtype == torch.bfloat16
         assert last.shape == (2, 3, 16) and last.dtype == torch.float32
-        _, _, saved = torch.ops.mambavl.selective_scan_fwd(*fake.values(), True, "cpu")
+        _, _, saved = torch.ops.mambavl.selective_scan_fwd(*fake.values(), None, True, "cpu")
         assert [tuple(s.shape) for s in saved] == [(2, 3, 2, 16)]  # ceil(70 / 64) chunk states
 
     meta = {k: v.to("meta").float().requires_grad_() for k, v in real.items()}
@@ -181,6 +181,7 @@ def test_fake_tensor_and_meta_shapes():
 @needs_cpu_kernel
 def test_opcheck():
     inputs = make_inputs(2, 3, 70, 4)
+    inputs["initial_state"] = torch.randn(2, 3, 4)
     args = tuple(v.requires_grad_() for v in inputs.values()) + (True, "cpu")
     torch.library.opcheck(torch.ops.mambavl.selective_scan_fwd.default, args)
 
@@ -209,10 +210,10 @@ def test_autocast(backend, monkeypatch):
     seen = {}
     real = cpu.forward
 
-    def spy(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def spy(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
         seen.update(u=u.dtype, delta=delta.dtype, B=B.dtype, C=C.dtype, z=z.dtype, A=A.dtype, D=D.dtype,
                     delta_bias=delta_bias.dtype)
-        return real(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return real(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
 
     monkeypatch.setattr(cpu, "forward", spy)
     leaves = {k: v.requires_grad_() for k, v in inputs.items()}
@@ -281,23 +282,23 @@ def _fake_mamba_extension():
 def test_cuda_glue_with_the_kernel_calling_convention(monkeypatch):
     monkeypatch.setattr(cuda, "_import_extension", lambda: (_fake_mamba_extension(), None))
     inputs = make_inputs(2, 3, 30, 4)
-    out, last, saved = cuda.forward(*inputs.values(), True)
-    assert [tuple(s.shape) for s in saved] == [tuple(s.shape) for s in cuda.saved_like(*inputs.values(), True)]
+    out, last, saved = cuda.forward(*inputs.values(), None, True)
+    assert [tuple(s.shape) for s in saved] == [tuple(s.shape) for s in cuda.saved_like(*inputs.values(), None, True)]
     leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
     ref_out, ref_last = selective_scan_reference(**leaves, delta_softplus=True, return_last_state=True)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(last, ref_last)
     dout = torch.randn_like(out)
-    grads = cuda.backward(dout, torch.zeros_like(last), *inputs.values(), saved, True)
+    grads = cuda.backward(dout, torch.zeros_like(last), *inputs.values(), None, saved, True)
     ref_grads = torch.autograd.grad(ref_out, list(leaves.values()), dout)
     for name, g, r in zip(leaves, grads, ref_grads):
         assert g.shape == r.shape, name
         torch.testing.assert_close(g, r, msg=name)
     with pytest.raises(NotImplementedError, match="last state"):
-        cuda.backward(dout, torch.ones_like(last), *inputs.values(), saved, True)
+        cuda.backward(dout, torch.ones_like(last), *inputs.values(), None, saved, True)
 
 
 def test_custom_op_rejects_unfused_backend_names():
     inputs = make_inputs(2, 3, 10, 5)
     with pytest.raises(ValueError, match="'portable' is not a fused kernel"):
-        torch.ops.mambavl.selective_scan_fwd(*inputs.values(), True, "portable")
+        torch.ops.mambavl.selective_scan_fwd(*inputs.values(), None, True, "portable")

@@ -86,6 +86,16 @@ def test_matches_reference_without_optional_inputs(kernel, device, with_D, with_
 
 @needs_kernels
 @pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("length", [0, 3, 19])
+def test_matches_reference_from_an_initial_state(kernel, device, length):
+    inputs = make_inputs(2, 3, length, 5, seed=length + 17)
+    inputs["initial_state"] = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(length))
+    _, _, grads = _compare(inputs, True, device)
+    assert grads["initial_state"].abs().max() > 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("device", _devices())
 def test_gradients_without_a_last_state_gradient(kernel, device):
     _compare(make_inputs(1, 2, 11, 4, seed=5), True, device, grad_of_last_state=False)
 
@@ -140,6 +150,12 @@ def test_auto_prefers_mamba_ssm_then_triton_on_cuda(kernel, monkeypatch):
     assert dispatch._resolve_backend("auto", "cuda") == "portable"
     # On the CPU the fused C++ kernel (or portable) is used, never the interpreter.
     assert dispatch._resolve_backend("auto", "cpu") in ("cpu", "portable")
+    # mamba-ssm's kernel starts from a zero state: with an initial state auto takes the next one.
+    monkeypatch.setattr(cuda, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(kernel, "unavailable_reason", lambda: None)
+    assert dispatch._resolve_backend("auto", "cuda", initial_state=True) == "triton"
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run: its kernel takes no initial state"):
+        dispatch._resolve_backend("cuda", "cuda", initial_state=True)
 
 
 def test_explicit_triton_without_triton_says_what_to_do(kernel, monkeypatch):

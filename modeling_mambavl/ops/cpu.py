@@ -20,6 +20,7 @@ import torch
 from ._build import KernelBuildError, load_library
 
 DEVICE_TYPES = ("cpu",)
+SUPPORTS_INITIAL_STATE = True
 # Steps between saved states: the backward recomputes one chunk (CHUNK x N floats per channel) at a time.
 CHUNK = 64
 
@@ -45,9 +46,9 @@ def _library() -> ctypes.CDLL:
             _error = str(e)
             raise
         lib.mambavl_scan_fwd.restype = _INT
-        lib.mambavl_scan_fwd.argtypes = [_P] * 8 + [_INT] + [_I64] * 5 + [_P, _P, _INT]
+        lib.mambavl_scan_fwd.argtypes = [_P] * 9 + [_INT] + [_I64] * 5 + [_P, _P, _INT]
         lib.mambavl_scan_bwd.restype = _INT
-        lib.mambavl_scan_bwd.argtypes = [_P] * 8 + [_INT] + [_I64] * 5 + [_P] * 11 + [_INT]
+        lib.mambavl_scan_bwd.argtypes = [_P] * 9 + [_INT] + [_I64] * 5 + [_P] * 12 + [_INT]
         _lib = lib
         return lib
 
@@ -80,27 +81,29 @@ def _n_chunks(length):
     return (length + CHUNK - 1) // CHUNK
 
 
-def saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> list[torch.Tensor]:
+def saved_like(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> list[torch.Tensor]:
     """Empty tensors shaped like what ``forward`` saves for the backward (for fake / meta tensors)."""
     b, d, length = u.shape
     return [u.new_empty((b, d, _n_chunks(length), A.shape[1]), dtype=torch.float32)]
 
 
-def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
     """Returns ``out`` (b, d, L) in u's dtype, the last state (b, d, N) float32, and ``[states]``, the state after
-    every chunk of ``CHUNK`` steps, (b, d, ceil(L / CHUNK), N) float32."""
+    every chunk of ``CHUNK`` steps, (b, d, ceil(L / CHUNK), N) float32. ``initial_state`` (b, d, N) or None (zeros)."""
     lib = _library()
     b, d, length = u.shape
     n = A.shape[1]
     states = torch.empty((b, d, _n_chunks(length), n), dtype=torch.float32)
     if length == 0 or b == 0 or d == 0:
-        return u.new_zeros((b, d, length)), u.new_zeros((b, d, n), dtype=torch.float32), [states]
+        last = u.new_zeros((b, d, n), dtype=torch.float32) if initial_state is None else _f32(initial_state).clone()
+        return u.new_zeros((b, d, length)), last, [states]
     uf, df, zf = _f32(u), _f32(delta), _f32(z)
-    Af, Df, bf = _f32(A), _f32(D), _f32(delta_bias)
+    Af, Df, bf, h0 = _f32(A), _f32(D), _f32(delta_bias), _f32(initial_state)
     Bt, Ct = _transposed_f32(B), _transposed_f32(C)
     out = torch.empty((b, d, length), dtype=torch.float32)
     rc = lib.mambavl_scan_fwd(
-        _ptr(uf), _ptr(df), _ptr(Af), _ptr(Bt), _ptr(Ct), _ptr(Df), _ptr(zf), _ptr(bf), int(bool(delta_softplus)),
+        _ptr(uf), _ptr(df), _ptr(Af), _ptr(Bt), _ptr(Ct), _ptr(Df), _ptr(zf), _ptr(bf), _ptr(h0),
+        int(bool(delta_softplus)),
         b, d, length, n, CHUNK, _ptr(out), _ptr(states), torch.get_num_threads(),
     )
     if rc != 0:
@@ -109,9 +112,9 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return out.to(u.dtype), last, [states]
 
 
-def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in the dtypes of the inputs; ``None`` for absent
-    optional inputs. ``dlast`` (b, d, N) is the gradient of the last state, or ``None``."""
+def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state) in the dtypes of the inputs; ``None``
+    for absent optional inputs. ``dlast`` (b, d, N) is the gradient of the last state, or ``None``."""
     lib = _library()
     (states,) = saved
     b, d, length = u.shape
@@ -126,16 +129,20 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
     dz = None if z is None else new((b, d, length), dtype=torch.float32)
     dBt = new((b, length, n), dtype=torch.float32)
     dCt = new((b, length, n), dtype=torch.float32)
+    dh0 = None
+    if initial_state is not None:  # with no step to run, the last state is the initial one
+        dh0 = new((b, d, n), dtype=torch.float32) if run else (
+            torch.zeros((b, d, n), dtype=torch.float32) if dlast is None else _f32(dlast).clone())
     if run:
         uf, df, zf = _f32(u), _f32(delta), _f32(z)
-        Af, Df, bf = _f32(A), _f32(D), _f32(delta_bias)
+        Af, Df, bf, h0 = _f32(A), _f32(D), _f32(delta_bias), _f32(initial_state)
         Bt, Ct = _transposed_f32(B), _transposed_f32(C)
         dout_f = _f32(dout)
         dlast_f = _f32(dlast)
         rc = lib.mambavl_scan_bwd(
-            _ptr(uf), _ptr(df), _ptr(Af), _ptr(Bt), _ptr(Ct), _ptr(Df), _ptr(zf), _ptr(bf),
+            _ptr(uf), _ptr(df), _ptr(Af), _ptr(Bt), _ptr(Ct), _ptr(Df), _ptr(zf), _ptr(bf), _ptr(h0),
             int(bool(delta_softplus)), b, d, length, n, CHUNK, _ptr(states), _ptr(dout_f), _ptr(dlast_f),
-            _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dBt), _ptr(dCt), _ptr(dD), _ptr(dz), _ptr(dbias),
+            _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dBt), _ptr(dCt), _ptr(dD), _ptr(dz), _ptr(dbias), _ptr(dh0),
             torch.get_num_threads(),
         )
         if rc != 0:
@@ -147,4 +154,4 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
     dB = torch.empty((b, n, length), dtype=B.dtype).copy_(dBt.transpose(1, 2))
     dC = torch.empty((b, n, length), dtype=C.dtype).copy_(dCt.transpose(1, 2))
     return (back(du, u), back(ddelta, delta), back(dA, A), dB, dC, back(dD, D), back(dz, z),
-            back(dbias, delta_bias))
+            back(dbias, delta_bias), back(dh0, initial_state))

@@ -17,6 +17,8 @@ from types import ModuleType
 import torch
 
 DEVICE_TYPES = ("cuda",)
+# mamba-ssm's selective_scan_fn always starts from a zero state.
+SUPPORTS_INITIAL_STATE = False
 # mamba-ssm's kernel saves (decay product, state) pairs every 2048 steps.
 _KERNEL_CHUNK = 2048
 _INSTALL_HINT = ("install it with `pip install causal-conv1d mamba-ssm --no-build-isolation` (needs a CUDA toolkit), "
@@ -60,7 +62,7 @@ def _last_dim_contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
-def saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> list[torch.Tensor]:
+def saved_like(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> list[torch.Tensor]:
     """Empty tensors shaped like what ``forward`` saves (for fake / meta tensors)."""
     b, d, length = u.shape
     n_chunks = (length + _KERNEL_CHUNK - 1) // _KERNEL_CHUNK
@@ -80,8 +82,10 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
     return u, delta, f32(A), B, C, f32(D), z, f32(delta_bias)
 
 
-def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
     """Returns out (b, d, L) in u's dtype, the last state (b, d, N) float32, and what the backward needs."""
+    if initial_state is not None:  # dispatch never sends one; a direct call of the op might
+        raise NotImplementedError("selective_scan backend 'cuda': mamba-ssm's kernel takes no initial state")
     ext = _extension()
     u_, delta_, A_, B_, C_, D_, z_, bias_ = _prepare(u, delta, A, B, C, D, z, delta_bias)
     out, x, *rest = _call(ext.fwd, u_, delta_, A_, B_, C_, D_, z_, bias_, bool(delta_softplus))
@@ -91,8 +95,8 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return rest[0], last, [x, out]
 
 
-def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in the dtypes of the inputs (``None`` for absent
+def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, None) in the dtypes of the inputs (``None`` for absent
     optional inputs). mamba-ssm's kernel has no gradient path through the last state: a non-zero ``dlast`` raises."""
     if dlast is not None and bool(dlast.ne(0).any()):
         raise NotImplementedError(
@@ -111,4 +115,4 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
         return None if like is None else g.to(like.dtype).contiguous()
 
     return (back(du, u), back(ddelta, delta), back(dA, A), back(dB.squeeze(1), B), back(dC.squeeze(1), C),
-            back(dD, D), back(dz, z), back(dbias, delta_bias))
+            back(dD, D), back(dz, z), back(dbias, delta_bias), None)

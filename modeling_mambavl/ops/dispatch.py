@@ -44,16 +44,20 @@ class FusedScanKernel(Protocol):
     """What a fused backend module provides (``cpu.py`` and ``cuda.py`` are the examples)."""
 
     DEVICE_TYPES: tuple[str, ...]
+    SUPPORTS_INITIAL_STATE: bool
 
     def unavailable_reason(self) -> str | None: ...
 
-    def forward(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward(self, u, delta, A, B, C, D, z, delta_bias, initial_state,
+                delta_softplus) -> tuple[Tensor, Tensor, list[Tensor]]:
         """(out in u's dtype, last state float32 (b, d, N), tensors saved for the backward)."""
 
-    def backward(self, dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus) -> tuple:
-        """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in the inputs' dtypes, None for absent inputs."""
+    def backward(self, dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved,
+                 delta_softplus) -> tuple:
+        """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state) in the inputs' dtypes, None for absent
+        inputs."""
 
-    def saved_like(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> list[Tensor]:
+    def saved_like(self, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> list[Tensor]:
         """Empty tensors with the shapes and dtypes of ``forward``'s saved tensors (for fake tensors)."""
 
 
@@ -67,11 +71,13 @@ _DEFAULT_AUTO_ORDER = ("portable",)
 _warned_fallback: set[str] = set()
 
 
-def _unavailable(name: str, device_type: str) -> str | None:
-    """Why backend ``name`` cannot run on ``device_type`` tensors, or None."""
+def _unavailable(name: str, device_type: str, initial_state: bool = False) -> str | None:
+    """Why backend ``name`` cannot run on ``device_type`` tensors (with an initial state if asked), or None."""
     if name in _UNFUSED:
         return None
     kernel = _FUSED_KERNELS[name]
+    if initial_state and not kernel.SUPPORTS_INITIAL_STATE:
+        return "its kernel takes no initial state; pass initial_state=None, or use another backend"
     if device_type == "meta":  # shapes only: the fake implementation needs no kernel
         return None
     if device_type not in kernel.DEVICE_TYPES:
@@ -81,16 +87,16 @@ def _unavailable(name: str, device_type: str) -> str | None:
 
 
 @torch.compiler.assume_constant_result
-def _resolve_backend(backend: str, device_type: str) -> str:
+def _resolve_backend(backend: str, device_type: str, initial_state: bool = False) -> str:
     # Runs eagerly even under torch.compile (its result is a constant of the graph): it may build the CPU kernel.
     if backend != "auto":
-        reason = _unavailable(backend, device_type)
+        reason = _unavailable(backend, device_type, initial_state)
         if reason is not None:
             raise RuntimeError(f"selective_scan: backend={backend!r} cannot run: {reason}")
         return backend
     reasons = []
     for name in _AUTO_ORDER.get(device_type, _DEFAULT_AUTO_ORDER):
-        reason = _unavailable(name, device_type)
+        reason = _unavailable(name, device_type, initial_state)
         if reason is None:
             if reasons and device_type == "cpu" and device_type not in _warned_fallback:
                 _warned_fallback.add(device_type)
@@ -101,11 +107,12 @@ def _resolve_backend(backend: str, device_type: str) -> str:
     raise AssertionError("unreachable: the last backend of every auto order runs everywhere")
 
 
-def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
     def fail(name: str, t: Tensor, expected: str):
         raise ValueError(f"selective_scan: `{name}` has shape {tuple(t.shape)}, expected {expected}")
 
-    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias,
+               "initial_state": initial_state}
     for name, t in tensors.items():
         if t is None:
             if name in ("u", "delta", "A", "B", "C"):
@@ -135,6 +142,9 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None and t.shape != (d_inner,):
             fail(name, t, f"(d_inner,) = ({d_inner},)")
+    if initial_state is not None and initial_state.shape != (batch, d_inner, n):
+        fail("initial_state", initial_state, f"(batch, d_inner, N) = {(batch, d_inner, n)}, the shape of the last "
+                                             "state")
 
 
 # --- the custom ops -------------------------------------------------------------------------------------------
@@ -150,60 +160,63 @@ def _kernel(backend: str) -> FusedScanKernel:
 
 # Explicit schemas: independent of how a torch version reads this module's postponed annotations.
 _FWD_SCHEMA = ("(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-               "bool delta_softplus, str backend) -> (Tensor, Tensor, Tensor[])")
+               "Tensor? initial_state, bool delta_softplus, str backend) -> (Tensor, Tensor, Tensor[])")
 _BWD_SCHEMA = ("(Tensor dout, Tensor? dlast, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
-               "Tensor? z, Tensor? delta_bias, Tensor[] saved, bool delta_softplus, str backend) -> "
-               "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+               "Tensor? z, Tensor? delta_bias, Tensor? initial_state, Tensor[] saved, bool delta_softplus, "
+               "str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 
 @torch.library.custom_op("mambavl::selective_scan_fwd", mutates_args=(), schema=_FWD_SCHEMA)
 def _scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-              delta_bias: Tensor | None, delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, list[Tensor]]:
+              delta_bias: Tensor | None, initial_state: Tensor | None, delta_softplus: bool,
+              backend: str) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Fused forward: (out (b, d, L) in u's dtype, last state (b, d, N) float32, tensors saved for the backward)."""
-    return _kernel(backend).forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return _kernel(backend).forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
 
 
 @_scan_fwd.register_fake
-def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, backend):
     b, d, length = u.shape
-    saved = _kernel(backend).saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    saved = _kernel(backend).saved_like(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
     return u.new_empty((b, d, length)), u.new_empty((b, d, A.shape[1]), dtype=torch.float32), saved
 
 
 @torch.library.custom_op("mambavl::selective_scan_bwd", mutates_args=(), schema=_BWD_SCHEMA)
 def _scan_bwd(dout: Tensor, dlast: Tensor | None, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-              D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None, saved: list[Tensor],
-              delta_softplus: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                                          Tensor]:
-    """Fused backward: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); absent optional inputs get empty tensors."""
-    grads = _kernel(backend).backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus)
+              D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None, initial_state: Tensor | None,
+              saved: list[Tensor], delta_softplus: bool, backend: str) -> tuple[Tensor, ...]:
+    """Fused backward: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state); absent optional inputs get
+    empty tensors."""
+    grads = _kernel(backend).backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved,
+                                      delta_softplus)
     return tuple(u.new_empty(0) if g is None else g for g in grads)
 
 
 @_scan_bwd.register_fake
-def _scan_bwd_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus, backend):
+def _scan_bwd_fake(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, delta_softplus, backend):
     def like(t):
         return u.new_empty(0) if t is None else t.new_empty(t.shape)
 
-    return tuple(like(t) for t in (u, delta, A, B, C, D, z, delta_bias))
+    return tuple(like(t) for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend = inputs
+    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, backend = inputs
     _, _, saved = output
     ctx.delta_softplus = delta_softplus
     ctx.backend = backend
-    ctx.optional = (D is not None, z is not None, delta_bias is not None)
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *saved)
+    ctx.optional = (D is not None, z is not None, delta_bias is not None, initial_state is not None)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, *saved)
 
 
 def _backward(ctx, dout, dlast, dsaved):
-    u, delta, A, B, C, D, z, delta_bias, *saved = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dz, dbias = torch.ops.mambavl.selective_scan_bwd(
-        dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, ctx.delta_softplus, ctx.backend)
-    has_D, has_z, has_bias = ctx.optional
+    u, delta, A, B, C, D, z, delta_bias, initial_state, *saved = ctx.saved_tensors
+    *grads, dh0 = torch.ops.mambavl.selective_scan_bwd(
+        dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, ctx.delta_softplus, ctx.backend)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+    has_D, has_z, has_bias, has_h0 = ctx.optional
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None, dbias if has_bias else None,
-            None, None)
+            dh0 if has_h0 else None, None, None)
 
 
 _scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -225,7 +238,7 @@ def _scan_fwd_flop_formula(u_shape, delta_shape, A_shape, B_shape, C_shape, D_sh
 
 @register_flop_formula(torch.ops.mambavl.selective_scan_bwd)
 def _scan_bwd_flop_formula(dout_shape, dlast_shape, u_shape, delta_shape, A_shape, B_shape, C_shape, D_shape,
-                           z_shape, delta_bias_shape, *args, out_shape=None, **kwargs) -> int:
+                           z_shape, delta_bias_shape, initial_state_shape, *args, out_shape=None, **kwargs) -> int:
     # The usual convention: the backward costs twice the forward (recomputing the states is not counted).
     return 2 * selective_scan_flops(u_shape, A_shape, D_shape is not None, z_shape is not None)
 
@@ -245,11 +258,13 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str = "auto",
+    initial_state: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan with the signature and semantics of mamba-ssm's ``selective_scan_fn``::
+    """Selective scan with the signature and semantics of mamba-ssm's ``selective_scan_fn``, plus an optional
+    initial state::
 
         dt_t  = softplus(delta_t + delta_bias) if delta_softplus else delta_t + delta_bias
-        h_t   = exp(dt_t A) h_{t-1} + dt_t B_t u_t,   h_{-1} = 0
+        h_t   = exp(dt_t A) h_{t-1} + dt_t B_t u_t,   h_{-1} = initial_state (zeros when None)
         out_t = (<h_t, C_t> + D u_t) * silu(z_t)
 
     Args:
@@ -263,15 +278,18 @@ def selective_scan(
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state (batch, d_inner, N), float32.
         backend: "auto", "reference", "portable", "cpu", "cuda" or "triton" (see the module docstring).
+        initial_state: optional (batch, d_inner, N) state before the first step, gradients flowing back to it.
+            Feeding one call's last state to the next call's ``initial_state`` scans a long sequence in pieces with
+            the result of one call. mamba-ssm's kernel (``cuda``) takes none: ``auto`` then skips it.
 
     Returns:
         ``out`` (batch, d_inner, L) in u's dtype, and the last state if ``return_last_state``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
     device_type = u.device.type
-    name = _resolve_backend(backend, device_type)
+    name = _resolve_backend(backend, device_type, initial_state is not None)
 
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
@@ -280,19 +298,18 @@ def selective_scan(
         A = A.float()
         D = None if D is None else D.float()
         delta_bias = None if delta_bias is None else delta_bias.float()
+        initial_state = None if initial_state is None else initial_state.float()
         with torch.autocast(device_type, enabled=False):
-            return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+            return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+    return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
 
 
-def _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    if name == "reference":
-        return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                        delta_softplus=delta_softplus, return_last_state=return_last_state)
-    if name == "portable":
-        return selective_scan_portable(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                       delta_softplus=delta_softplus, return_last_state=return_last_state)
-    out, last_state, _ = torch.ops.mambavl.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias,
+def _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state):
+    if name in _UNFUSED:
+        scan = selective_scan_reference if name == "reference" else selective_scan_portable
+        return scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                    return_last_state=return_last_state, initial_state=initial_state)
+    out, last_state, _ = torch.ops.mambavl.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                                              bool(delta_softplus), name)
     return (out, last_state) if return_last_state else out
 

@@ -67,6 +67,7 @@ def selective_scan_portable(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    initial_state: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked selective scan; same arguments, shapes and results as ``reference.selective_scan_reference``.
@@ -83,9 +84,9 @@ def selective_scan_portable(
         delta = F.softplus(delta)
     dtu = delta * u
     batch, d_inner, length = u.shape
-    h = u.new_zeros(batch, d_inner, A.shape[1])
+    h = u.new_zeros(batch, d_inner, A.shape[1]) if initial_state is None else initial_state.to(compute)
     use_checkpoint = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C))
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, initial_state))
     ys = []
     # split (not slicing in the loop): its backward is one cat, where per-chunk slices would each write a full-size
     # gradient and make the backward quadratic in the number of chunks.

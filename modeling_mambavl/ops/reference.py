@@ -3,7 +3,7 @@
 Semantics are those of mamba-ssm's ``selective_scan_fn`` (Mamba v1, real ``A``, input-dependent ``B`` / ``C``)::
 
     dt_t  = softplus(delta_t + delta_bias) if delta_softplus else delta_t + delta_bias     (b, d)
-    h_t   = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t                                    (b, d, n)
+    h_t   = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t,  h_{-1} = initial_state or 0     (b, d, n)
     y_t   = <h_t, C_t> + D * u_t                                                          (b, d)
     out_t = y_t * silu(z_t)                                                               (b, d)
 
@@ -27,6 +27,7 @@ def selective_scan_reference(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    initial_state: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sequential selective scan.
 
@@ -41,6 +42,7 @@ def selective_scan_reference(
         delta_bias: optional (d_inner,) added to ``delta``.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state (batch, d_inner, N) in float32.
+        initial_state: optional (batch, d_inner, N) state before the first step (zeros when None).
 
     Returns:
         out (batch, d_inner, L) in ``u``'s dtype, and the last state if asked.
@@ -52,7 +54,7 @@ def selective_scan_reference(
     if delta_softplus:
         delta = F.softplus(delta)
     batch, d_inner, length = u.shape
-    state = u.new_zeros(batch, d_inner, A.shape[1])
+    state = u.new_zeros(batch, d_inner, A.shape[1]) if initial_state is None else initial_state.to(u.dtype)
     ys = []
     # Per-step views from unbind (not indexing inside the loop, whose backward would write a full-size gradient
     # per step and make the backward quadratic in L).

@@ -45,6 +45,7 @@ except Exception as e:  # ImportError, or a broken install
 # Read once, as Triton itself decides at decoration time whether a kernel is compiled or interpreted.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 DEVICE_TYPES: tuple[str, ...] = ("cuda", "cpu") if INTERPRETED else ("cuda",)
+SUPPORTS_INITIAL_STATE = True
 
 # Steps per tile; the forward saves the state after every tile.
 BLOCK_T = 8 if INTERPRETED else 32
@@ -69,7 +70,7 @@ def _n_tiles(length: int) -> int:
     return max((length + BLOCK_T - 1) // BLOCK_T, 1)
 
 
-def saved_like(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> list[torch.Tensor]:
+def saved_like(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> list[torch.Tensor]:
     """Empty tensors shaped like what ``forward`` saves (for fake / meta tensors)."""
     b, d, length = u.shape
     return [u.new_empty((b, d, _n_tiles(length), A.shape[1]), dtype=torch.float32)]
@@ -94,12 +95,12 @@ if triton is not None:
 
     @triton.jit
     def _scan_fwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, states_ptr,
         dim, length, nstate, n_tiles,
         su_b, su_d, su_t, sdl_b, sdl_d, sdl_t, sA_d, sA_n, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
         sz_b, sz_d, sz_t, so_b, so_d, so_t,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+        HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
     ):
         pid_b = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -119,6 +120,9 @@ if triton is not None:
         B_base = B_ptr + pid_b * sB_b
         C_base = C_ptr + pid_b * sC_b
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        if HAS_H0:  # (batch, dim, N) contiguous float32
+            h = tl.load(h0_ptr + (pid_b * dim + offs_d)[:, None] * nstate + offs_n[None, :],
+                        mask=d_ok[:, None] & n_ok[None, :], other=0.0)
         for c in range(n_tiles):
             t = c * BLOCK_T + steps
             t_ok = t < length
@@ -152,13 +156,14 @@ if triton is not None:
 
     @triton.jit
     def _scan_bwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, dlast_ptr,
-        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr, dout_ptr, dlast_ptr,
+        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, dh0_ptr,
         dim, length, nstate, n_tiles, n_dblocks,
         su_b, su_d, su_t, sdl_b, sdl_d, sdl_t, sA_d, sA_n, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
         sz_b, sz_d, sz_t, sg_b, sg_d, sg_t,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        HAS_DLAST: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+        HAS_DLAST: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_T: tl.constexpr,
     ):
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
@@ -196,9 +201,12 @@ if triton is not None:
             t_ok = t < length
             m_dt = d_ok[:, None] & t_ok[None, :]
             m_nt = n_ok[:, None] & t_ok[None, :]
-            # The state before the tile: saved after the previous tile (zero before the first).
+            # The state before the tile: saved after the previous tile (the initial state, or zero, before the first).
             h0 = tl.load(states_ptr + (state_rows + c - 1)[:, None] * nstate + offs_n[None, :],
                          mask=dn_ok & (c > 0), other=0.0)
+            if HAS_H0:
+                h0 += tl.load(h0_ptr + (pid_b * dim + offs_d)[:, None] * nstate + offs_n[None, :],
+                              mask=dn_ok & (c == 0), other=0.0)
             u = _load_tile(u_base, su_d, su_t, offs_d, t, m_dt)
             pre = _load_tile(dl_base, sdl_d, sdl_t, offs_d, t, m_dt) + bias[:, None]
             dt = pre
@@ -279,6 +287,8 @@ if triton is not None:
             a_after = tl.sum(tl.where(first_step, a, 0.0), axis=2)
 
         rows = pid_b * dim + offs_d
+        if HAS_H0:  # h_{-1} enters the first step through a_0: its adjoint is a_0 g_0
+            tl.store(dh0_ptr + rows[:, None] * nstate + offs_n[None, :], a_after * g_next, mask=dn_ok)
         tl.store(dA_ptr + rows[:, None] * nstate + offs_n[None, :], dA_acc, mask=dn_ok)
         tl.store(dD_ptr + rows, dD_acc, mask=d_ok)
         tl.store(dbias_ptr + rows, dbias_acc, mask=d_ok)
@@ -298,32 +308,33 @@ def _check_device(u: torch.Tensor) -> None:
                            f"{' / '.join(DEVICE_TYPES)}")
 
 
-def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
     """Returns ``out`` (b, d, L) in u's dtype, the last state (b, d, N) float32, and ``[states]``, the state after
-    every tile of ``BLOCK_T`` steps, (b, d, ceil(L / BLOCK_T), N) float32."""
+    every tile of ``BLOCK_T`` steps, (b, d, ceil(L / BLOCK_T), N) float32. ``initial_state``: (b, d, N) or None."""
     _check_device(u)
     b, d, length = u.shape
     n = A.shape[1]
     n_tiles = _n_tiles(length)
     states = torch.zeros((b, d, n_tiles, n), dtype=torch.float32, device=u.device)
     out = torch.empty((b, d, length), dtype=u.dtype, device=u.device)
+    h0 = None if initial_state is None else initial_state.float().contiguous()
     if length == 0 or b == 0 or d == 0:
-        return out, states[:, :, -1].clone(), [states]
+        return out, states[:, :, -1].clone() if h0 is None else h0.clone(), [states]
     dummy = u.new_empty(0)
     grid = (b, triton.cdiv(d, BLOCK_D))
     _scan_fwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, out, states,
+        delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy, out, states,
         d, length, n, n_tiles,
         *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides3(z), *out.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        BLOCK_D=BLOCK_D, BLOCK_N=_block_n(n), BLOCK_T=BLOCK_T,
+        HAS_H0=h0 is not None, BLOCK_D=BLOCK_D, BLOCK_N=_block_n(n), BLOCK_T=BLOCK_T,
     )
     return out, states[:, :, -1].clone(memory_format=torch.contiguous_format), [states]
 
 
-def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus):
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in the dtypes of the inputs; ``None`` for absent
+def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, delta_softplus):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state) in the dtypes of the inputs; ``None`` for absent
     optional inputs. ``dlast`` (b, d, N) is the gradient of the last state, or ``None``."""
     _check_device(u)
     (states,) = saved
@@ -340,19 +351,24 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
     dbias_part = torch.zeros((b, d), **f32)
     dB_part = torch.zeros((b, n_dblocks, n, length), **f32)
     dC_part = torch.zeros((b, n_dblocks, n, length), **f32)
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    dh0 = None
+    if h0 is not None:  # with no step to run, the last state is the initial one
+        dh0 = dlast.float().clone() if dlast is not None and length == 0 else torch.zeros((b, d, n), **f32)
     if length > 0 and b > 0 and d > 0:
         dout = dout.contiguous()  # read with the strides of the (contiguous) gradient buffers
         dummy = u.new_empty(0)
         grid = (b, n_dblocks)
         _scan_bwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, states, dout,
+            delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy, states, dout,
             dlast.float().contiguous() if dlast is not None else dummy,
             du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part, dB_part, dC_part,
+            dh0 if dh0 is not None else dummy,
             d, length, n, states.shape[2], n_dblocks,
             *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides3(z), *du.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
+            SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, HAS_H0=h0 is not None,
             BLOCK_D=BLOCK_D_BWD, BLOCK_N=_block_n(n), BLOCK_T=BLOCK_T,
         )
 
@@ -360,4 +376,5 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, saved, delta_soft
         return None if like is None else g.to(like.dtype)
 
     return (back(du, u), back(ddelta, delta), back(dA_part.sum(0), A), back(dB_part.sum(1), B),
-            back(dC_part.sum(1), C), back(dD_part.sum(0), D), back(dz, z), back(dbias_part.sum(0), delta_bias))
+            back(dC_part.sum(1), C), back(dD_part.sum(0), D), back(dz, z), back(dbias_part.sum(0), delta_bias),
+            back(dh0, initial_state))

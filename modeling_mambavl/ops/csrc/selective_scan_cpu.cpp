@@ -9,6 +9,8 @@
 //   D, delta_bias, dD, ddelta_bias         : (dim,)
 //   states                                 : (batch, dim, n_chunks, N), the state after each chunk of `chunk` steps
 //   dlast                                  : (batch, dim, N), gradient of the last state (may be null)
+//   h0, dh0                                : (batch, dim, N), the state before the first step and its gradient
+//                                            (may be null: a zero initial state, no gradient wanted)
 //
 // Work is split into units that do not depend on the thread count (one (batch, channel) pair in the forward, one
 // (batch, group of kGroup channels) in the backward); every reduction across units happens afterwards in a fixed
@@ -79,6 +81,7 @@ struct Params {
     const float* __restrict D;
     const float* __restrict z;
     const float* __restrict delta_bias;
+    const float* __restrict h0;
     bool softplus;
     int64_t batch, dim, L, N, chunk, n_chunks;
 };
@@ -159,7 +162,7 @@ void forward_channel(const Params& p, int64_t b, int64_t d, float* __restrict ou
     float* __restrict dt = s.dt.data();
     float* __restrict dtu = s.dtu.data();
     float* __restrict y = s.y.data();
-    for (int64_t k = 0; k < N; ++k) h[k] = 0.0f;
+    for (int64_t k = 0; k < N; ++k) h[k] = p.h0 ? p.h0[(b * p.dim + d) * N + k] : 0.0f;
 
     for (int64_t c = 0; c < p.n_chunks; ++c) {
         const int64_t t0 = c * K, n = std::min(K, L - t0);
@@ -199,6 +202,7 @@ struct Grads {
     float* __restrict dA_part;   // (batch, dim, N)
     float* __restrict dD_part;   // (batch, dim)
     float* __restrict dbias_part;  // (batch, dim)
+    float* __restrict dh0;         // (batch, dim, N) or null
 };
 
 template <int NC>
@@ -240,7 +244,9 @@ void backward_channel(const Params& p, const Grads& g, int64_t b, int64_t d, flo
         const int64_t t0 = c * K, n = std::min(K, L - t0);
         chunk_dt(p, u + t0, delta + t0, bias, n, dt, dtu, dsp);
         // Recompute the chunk's states from the saved boundary state.
-        for (int64_t k = 0; k < N; ++k) H[k] = c > 0 ? states[(c - 1) * N + k] : 0.0f;
+        const float* __restrict entering =
+            c > 0 ? states + (c - 1) * N : (p.h0 ? p.h0 + (b * p.dim + d) * N : nullptr);
+        for (int64_t k = 0; k < N; ++k) H[k] = entering ? entering[k] : 0.0f;
         for (int64_t i = 0; i < n; ++i) {
             const float* __restrict Bi = Bt + (t0 + i) * N;
             const float* __restrict Ci = Ct + (t0 + i) * N;
@@ -305,6 +311,8 @@ void backward_channel(const Params& p, const Grads& g, int64_t b, int64_t d, flo
         }
         for (int64_t i = 0; i < n; ++i) dbias_acc += static_cast<double>(ddelta[t0 + i]);
     }
+    // After the first step's reverse update dh is the gradient of the state entering the sequence.
+    if (g.dh0) std::memcpy(g.dh0 + (b * p.dim + d) * N, dh, N * sizeof(float));
     std::memcpy(g.dA_part + (b * p.dim + d) * N, dA, N * sizeof(float));
     g.dD_part[b * p.dim + d] = static_cast<float>(dD_acc);
     g.dbias_part[b * p.dim + d] = static_cast<float>(dbias_acc);
@@ -337,9 +345,10 @@ extern "C" {
 
 // Returns 0 on success, 1 when a worker failed (out of memory).
 int mambavl_scan_fwd(const float* u, const float* delta, const float* A, const float* Bt, const float* Ct,
-                     const float* D, const float* z, const float* delta_bias, int softplus, int64_t batch,
-                     int64_t dim, int64_t L, int64_t N, int64_t chunk, float* out, float* states, int n_threads) {
-    const Params p{u, delta, A, Bt, Ct, D, z, delta_bias, softplus != 0, batch, dim, L, N, chunk,
+                     const float* D, const float* z, const float* delta_bias, const float* h0, int softplus,
+                     int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t chunk, float* out, float* states,
+                     int n_threads) {
+    const Params p{u, delta, A, Bt, Ct, D, z, delta_bias, h0, softplus != 0, batch, dim, L, N, chunk,
                    (L + chunk - 1) / chunk};
     bool ok;
     switch (N) {
@@ -351,11 +360,11 @@ int mambavl_scan_fwd(const float* u, const float* delta, const float* A, const f
 }
 
 int mambavl_scan_bwd(const float* u, const float* delta, const float* A, const float* Bt, const float* Ct,
-                     const float* D, const float* z, const float* delta_bias, int softplus, int64_t batch,
-                     int64_t dim, int64_t L, int64_t N, int64_t chunk, const float* states, const float* dout,
-                     const float* dlast, float* du, float* ddelta, float* dA, float* dBt, float* dCt, float* dD,
-                     float* dz, float* ddelta_bias, int n_threads) {
-    const Params p{u, delta, A, Bt, Ct, D, z, delta_bias, softplus != 0, batch, dim, L, N, chunk,
+                     const float* D, const float* z, const float* delta_bias, const float* h0, int softplus,
+                     int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t chunk, const float* states,
+                     const float* dout, const float* dlast, float* du, float* ddelta, float* dA, float* dBt,
+                     float* dCt, float* dD, float* dz, float* ddelta_bias, float* dh0, int n_threads) {
+    const Params p{u, delta, A, Bt, Ct, D, z, delta_bias, h0, softplus != 0, batch, dim, L, N, chunk,
                    (L + chunk - 1) / chunk};
     const int64_t n_groups = (dim + kGroup - 1) / kGroup;
     std::vector<float> dB_slab, dC_slab, dA_part, dD_part, dbias_part;
@@ -369,7 +378,7 @@ int mambavl_scan_bwd(const float* u, const float* delta, const float* A, const f
         return 1;
     }
     const Grads g{dout, dlast, states, du, ddelta, z ? dz : nullptr, dB_slab.data(), dC_slab.data(),
-                  dA_part.data(), dD_part.data(), dbias_part.data()};
+                  dA_part.data(), dD_part.data(), dbias_part.data(), dh0};
     bool ok;
     switch (N) {
         case 16: ok = backward_all<16>(p, g, n_groups, n_threads); break;
