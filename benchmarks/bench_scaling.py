@@ -201,6 +201,12 @@ def _worker(spec: dict) -> dict:
 # --- driver ---------------------------------------------------------------------------------------------------------
 
 
+def _default_mixer_chunk_size() -> int | None:
+    from modeling_mambavl import MambaVLConfig
+
+    return MambaVLConfig.from_preset("features-768").mixer_chunk_size
+
+
 def _machine() -> dict:
     import torch
 
@@ -411,6 +417,7 @@ def main(argv=None) -> int:
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
                          "repeats": REPEATS, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
+                         "mixer_chunk_size": _default_mixer_chunk_size(),
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
