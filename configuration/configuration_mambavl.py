@@ -142,7 +142,7 @@ class MambaVLConfig(PreTrainedConfig):
         image_size, image_mean, image_std: the frames the vision backbone expects (read by the video processor).
         label_smoothing (0.1), head_dropout (0.0), layer_norm_eps, rms_norm_eps, initializer_range.
         scan_backend (`str`, defaults to `"auto"`): passed to `modeling_mambavl.ops.selective_scan`.
-        mixer_chunk_size (`int`, *optional*, defaults to 1024):
+        mixer_chunk_size (`int`, *optional*, defaults to 2048):
             On the CPU the fusion mixers run sequences longer than this in pieces of this many tokens, carrying the
             convolution and scan states across (the same outputs up to float rounding): a piece's activations stay
             in the CPU cache, which keeps the cost linear in the number of frames. `None` runs every sequence in one
@@ -201,7 +201,7 @@ class MambaVLConfig(PreTrainedConfig):
     rms_norm_eps: float | int = 1e-5
     initializer_range: float | int = 0.02
     scan_backend: str = "auto"
-    mixer_chunk_size: int | None = 1024
+    mixer_chunk_size: int | None = 2048
 
     def __post_init__(self, **kwargs):
         self._check_choices()

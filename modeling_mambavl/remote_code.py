@@ -86,11 +86,12 @@ def _bundle_write_code_bundle(save_directory):
 
 
 def _bundle_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                           return_last_state=False, backend="auto"):
-    """mamba-ssm ``selective_scan_fn`` semantics (see ``selective_scan_reference``). This portable copy has one
-    path; ``backend`` is accepted for signature compatibility."""
+                           return_last_state=False, backend="auto", initial_state=None):
+    """mamba-ssm ``selective_scan_fn`` semantics, plus an optional initial state (see ``selective_scan_reference``).
+    This portable copy has one path; ``backend`` is accepted for signature compatibility."""
     return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,  # noqa: F821 (bundle)
-                                    delta_softplus=delta_softplus, return_last_state=return_last_state)
+                                    delta_softplus=delta_softplus, return_last_state=return_last_state,
+                                    initial_state=initial_state)
 
 
 # Relative imports of package modules that are not bundled, replaced by "the package's version if installed, else the

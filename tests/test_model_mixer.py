@@ -200,7 +200,7 @@ def test_long_sequences_in_pieces_equal_one_pass(chunk_size, length, masked, mon
 
 
 def test_mixer_chunk_size_comes_from_the_config():
-    assert MambaVLConfig().mixer_chunk_size == 1024
+    assert MambaVLConfig().mixer_chunk_size == 2048
     fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N, mixer_chunk_size=5))
     assert {m.chunk_size for m in (fusion.layers[0].video_mixer, fusion.layers[0].text_mixer)} == {5}
     fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N, mixer_chunk_size=None))

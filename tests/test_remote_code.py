@@ -38,6 +38,7 @@ def _tiny_model(fusion_type: str = "ssm") -> MambaVLForVideoClassification:
     config = MambaVLConfig.from_preset(
         "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=1, fuser_heads=2, text_config=TEXT,
         vision_config={"num_hidden_layers": 1, "image_size": 32}, image_size=32,
+        mixer_chunk_size=7,  # the video mixer runs in pieces, through the bundled scan's initial state too
     )
     return MambaVLForVideoClassification(config).eval()
 
@@ -73,6 +74,9 @@ def test_bundled_scan_is_the_reference_scan(tmp_path):
     kwargs = dict(D=D, z=z, delta_bias=bias, delta_softplus=True)
     torch.testing.assert_close(module.selective_scan(u, delta, A, B, C, **kwargs, backend="cuda"),
                                selective_scan(u, delta, A, B, C, **kwargs, backend="reference"))
+    h0 = torch.randn(2, 8, 4, generator=g)
+    torch.testing.assert_close(module.selective_scan(u, delta, A, B, C, **kwargs, initial_state=h0),
+                               selective_scan(u, delta, A, B, C, **kwargs, initial_state=h0, backend="reference"))
 
 
 def test_config_save_writes_the_bundle_and_auto_map(tmp_path):
