@@ -126,7 +126,7 @@ def _build(spec: dict):
     from modeling_mambavl.fusion import MambaVLSSMFusion
 
     torch.manual_seed(0)
-    config = MambaVLConfig.from_preset("features-768")
+    config = MambaVLConfig.from_preset("features-768", **{k: spec[k] for k in ("mixer_chunk_size",) if k in spec})
     frames, qlen = spec["frames"], spec["question_length"]
     n_video = 1 + frames * TOKENS_PER_FRAME
     dim = config.hidden_size
@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="8 / 16 frames and 16 / 32 question tokens only")
     parser.add_argument("--scopes", default="fusion,model")
+    parser.add_argument("--mixer-chunk-size", metavar="N|none",
+                        help="the SSM mixers' mixer_chunk_size (default: the config's; 'none': one pass)")
     parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
     parser.add_argument("--methods", default="ssm,attention", help="fusions to run, of ssm,attention,transformer")
     parser.add_argument("--no-frames-sweep", action="store_true", help="only the question-length sweep")
@@ -396,6 +398,12 @@ def main(argv=None) -> int:
 
     frames_sweep = FRAMES[:2] if args.quick else FRAMES
     qlen_sweep = QUESTION_LENGTHS[:2] if args.quick else QUESTION_LENGTHS
+    chunk_spec = {}
+    if args.mixer_chunk_size is not None:
+        if args.mixer_chunk_size != "none" and not args.mixer_chunk_size.isdigit():
+            parser.error(f"--mixer-chunk-size: a positive integer or 'none', got {args.mixer_chunk_size!r}")
+        chunk_spec["mixer_chunk_size"] = None if args.mixer_chunk_size == "none" else int(args.mixer_chunk_size)
+    chunk_size = chunk_spec["mixer_chunk_size"] if chunk_spec else _default_mixer_chunk_size()
     machine = _machine()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
           f"{machine['torch_threads']} threads", flush=True)
@@ -417,7 +425,7 @@ def main(argv=None) -> int:
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
                          "repeats": REPEATS, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
-                         "mixer_chunk_size": _default_mixer_chunk_size(),
+                         "mixer_chunk_size": chunk_size,
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
@@ -437,7 +445,8 @@ def main(argv=None) -> int:
                 for value in values:
                     spec = {"scope": scope, "method": method,
                             "frames": value if sweep == "frames" else DEFAULT_FRAMES,
-                            "question_length": value if sweep == "question_length" else DEFAULT_QUESTION_LENGTH}
+                            "question_length": value if sweep == "question_length" else DEFAULT_QUESTION_LENGTH,
+                            **chunk_spec}
                     if previous and previous[1].get("status") == "ok" and (
                             previous[1]["time_s"] * (value / previous[0]) ** 2 > TIME_CAP_S):
                         predicted = previous[1]["time_s"] * (value / previous[0]) ** 2
