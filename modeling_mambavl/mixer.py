@@ -26,11 +26,12 @@ class MambaVLMixer(nn.Module):
     get Δ = 0 in the scan, so the state passes through them unchanged and left, right or extra padding leave the
     outputs at the real positions unchanged.
 
-    Long sequences on the CPU run in pieces of ``chunk_size`` tokens, the last ``conv_kernel - 1`` inputs of the
-    convolution and the scan's state carried from one piece to the next: the outputs are those of one pass (up to
-    float rounding), but a piece's (d_inner, chunk_size) activations stay in the CPU's cache from one operation to
-    the next, where a whole video's spill to memory at every step. This keeps the cost linear in the length on CPUs
-    (see BENCHMARKS.md); GPU tensors always run in one pass.
+    On the CPU, a sequence longer than ``chunk_size`` tokens runs in equal pieces of at most ``chunk_size``, the last
+    ``conv_kernel - 1`` inputs of the convolution and the scan's state carried from one piece to the next. The outputs
+    and gradients are those of one pass (up to float rounding), but a piece's (d_inner, piece) activations are still
+    in the CPU's cache when the next operation reads them, where a whole video's go out to memory and back between
+    every two operations. This keeps the cost linear in the length on CPUs (see BENCHMARKS.md); GPU tensors always
+    run in one pass.
     """
 
     def __init__(
