@@ -70,6 +70,7 @@ BAD_FIELD_VALUES = {
     "rms_norm_eps": -1e-5,
     "initializer_range": -0.02,
     "scan_backend": "Fast Scan!",
+    "mixer_chunk_size": 0,
 }
 # Fields that hold a number checked for range: NaN and infinity are refused too.
 FLOAT_FIELDS = ("text_embedding_dropout", "time_step_min", "time_step_max", "time_step_floor", "fuser_mlp_ratio",
