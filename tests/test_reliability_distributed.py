@@ -82,7 +82,10 @@ def fsdp_plugin(config: ClusterConfig, monkeypatch) -> FullyShardedDataParallelP
     # the wrap policy checked here.
     import accelerate.utils.dataclasses as accelerate_dataclasses
 
-    monkeypatch.setattr(accelerate_dataclasses, "is_cuda_available", lambda: True)
+    if hasattr(accelerate_dataclasses, "get_torch_accelerator_backend"):  # newer Accelerate asks the accelerator backend
+        monkeypatch.setattr(accelerate_dataclasses, "get_torch_accelerator_backend", lambda: ("cuda", torch.cuda))
+    else:
+        monkeypatch.setattr(accelerate_dataclasses, "is_cuda_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     return FullyShardedDataParallelPlugin()
 
