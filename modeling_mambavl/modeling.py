@@ -469,7 +469,8 @@ class MambaVLModel(MambaVLPreTrainedModel):
                 `video_attention_mask` `(batch, tokens)`.
             question_input_ids / question_attention_mask (`torch.LongTensor` of shape `(batch, Q, length)`):
                 One tokenized question per entry of `config.question_types`, right-padded (any padding works);
-                without them, the config's default questions.
+                without them, the config's default questions. Ids without a mask get `ids != pad id`
+                (`config.question_pad_token_id`, else `text_config.pad_token_id`; a one-time warning says so).
         """
         config = self.config
         if pixel_values_videos is not None:
