@@ -26,6 +26,10 @@ TEXT_ENCODERS = ("embeddings", "full")
 QUESTION_POOLINGS = ("masked", "include_padding")
 VIDEO_TOKEN_ORDERS = ("auto", "thw", "hwt")
 QUESTION_TYPE_SETS = (("verb", "noun"), ("noun", "verb"), ("action",))
+# "default": S4D-real A, Mamba's Δ init, the text model as built or loaded. "authors": the authors' re-initialisation
+# of everything they trained (xavier-uniform on every parameter of 2+ dims, then trunc-normal Linear layers with zero
+# bias, LayerNorms reset); "authors_with_text" also re-initialises the frozen text model, as their code did.
+INITIALIZERS = ("default", "authors", "authors_with_text")
 
 # Token layout of transformers video backbones: (has CLS, order of the patch tokens, frames per temporal token).
 # TimeSformer emits [CLS] + patch-major / time-minor tokens, one per frame; VideoMAE and ViViT are already (t, h, w)
@@ -141,6 +145,28 @@ class MambaVLConfig(PreTrainedConfig):
         num_frames (`int`, *optional*): frames per clip, the single source of truth (must agree with the backbone).
         image_size, image_mean, image_std: the frames the vision backbone expects (read by the video processor).
         label_smoothing (0.1), head_dropout (0.0), layer_norm_eps, rms_norm_eps, initializer_range.
+        initializer (`str`, defaults to `"default"`):
+            How a freshly built model's weights are drawn (loaded weights are never touched). `"default"`: S4D-real
+            `A = -(1..N)`, Mamba's Δ bias (softplus^-1 of a log-uniform time step), trunc-normal(`initializer_range`)
+            Linear layers, the text model as its own class initialises it (or as loaded by `from_backbones`).
+            `"authors"`: the re-initialisation that ends the authors' model classes, in their order: xavier-uniform on
+            every parameter of two or more dimensions, then trunc-normal(`initializer_range`, 0.02 in their code)
+            weights and zero biases on every `nn.Linear`, LayerNorms reset to weight 1 / bias 0; parameters of one
+            dimension it does not reach keep Mamba's own init (`D` = 1, PyTorch's default conv bias). So `A_log` ends
+            near 0 (A ≈ -1 ± 0.06 at D = 768) and the Δ bias is 0 (Δ ≈ softplus(0) = 0.693 at init).
+            `"authors_with_text"`: the same applied to the frozen text model too, as their code did (RoBERTa's
+            pretrained embeddings are overwritten: word-embedding std ≈ 0.006 at RoBERTa-base size). Pretrained
+            backbones are never re-initialised (the authors loaded theirs after the re-initialisation).
+        question_pad_token_id (`int`, *optional*):
+            The pad id of the questions' tokenizer. When `forward` gets `question_input_ids` without
+            `question_attention_mask`, the mask is `question_input_ids != question_pad_token_id` (with a one-time
+            warning). `None` (the default, and configs saved before this field existed): `text_config.pad_token_id`.
+            Set it when the tokenizer is not the text model's own (the training script does).
+        authors_text_encoder (`bool`, defaults to `False`):
+            With `text_encoder="full"`, run the text model as the authors' Transformer / MLP baselines did: without an
+            attention mask (padding attended; positions from the ids, as RoBERTa derives them) and in the model's own
+            train / eval mode even when frozen, so its dropout is active while training. For reproducing their
+            baseline numbers; the default masks padding and keeps a frozen text model in eval mode.
         scan_backend (`str`, defaults to `"auto"`): passed to `modeling_mambavl.ops.selective_scan`.
         mixer_chunk_size (`int`, *optional*, defaults to 2048):
             On the CPU the fusion mixers run sequences longer than this in pieces of this many tokens, carrying the
@@ -200,6 +226,9 @@ class MambaVLConfig(PreTrainedConfig):
     layer_norm_eps: float | int = 1e-5
     rms_norm_eps: float | int = 1e-5
     initializer_range: float | int = 0.02
+    initializer: str = "default"
+    question_pad_token_id: int | None = None
+    authors_text_encoder: bool = False
     scan_backend: str = "auto"
     mixer_chunk_size: int | None = 2048
 
@@ -224,11 +253,13 @@ class MambaVLConfig(PreTrainedConfig):
                 "num_hidden_layers": 12 if self.text_encoder == "full" else 0,
             }
         self._check_questions()
+        self._check_authors_options()
         self._set_label_space(kwargs)
         self._check_sub_config_dicts()
         super().__post_init__(**kwargs)
         self._check_sub_configs()
         self._check_vision_adapter()
+        self._check_question_pad_token_id()
 
     # ------------------------------------------------------------------ validation
     def _check_choices(self) -> None:
@@ -236,6 +267,7 @@ class MambaVLConfig(PreTrainedConfig):
             ("fusion_type", self.fusion_type, FUSION_TYPES),
             ("question_pooling", self.question_pooling, QUESTION_POOLINGS),
             ("video_token_order", self.video_token_order, VIDEO_TOKEN_ORDERS),
+            ("initializer", self.initializer, INITIALIZERS),
         ):
             if value not in allowed:
                 _fail(name, f"got {value!r}; allowed: {', '.join(map(repr, allowed))}")
@@ -306,6 +338,14 @@ class MambaVLConfig(PreTrainedConfig):
                                                          f"default_question_input_ids' {[len(r) for r in ids]}")
             if any(v not in (0, 1) for row in mask for v in row):
                 _fail("default_question_attention_mask", "entries must be 0 or 1")
+
+    def _check_authors_options(self) -> None:
+        if self.initializer == "authors_with_text" and not self.uses_questions:
+            _fail("initializer", f"'authors_with_text' re-initialises the text model, and fusion_type="
+                                 f"{self.fusion_type!r} has none; use 'authors'")
+        if self.authors_text_encoder and self.text_encoder != "full":
+            _fail("authors_text_encoder", f"applies to the whole text model (text_encoder='full', the baselines' "
+                                          f"default), got text_encoder={self.text_encoder!r}")
 
     def _set_label_space(self, kwargs: dict[str, Any]) -> None:
         if self.question_types == ("action",):
@@ -382,6 +422,14 @@ class MambaVLConfig(PreTrainedConfig):
         elif isinstance(backbone_frames, int) and backbone_frames != self.num_frames:
             _fail("num_frames", f"{self.num_frames} disagrees with vision_config.num_frames {backbone_frames}; "
                                 "num_frames is the single source of truth: set both to the same value")
+
+    def _check_question_pad_token_id(self) -> None:
+        pad, vocab = self.question_pad_token_id, getattr(self.text_config, "vocab_size", None)
+        if pad is None:
+            return
+        if pad < 0 or (isinstance(vocab, int) and pad >= vocab):
+            _fail("question_pad_token_id", f"got {pad}; must be a token id of the text model's vocabulary "
+                                           f"[0, {vocab}) (or None for text_config.pad_token_id)")
 
     def _check_vision_adapter(self) -> None:
         if self.vision_adapter == "identity" and self.vision_feature_dim != self.hidden_size:

@@ -376,6 +376,9 @@ def main(argv=None) -> dict:
         processor = build_processor(config, tokenizer=args.tokenizer_name, max_question_length=args.max_question_length,
                                     crop_scale=args.crop_scale, flip_prob=args.flip_prob,
                                     rand_augment=args.rand_augment)
+        # The tokenizer may not be the text model's own (the RoBERTa-shaped presets with the package's tokenizer):
+        # the saved model derives masks of unmasked questions from this pad id.
+        config.question_pad_token_id = processor.tokenizer.pad_token_id
     if not config.default_question_input_ids:
         config.update(processor.default_question_inputs())
 

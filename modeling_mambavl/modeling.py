@@ -14,13 +14,15 @@ from torch import nn
 from torch.profiler import record_function
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, is_tracing, logging
 
 from .configuration import MambaVLConfig
 from .fusion import MambaVLSSMFusionLayer, MambaVLTransformerFusion, build_fusion
 from .mixer import MambaVLMixer
 from .questions import MambaVLQuestionEncoder
 from .vision import MambaVLVisionAdapter
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -85,6 +87,33 @@ def _s4d_real_A_log(intermediate_size: int, state_size: int, device) -> torch.Te
     """S4D-real initialisation: A = -(1..N) in every channel, stored as log(1..N)."""
     A = torch.arange(1, state_size + 1, dtype=torch.float32, device=device)
     return torch.log(A).expand(intermediate_size, -1).contiguous()
+
+
+def _authors_reinit_(module: nn.Module, std: float = 0.02) -> None:
+    """The authors' re-initialisation of one module's own parameters (not its children's), in their order.
+
+    Their model classes end ``__init__`` with ``init_weights`` (xavier-uniform on every parameter of two or more
+    dimensions) and then ``apply(_init_weights)`` (every ``nn.Linear``: trunc-normal weight of std ``std``, cut at
+    ±2 as ``torch.nn.init.trunc_normal_``'s defaults, zero bias; every ``nn.LayerNorm``: weight 1, bias 0). Applied to
+    every module of a model this gives the same distributions (random streams differ). One-dimensional parameters
+    they do not reach keep their module's own init: a Mamba mixer's ``D`` = 1 and its conv bias as PyTorch's
+    ``nn.Conv1d`` draws it (uniform in ±1/sqrt(fan_in)), since mamba-ssm leaves both so. Tensors loaded from a
+    checkpoint are left alone (``transformers.initialization`` helpers)."""
+    if isinstance(module, MambaVLMixer):
+        init.ones_(module.D)
+        fan_in = module.conv1d.weight.shape[1] * module.conv1d.weight.shape[2]
+        init.uniform_(module.conv1d.bias, -fan_in**-0.5, fan_in**-0.5)
+    for param in module.parameters(recurse=False):
+        if param.dim() >= 2:
+            init.xavier_uniform_(param)
+    if isinstance(module, nn.Linear):
+        init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
+        init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            init.zeros_(module.bias)
 
 
 def _load_frame_processor(source: str | os.PathLike) -> Any | None:
@@ -205,7 +234,34 @@ class MambaVLPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module, leaving loaded weights alone (the ``transformers.initialization`` helpers skip
-        tensors read from a checkpoint), so the same rules also fill weights missing from a checkpoint."""
+        tensors read from a checkpoint), so the same rules also fill weights missing from a checkpoint.
+
+        ``config.initializer`` picks the rules: ``"default"`` (below) or the authors' re-initialisation
+        (:func:`_authors_reinit_`). Nested transformers models (the vision backbone, the text model) are initialised by
+        their own classes (see ``initialize_weights`` for the text model under ``"authors_with_text"``)."""
+        if isinstance(module, MambaVLForVideoClassification) and module.action_verb is not None:
+            # Not weights: the action table is refilled whatever the initializer (it is not saved).
+            init.copy_(module.action_verb, module._action_table()[0])
+            init.copy_(module.action_noun, module._action_table()[1])
+        if self.config.initializer == "default":
+            self._default_init(module)
+            return
+        _authors_reinit_(module, self.config.initializer_range)
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """transformers' pass over every module (``_init_weights``); then, for ``initializer="authors_with_text"``,
+        the authors' re-initialisation of the text model, which its own class initialised in that pass (a nested
+        transformers model is dispatched to its own ``_init_weights``), as their code overwrote RoBERTa's weights
+        after loading them. Tensors loaded from a checkpoint stay as loaded."""
+        super().initialize_weights()
+        questions = getattr(getattr(self, self.base_model_prefix, self), "questions", None)
+        if self.config.initializer == "authors_with_text" and questions is not None:
+            for module in questions.text_model.modules():
+                _authors_reinit_(module, self.config.initializer_range)
+
+    def _default_init(self, module: nn.Module) -> None:
+        """S4D-real A, Mamba's Δ init, trunc-normal Linear layers, norms reset (``initializer="default"``)."""
         std = self.config.initializer_range
         if isinstance(module, MambaVLMixer):
             # As mamba-ssm: default PyTorch Linear / conv init, D = 1, S4D-real A, Δ bias = softplus^-1 of a
@@ -234,10 +290,6 @@ class MambaVLPreTrainedModel(PreTrainedModel):
             for param in (module.cls_token_video, module.cls_token_text, module.pos_embed_video,
                           module.pos_embed_text, module.type_video, module.type_text):
                 init.trunc_normal_(param, std=std)
-        elif isinstance(module, MambaVLForVideoClassification):
-            if module.action_verb is not None:
-                init.copy_(module.action_verb, module._action_table()[0])
-                init.copy_(module.action_noun, module._action_table()[1])
         elif isinstance(module, nn.Linear):
             # Mixer projections are visited first (children before parents) and re-initialised with their mixer.
             init.trunc_normal_(module.weight, std=std)
@@ -267,6 +319,12 @@ class MambaVLPreTrainedModel(PreTrainedModel):
             config_kwargs: any other `MambaVLConfig` field (`fusion_type`, `hidden_size`, ...).
         """
         kwargs = dict(config_kwargs)
+        if text is not None and kwargs.get("initializer") == "authors_with_text":
+            raise ValueError(
+                f"from_backbones(text={text!r}, initializer='authors_with_text'): that initializer overwrites the "
+                "text model's weights, as the authors' code did, so the pretrained ones would never be used. Drop "
+                "text= (the model builds its text model from text_config), or use initializer='authors' to keep them."
+            )
         vision_model = None
         if vision is not None:
             vision_model = vision if isinstance(vision, PreTrainedModel) else AutoModel.from_pretrained(
@@ -336,13 +394,36 @@ class MambaVLModel(MambaVLPreTrainedModel):
             )
         masks = config.default_question_attention_mask or [[1] * len(row) for row in rows]
         length = max(len(row) for row in rows)
-        pad = getattr(config.text_config, "pad_token_id", None) or 0
+        pad = self._question_pad_id()
+        pad = 0 if pad is None else pad
         ids = torch.full((len(rows), length), pad, dtype=torch.long, device=device)
         mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
         for i, (row, row_mask) in enumerate(zip(rows, masks)):
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
             mask[i, : len(row)] = torch.tensor(row_mask, dtype=torch.long, device=device)
         return ids.expand(batch, -1, -1), mask.expand(batch, -1, -1)
+
+    def _question_pad_id(self) -> int | None:
+        """The questions' pad id: ``config.question_pad_token_id``, else ``text_config.pad_token_id``."""
+        pad = self.config.question_pad_token_id
+        return pad if pad is not None else getattr(self.config.text_config, "pad_token_id", None)
+
+    def _question_mask_from_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(…, L) ids without a mask -> their mask, ``input_ids != pad id`` (all ones when no pad id is known).
+
+        As the authors' RoBERTa derives positions from ``ids != pad``, and as transformers warns
+        (``warn_if_padding_and_no_attention_mask``): once, when padding is found."""
+        pad = self._question_pad_id()
+        if pad is None:
+            return torch.ones_like(input_ids)
+        mask = (input_ids != pad).long()
+        if not is_tracing(input_ids) and not bool(mask.all()):
+            logger.warning_once(
+                f"question_input_ids contain the pad id {pad} and no question_attention_mask was given: the mask is "
+                f"taken as question_input_ids != {pad} (config.question_pad_token_id, else text_config.pad_token_id). "
+                "Pass question_attention_mask (the processor returns it) to set it yourself."
+            )
+        return mask
 
     def _question_inputs(self, input_ids, attention_mask, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         num = len(self.config.question_types)
@@ -359,7 +440,7 @@ class MambaVLModel(MambaVLPreTrainedModel):
         if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
             raise ValueError(f"question_input_ids: expected integer token ids, got {input_ids.dtype}")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = self._question_mask_from_ids(input_ids)
         elif tuple(attention_mask.shape) != tuple(input_ids.shape):
             raise ValueError(
                 f"question_attention_mask: expected the shape of question_input_ids {tuple(input_ids.shape)}, got "
@@ -388,7 +469,8 @@ class MambaVLModel(MambaVLPreTrainedModel):
                 `video_attention_mask` `(batch, tokens)`.
             question_input_ids / question_attention_mask (`torch.LongTensor` of shape `(batch, Q, length)`):
                 One tokenized question per entry of `config.question_types`, right-padded (any padding works);
-                without them, the config's default questions.
+                without them, the config's default questions. Ids without a mask get `ids != pad id`
+                (`config.question_pad_token_id`, else `text_config.pad_token_id`; a one-time warning says so).
         """
         config = self.config
         if pixel_values_videos is not None:

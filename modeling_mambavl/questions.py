@@ -17,12 +17,17 @@ class MambaVLQuestionEncoder(nn.Module):
     model is kept whole (a 0-layer model is fine) so its buffers and loading behave as transformers expects. Frozen
     (the default), it stays in eval mode and runs without gradients; ``text_embedding_dropout`` is applied after it.
     Then the text MLP: Linear(Dt, D, bias=False) -> ReLU -> Linear(D, D) -> ReLU -> Linear(D, D).
+
+    ``authors_text_encoder`` (with ``"full"``) runs the text model as the authors' baselines did: called with the ids
+    alone (no attention mask, so padding is attended; RoBERTa then numbers positions from ``ids != pad``) and left in
+    the model's train / eval mode even when frozen, so its dropout is active while training.
     """
 
     def __init__(self, config) -> None:
         super().__init__()
         self.text_encoder = config.text_encoder
         self.frozen = config.freeze_text_encoder
+        self.authors_mode = config.authors_text_encoder
         self.text_model = AutoModel.from_config(config.text_config)
         if self.frozen:
             self.text_model.requires_grad_(False)
@@ -36,8 +41,9 @@ class MambaVLQuestionEncoder(nn.Module):
         super().train(mode)
         if self.frozen:
             # Also re-freezes after `from_pretrained`, which recreates loaded parameters with requires_grad=True and
-            # then calls `eval()`.
-            self.text_model.eval()
+            # then calls `eval()`. The authors' baselines left their frozen RoBERTa in the model's mode.
+            if not self.authors_mode:
+                self.text_model.eval()
             self.text_model.requires_grad_(False)
         return self
 
@@ -64,7 +70,10 @@ class MambaVLQuestionEncoder(nn.Module):
             else:
                 states = self.text_model.get_input_embeddings()(input_ids)
             return masked_mean(states, attention_mask) if pooled else states
-        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        if self.authors_mode:
+            outputs = self.text_model(input_ids=input_ids)
+        else:
+            outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         if not pooled:
             return outputs.last_hidden_state
         pooler_output = getattr(outputs, "pooler_output", None)

@@ -123,6 +123,10 @@ def test_preset_overrides_merge_nested_dicts():
          "vision_feature_dim"),
         ({"num_labels": 5}, "num_labels"),
         ({"time_step_rank": "big"}, "time_step_rank"),
+        ({"initializer": "xavier"}, "initializer"),
+        ({"initializer": "authors_with_text", "fusion_type": "none"}, "initializer"),
+        ({"question_pad_token_id": 50265}, "question_pad_token_id"),
+        ({"authors_text_encoder": True}, "authors_text_encoder"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(kwargs, field):

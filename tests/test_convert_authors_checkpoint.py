@@ -189,6 +189,10 @@ def test_converted_model_matches_the_authors_forward(convert, layout, tmp_path, 
     ids = torch.stack([verb_ids, noun_ids], dim=1)  # (B, Q, 40): config.question_types = (verb, noun)
     with torch.no_grad():
         out = model(video_features=video, question_input_ids=ids, question_attention_mask=(ids != PAD).long())
+        # Without a mask the model derives it from the pad id (1), as the authors' RoBERTa numbers positions.
+        unmasked = model(video_features=video, question_input_ids=ids)
+    torch.testing.assert_close(unmasked.verb_logits, out.verb_logits, rtol=0, atol=0)
+    torch.testing.assert_close(unmasked.noun_logits, out.noun_logits, rtol=0, atol=0)
     ref_verb, ref_noun = _authors_forward(sd, layout, video, verb_ids, noun_ids)
     assert ref_verb.abs().mean() > 0.1  # O(1) logits: 1e-5 is a real tolerance
     # float32 against float64: the rounding depends on the CPU's vector width (AVX2 vs AVX-512 GEMM kernels), and

@@ -131,10 +131,11 @@ def test_left_right_and_extra_padding_give_the_same_logits(fusion_type, text, ov
         torch.testing.assert_close(other.verb_logits, outs[0].verb_logits, rtol=0, atol=1e-5)
         torch.testing.assert_close(other.noun_logits, outs[0].noun_logits, rtol=0, atol=1e-5)
         torch.testing.assert_close(other.logits, outs[0].logits, rtol=0, atol=1e-5)
-    # The padding really is different input: without the mask the SSM result changes.
+    # The padding really is different input: read as words (a mask of ones) the SSM result changes. (Without any mask
+    # the model derives one from the pad id: tests/test_authors_options.py.)
     if fusion_type == "ssm" and not overrides:
         with torch.no_grad():
-            unmasked = model(**video, question_input_ids=right[0])
+            unmasked = model(**video, question_input_ids=right[0], question_attention_mask=torch.ones_like(right[0]))
         assert (unmasked.verb_logits - outs[0].verb_logits).abs().max() > 1e-2
     assert outs[0].verb_logits.abs().mean() > 0.1  # O(1) logits: the tolerance is meaningful
 

@@ -97,6 +97,7 @@ def test_run_outputs(cache, tmp_path):
 
     model, processor = load_model_and_processor(best)
     assert model.config.default_question_input_ids == processor.default_question_inputs()["default_question_input_ids"]
+    assert model.config.question_pad_token_id == processor.tokenizer.pad_token_id == 0
     meta = json.loads((out / "run_metadata.json").read_text())
     assert {"args", "recipe", "versions", "git_commit", "seeds"} <= set(meta) and "torch" in meta["versions"]
     checkpoint = checkpointing.list_checkpoints(out)[-1]
