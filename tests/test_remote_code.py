@@ -18,7 +18,7 @@ from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remot
 from modeling_mambavl.ops import selective_scan  # noqa: E402
 
 BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py", "processing_mambavl.py",
-          "video_processing_mambavl.py"}
+          "video_processing_mambavl.py", "pipeline_mambavl.py"}
 # What a checkpoint's code may import outside try: (besides the standard library): the packages of an environment
 # with torch, torchvision, transformers and av (numpy, PIL and huggingface_hub come with them).
 THIRD_PARTY = {"torch", "torchvision", "transformers", "huggingface_hub", "numpy", "av", "PIL"}
