@@ -109,7 +109,7 @@ def _load_pipeline(args: argparse.Namespace):
     from transformers import pipeline
 
     from . import pipelines  # noqa: F401 (registers the task)
-    from .hub import load_model_and_processor
+    from .saving import load_model_and_processor
 
     if not args.model:
         raise SystemExit(f"mambavl: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
@@ -172,7 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from .ek100 import load_ek100
-    from .hub import load_model_and_processor
+    from .saving import load_model_and_processor
 
     if not args.model:
         raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
