@@ -31,6 +31,15 @@ QUESTION_TYPE_SETS = (("verb", "noun"), ("noun", "verb"), ("action",))
 # bias, LayerNorms reset); "authors_with_text" also re-initialises the frozen text model, as their code did.
 INITIALIZERS = ("default", "authors", "authors_with_text")
 
+# The question pipeline task. Importing the package registers it with transformers; without the package,
+# config.json's custom_pipelines points pipeline(..., trust_remote_code=True) at the checkpoint's pipeline_mambavl.py.
+PIPELINE_TASK = "video-question-classification"
+PIPELINE_FILE = "pipeline_mambavl.py"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": f"{PIPELINE_FILE[:-3]}.VideoQuestionClassificationPipeline",
+                    "pt": ["AutoModelForVideoClassification"], "tf": [], "type": "multimodal"},
+}
+
 # Token layout of transformers video backbones: (has CLS, order of the patch tokens, frames per temporal token).
 # TimeSformer emits [CLS] + patch-major / time-minor tokens, one per frame; VideoMAE and ViViT are already (t, h, w)
 # over tubelets.
@@ -257,9 +266,22 @@ class MambaVLConfig(PreTrainedConfig):
         self._set_label_space(kwargs)
         self._check_sub_config_dicts()
         super().__post_init__(**kwargs)
+        self._drop_registered_custom_pipelines()
         self._check_sub_configs()
         self._check_vision_adapter()
         self._check_question_pad_token_id()
+
+    def _drop_registered_custom_pipelines(self) -> None:
+        # transformers' pipeline() refuses a task listed in config.custom_pipelines unless trust_remote_code=True,
+        # even when the task is registered: where the package (or code that registered the task) is imported, the
+        # registered pipeline serves it and the entry must not be seen.
+        custom = getattr(self, "custom_pipelines", None)
+        if not custom or PIPELINE_TASK not in custom:
+            return
+        from transformers.pipelines import PIPELINE_REGISTRY
+
+        if PIPELINE_TASK in PIPELINE_REGISTRY.get_supported_tasks():
+            del self.custom_pipelines
 
     # ------------------------------------------------------------------ validation
     def _check_choices(self) -> None:
@@ -487,7 +509,17 @@ class MambaVLConfig(PreTrainedConfig):
             raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
         os.makedirs(save_directory, exist_ok=True)
         self.auto_map = _write_code_bundle(save_directory)
-        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        # A config re-saved from remote code has the pipeline file only if its code brought it along.
+        has_pipeline = os.path.isfile(os.path.join(save_directory, PIPELINE_FILE))
+        previous = self.__dict__.pop("custom_pipelines", None)
+        if has_pipeline:
+            self.custom_pipelines = {**(previous or {}), **CUSTOM_PIPELINES}
+        try:
+            super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.__dict__.pop("custom_pipelines", None)
+            if previous is not None:
+                self.custom_pipelines = previous
 
 
 __all__ = ["MambaVLConfig"]

@@ -35,6 +35,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
+from modeling_mambavl import MambaVLProcessor
 from modeling_mambavl.saving import save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults
 from modeling_mambavl.training.arguments import add_data_arguments
@@ -42,7 +43,6 @@ from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
     build_model,
-    build_processor,
     check_processor_fits,
     default_cache_dir,
     init_head_bias_from_prior,
@@ -373,9 +373,9 @@ def main(argv=None) -> dict:
         if processor is not None and args.media != "features":
             check_processor_fits(processor, config, args.init_from or args.model_name_or_path)
     if processor is None:
-        processor = build_processor(config, tokenizer=args.tokenizer_name, max_question_length=args.max_question_length,
-                                    crop_scale=args.crop_scale, flip_prob=args.flip_prob,
-                                    rand_augment=args.rand_augment)
+        processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
+                                                 max_length=args.max_question_length, crop_scale=args.crop_scale,
+                                                 flip_prob=args.flip_prob, rand_augment=args.rand_augment)
         # The tokenizer may not be the text model's own (the RoBERTa-shaped presets with the package's tokenizer):
         # the saved model derives masks of unmasked questions from this pad id.
         config.question_pad_token_id = processor.tokenizer.pad_token_id

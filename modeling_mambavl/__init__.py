@@ -7,6 +7,7 @@ from .configuration import MambaVLConfig
 from .modeling import MambaVLForVideoClassification, MambaVLModel, MambaVLPreTrainedModel
 from .pipelines import VideoQuestionClassificationPipeline, register_pipeline
 from .processors import MambaVLProcessor, MambaVLVideoProcessor, MediaError, mask_answer
+from .saving import load_model_and_processor
 
 register_auto_classes()
 register_pipeline()
@@ -21,4 +22,5 @@ __all__ = [
     "MediaError",
     "mask_answer",
     "VideoQuestionClassificationPipeline",
+    "load_model_and_processor",
 ]

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="top-k verbs, nouns and actions of a video",
         description="Classify the action in a video clip: the top-k verbs, nouns and actions (softmax scores). "
                     "Without --questions the model's default questions are used.",
-        epilog="example: mambavl predict clip.mp4 --model org/mambavl-vitb --questions "
+        epilog="example: mambavl predict clip.mp4 --model <your-org>/mambavl-vitb --questions "
                "'What is the person doing with the knife?' 'What is being cut?'",
     )
     predict.add_argument("video", metavar="VIDEO", help="video file (any format PyAV reads) or EK100 frame folder")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "card", help="write or refresh README.md (the model card) of a checkpoint folder",
         description="Write the model card of a saved checkpoint: YAML metadata (licence, pipeline tag, widget, "
                     "model-index from metrics.json), usage code, results, limitations, demo link and citation.",
-        epilog="example: mambavl card ckpt --repo-id org/mambavl-vitb --example-video clip.mp4",
+        epilog="example: mambavl card ckpt --repo-id <your-org>/mambavl-vitb --example-video clip.mp4",
     )
     card.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="folder written by save_pretrained")
     card.add_argument("--repo-id", default=None, help="repo the usage code loads from (default: <namespace>/<folder>)")
@@ -109,7 +109,7 @@ def _load_pipeline(args: argparse.Namespace):
     from transformers import pipeline
 
     from . import pipelines  # noqa: F401 (registers the task)
-    from .hub import load_model_and_processor
+    from .saving import load_model_and_processor
 
     if not args.model:
         raise SystemExit(f"mambavl: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
@@ -172,7 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from .ek100 import load_ek100
-    from .hub import load_model_and_processor
+    from .saving import load_model_and_processor
 
     if not args.model:
         raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")

@@ -5,7 +5,7 @@ flat code bundle and ``auto_map``), then the processor, then the example clip an
 card (``upload_file`` after the weights, so transformers' default card never replaces it). Loading is transformers'
 own: ``AutoModelForVideoClassification.from_pretrained(repo_id, revision=..., trust_remote_code=True)`` and
 ``AutoProcessor.from_pretrained(...)``, also from the local cache with ``HF_HUB_OFFLINE=1``;
-:func:`load_model_and_processor` does both.
+:func:`modeling_mambavl.saving.load_model_and_processor` does both.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, co
 
 from .model_card import DEFAULT_SPACE, load_metrics, make_model_card
 from .pipelines import top_k_labels
+from .saving import load_model_and_processor
 
-__all__ = ["push_to_hub", "write_model_card", "load_model_and_processor", "example_predictions",
-           "sync_default_questions"]
+__all__ = ["push_to_hub", "write_model_card", "example_predictions", "sync_default_questions"]
 
 EXAMPLES_DIR = "examples"
 
@@ -42,20 +42,6 @@ def sync_default_questions(config: Any, processor: Any) -> None:
         config.update(processor.default_question_inputs())
     else:
         processor.check_default_questions(config)
-
-
-def load_model_and_processor(model_id_or_path: str | os.PathLike, *, revision: str | None = None,
-                             device: str | torch.device | None = None, **kwargs: Any) -> tuple[Any, Any]:
-    """``(AutoModelForVideoClassification, AutoProcessor)`` of a checkpoint folder or Hub repo, the model in eval
-    mode. ``kwargs`` go to both ``from_pretrained`` calls (``token``, ``cache_dir``, ``local_files_only``, ...);
-    the package is imported, so no remote code runs."""
-    from transformers import AutoModelForVideoClassification, AutoProcessor
-
-    model = AutoModelForVideoClassification.from_pretrained(os.fspath(model_id_or_path), revision=revision, **kwargs)
-    processor = AutoProcessor.from_pretrained(os.fspath(model_id_or_path), revision=revision, **kwargs)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), processor
 
 
 @torch.no_grad()

@@ -387,10 +387,12 @@ class MambaVLModel(MambaVLPreTrainedModel):
         rows = config.default_question_input_ids
         if rows is None:
             raise ValueError(
-                "question_input_ids: none were given and config.default_question_input_ids is not set. Pass questions "
-                "(MambaVLProcessor(videos=..., questions=...)), save the model together with its processor (which "
-                "writes the default questions into the config), or set config.default_question_input_ids / "
-                "default_question_attention_mask (one row of token ids per question type)."
+                "question_input_ids: none were given, and the model has no default questions "
+                "(config.default_question_input_ids is not set). Give the model what its MambaVLProcessor makes: "
+                "processor(videos=..., return_tensors='pt') returns the question ids with the frames. For "
+                "pipeline('video-classification'), save the whole MambaVLProcessor in the model's folder "
+                "(processor.save_pretrained(folder); a video processor saved alone carries no questions), or load "
+                "both with modeling_mambavl.saving.load_model_and_processor(folder), which sets the default questions."
             )
         masks = config.default_question_attention_mask or [[1] * len(row) for row in rows]
         length = max(len(row) for row in rows)

@@ -1,9 +1,12 @@
 """The ``video-question-classification`` pipeline task: a clip and the user's questions in, the top-k verbs, nouns and
 actions out.
 
-``pipeline("video-classification", model=...)`` already works with MambaVL checkpoints (it loads only the video
-processor, and the model falls back to its config's default questions); this task loads the whole processor
-(``_load_processor = True``), so the questions can be given per call. Importing ``modeling_mambavl`` registers it.
+``pipeline("video-classification", model=...)`` already works with MambaVL checkpoints: it loads only the video
+processor, which also returns the default questions as the tokenizer saved with the model makes them. This task loads
+the whole processor (``_load_processor = True``), so the questions can be given per call. Importing
+``modeling_mambavl`` registers it; without the package, a saved checkpoint names this file (``pipeline_mambavl.py`` of
+its code bundle) in ``config.json``'s ``custom_pipelines``, so ``pipeline(TASK, model=..., trust_remote_code=True)``
+finds it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import torch
 from transformers import AutoModelForVideoClassification
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
+from .configuration.configuration_mambavl import PIPELINE_TASK
+
 __all__ = ["VideoQuestionClassificationPipeline", "register_pipeline", "TASK", "top_k_labels"]
 
-TASK = "video-question-classification"
+TASK = PIPELINE_TASK
 
 
 def top_k_labels(logits: torch.Tensor, id2label: dict[int, str], top_k: int) -> list[dict[str, Any]]:

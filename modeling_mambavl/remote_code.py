@@ -13,7 +13,8 @@ concatenation of some package modules, with
   files it came with).
 
 File names never shadow the package (``configuration_mambavl.py``, ``modeling_mamba_vl.py``,
-``selective_scan_mambavl.py``, ``video_processing_mambavl.py``, ``processing_mambavl.py``). More files are added with
+``selective_scan_mambavl.py``, ``video_processing_mambavl.py``, ``processing_mambavl.py``, ``pipeline_mambavl.py``).
+More files are added with
 ``register_bundle_file``.
 """
 
@@ -118,6 +119,8 @@ BUNDLE_FILES: list[BundleFile] = [
     ),
     # The question tokenizer is data (tokenizer.json, saved with the processor), not code.
     BundleFile("processing_mambavl.py", ("processors.processing",), auto_map={"AutoProcessor": "MambaVLProcessor"}),
+    # Named in config.json's custom_pipelines (see configuration_mambavl.CUSTOM_PIPELINES), not in auto_map.
+    BundleFile("pipeline_mambavl.py", ("pipelines",)),
 ]
 # The file that carries the manifest (read by the bundle's own _write_code_bundle).
 _MANIFEST_FILE = "configuration_mambavl.py"

@@ -78,6 +78,44 @@ class MambaVLProcessor(ProcessorMixin):
                 f"the tokenizer {type(self.tokenizer).__name__} has no pad token; set one (e.g. tokenizer.pad_token = "
                 "tokenizer.eos_token) before building the processor"
             )
+        self._share_default_questions()
+
+    @classmethod
+    def from_config(cls, config: Any, *, tokenizer: Any = None, max_length: int | None = None,
+                    **video_kwargs: Any) -> MambaVLProcessor:
+        """The processor that fits a model config: its video processor makes the clips ``config`` takes
+        (``num_frames`` frames, crops of ``image_size``, ``image_mean`` / ``image_std``) and it asks
+        ``config.question_types`` questions.
+
+        Args:
+            config: a ``MambaVLConfig`` (or a model's ``config``).
+            tokenizer: a tokenizer object, or a name / folder for ``AutoTokenizer``; default: the package's question
+                tokenizer (the authors used RoBERTa-base's: ``tokenizer="FacebookAI/roberta-base"``).
+            max_length: pad / truncate questions to this many tokens (default: the batch's longest).
+            video_kwargs: more ``MambaVLVideoProcessor`` settings (``sampling="dense"``, ``rand_augment``, ...),
+                overriding those taken from ``config``.
+        """
+        settings: dict[str, Any] = {"num_frames": config.num_frames}
+        if getattr(config, "image_size", None):
+            settings["size"] = {"shortest_edge": int(config.image_size)}
+            settings["crop_size"] = {"height": int(config.image_size), "width": int(config.image_size)}
+        for key in ("image_mean", "image_std"):
+            if getattr(config, key, None):
+                settings[key] = list(getattr(config, key))
+        settings.update({k: v for k, v in video_kwargs.items() if v is not None})
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        return cls(MambaVLVideoProcessor(**settings), tokenizer, question_types=tuple(config.question_types),
+                   max_length=max_length)
+
+    def _share_default_questions(self) -> None:
+        # pipeline("video-classification") loads only the video processor and passes its whole output to the model:
+        # the video processor carries the default questions as this processor's tokenizer makes them.
+        defaults = self.default_question_inputs()
+        self.video_processor.default_question_input_ids = defaults["default_question_input_ids"]
+        self.video_processor.default_question_attention_mask = defaults["default_question_attention_mask"]
 
     @property
     def mask_token(self) -> str:
@@ -178,6 +216,7 @@ class MambaVLProcessor(ProcessorMixin):
         processor's config, ``AutoVideoProcessor`` in the video processor's, so both load with
         ``trust_remote_code=True`` where only transformers is installed."""
         os.makedirs(save_directory, exist_ok=True)
+        self._share_default_questions()  # questions, tokenizer or max_length may have changed since __init__
         auto_map = _write_code_bundle(save_directory)
         for owner, auto_class in ((self, "AutoProcessor"), (self.video_processor, "AutoVideoProcessor")):
             if auto_class in auto_map:

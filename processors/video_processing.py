@@ -48,6 +48,11 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     flip_prob (`float`): horizontal-flip probability (training).
     rand_augment (`str`): e.g. ``"rand-m7-n4"`` (magnitude 7 of 10, 4 ops; torchvision's RandAugment); ``None``: off.
     augment_per_frame (`bool`): draw crop / flip / RandAugment per frame instead of once per clip.
+    default_question_input_ids, default_question_attention_mask (`list[list[int]]`): the default questions of the
+        ``MambaVLProcessor`` this video processor belongs to, tokenized (one row per question type; the processor
+        writes them). When set, every call also returns them as ``question_input_ids`` / ``question_attention_mask``
+        ``(B, Q, L)``, so ``pipeline("video-classification")``, which loads only the video processor and passes its
+        whole output to the model, asks the questions of the tokenizer saved with the model.
     """
 
     sampling: str | None
@@ -65,6 +70,8 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     flip_prob: _Number | None
     rand_augment: str | None
     augment_per_frame: bool | None
+    default_question_input_ids: list[list[int]] | None
+    default_question_attention_mask: list[list[int]] | None
 
 
 def parse_rand_augment(spec: str | None) -> tuple[int, int] | None:
@@ -125,6 +132,8 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
     flip_prob = 0.5
     rand_augment = None
     augment_per_frame = False
+    default_question_input_ids = None
+    default_question_attention_mask = None
 
     def __init__(self, **kwargs: Unpack[MambaVLVideosKwargs]) -> None:
         super().__init__(**kwargs)
@@ -302,6 +311,10 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
         )
         if kwargs.get("return_metadata"):
             output["video_metadata"] = metadata
+        if kwargs.get("default_question_input_ids"):
+            output.update(_default_question_batch(kwargs["default_question_input_ids"],
+                                                  kwargs.get("default_question_attention_mask"), batch,
+                                                  kwargs["return_tensors"]))
         return output
 
     # ---------------------------------------------------------------------------------------------- transforms
@@ -409,6 +422,24 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
 
 # Settings process_frames reads from the processor unless overridden (training / seed / epoch / return_tensors are
 # its named arguments).
+def _default_question_batch(ids: list[list[int]], mask: list[list[int]] | None, batch: int,
+                            return_tensors: str | None) -> dict[str, Any]:
+    """The default question rows (Q, L) repeated for ``batch`` clips: ``question_input_ids`` /
+    ``question_attention_mask`` (B, Q, L)."""
+    ids = [list(map(int, row)) for row in ids]
+    mask = [list(map(int, row)) for row in mask] if mask else [[1] * len(row) for row in ids]
+    if len({len(row) for row in ids + mask}) != 1:
+        raise ValueError(
+            f"default_question_input_ids / default_question_attention_mask: rows of one length expected (the "
+            f"processor pads them), got lengths {[len(r) for r in ids]} / {[len(r) for r in mask]}; save the "
+            "MambaVLProcessor again (processor.save_pretrained) to rewrite them"
+        )
+    if return_tensors == "pt":
+        return {"question_input_ids": torch.tensor([ids] * batch, dtype=torch.long),
+                "question_attention_mask": torch.tensor([mask] * batch, dtype=torch.long)}
+    return {"question_input_ids": [ids] * batch, "question_attention_mask": [mask] * batch}
+
+
 _TRANSFORM_KEYS = (
     "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor", "do_normalize",
     "image_mean", "image_std", "crop_scale", "crop_ratio", "flip_prob", "rand_augment", "augment_per_frame",

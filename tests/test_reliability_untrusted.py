@@ -51,18 +51,16 @@ def _same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("loader", ["class", "auto", "base_model", "hub_helper", "saving_helper", "pipeline"])
+@pytest.mark.parametrize("loader", ["class", "auto", "base_model", "load_model_and_processor", "pipeline"])
 def test_pickled_only_folder_is_refused_naming_the_file(saved, tmp_path, loader):
-    from modeling_mambavl.hub import load_model_and_processor as hub_load
-    from modeling_mambavl.saving import load_model_and_processor as saving_load
+    from modeling_mambavl.saving import load_model_and_processor
 
     folder = _pickled_only(saved, tmp_path)
     load = {
         "class": MambaVLForVideoClassification.from_pretrained,
         "auto": AutoModelForVideoClassification.from_pretrained,
         "base_model": MambaVLModel.from_pretrained,
-        "hub_helper": hub_load,  # what the CLI and the Space use
-        "saving_helper": saving_load,  # what the evaluation script and --model_name_or_path use
+        "load_model_and_processor": load_model_and_processor,  # the CLI, the scripts and the Hub helpers
         "pipeline": lambda path: pipeline("video-classification", model=str(path)),
     }[loader]
     # transformers' pipeline factory re-raises a loading error as ValueError, with the message kept.

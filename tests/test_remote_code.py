@@ -4,7 +4,6 @@ import ast
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -12,13 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers.no_package import run_without_package  # noqa: E402
 from transformers.dynamic_module_utils import get_imports, get_relative_imports  # noqa: E402
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code  # noqa: E402
 from modeling_mambavl.ops import selective_scan  # noqa: E402
 
 BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py", "processing_mambavl.py",
-          "video_processing_mambavl.py"}
+          "video_processing_mambavl.py", "pipeline_mambavl.py"}
 # What a checkpoint's code may import outside try: (besides the standard library): the packages of an environment
 # with torch, torchvision, transformers and av (numpy, PIL and huggingface_hub come with them).
 THIRD_PARTY = {"torch", "torchvision", "transformers", "huggingface_hub", "numpy", "av", "PIL"}
@@ -87,16 +87,6 @@ def test_config_save_writes_the_bundle_and_auto_map(tmp_path):
 
 _ISOLATED_LOAD = textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class _NotInstalled(importlib.abc.MetaPathFinder):
-        # Behave as if the mambavl package were not installed at all.
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
-                raise ModuleNotFoundError(f"No module named {name!r}")
-            return None
-
-    sys.meta_path.insert(0, _NotInstalled())
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 
@@ -115,8 +105,6 @@ _ISOLATED_LOAD = textwrap.dedent(
     config = AutoConfig.from_pretrained(folder + "/resaved", trust_remote_code=True)
     assert config.verb_id2label[0] == "take" and len(config.actions) == 3806
     config.save_pretrained(folder + "/config_only")
-    assert "modeling_mambavl" not in sys.modules
-    print("ISOLATED-OK")
     """
 )
 
@@ -132,11 +120,7 @@ def test_trust_remote_code_round_trip_without_the_package(fusion_type, tmp_path)
         logits = model(**inputs).logits
     model.save_pretrained(tmp_path)
     torch.save({"inputs": inputs, "logits": logits}, tmp_path / "expected.pt")
-    (tmp_path / "load.py").write_text(_ISOLATED_LOAD)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path)], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]
+    run_without_package(_ISOLATED_LOAD, tmp_path, workdir=tmp_path)
     # A model loaded from remote code re-saves the files its code came with (the processor's are saved by the
     # processor, see test_hub.py); its auto_map points at those only.
     model_files = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py"}
@@ -166,15 +150,7 @@ def test_generator_refuses_what_would_break_the_bundle(monkeypatch):
 
 _ISOLATED_PROCESSOR = textwrap.dedent(
     """
-    import importlib.abc, json, os, sys
-
-    class _NotInstalled(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
-                raise ModuleNotFoundError(f"No module named {name!r}")
-            return None
-
-    sys.meta_path.insert(0, _NotInstalled())
+    import json
     import torch
     from transformers import AutoProcessor, AutoVideoProcessor
 
@@ -196,8 +172,6 @@ _ISOLATED_PROCESSOR = textwrap.dedent(
     assert again.questions == processor.questions
     assert torch.equal(again(videos=[data["video"]], video_fps=30.0)["question_input_ids"],
                        data["outputs"]["question_input_ids"])
-    assert "modeling_mambavl" not in sys.modules
-    print("ISOLATED-OK")
     """
 )
 
@@ -217,11 +191,7 @@ def test_processor_loads_without_the_package(tmp_path):
     assert saved["video_processor"]["auto_map"] == {"AutoVideoProcessor": AUTO_MAP["AutoVideoProcessor"]}
     assert BUNDLE <= set(os.listdir(tmp_path))  # a processor saved alone carries the whole bundle
     torch.save({"video": video, "outputs": outputs}, tmp_path / "expected.pt")
-    (tmp_path / "load.py").write_text(_ISOLATED_PROCESSOR)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path)], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]
+    run_without_package(_ISOLATED_PROCESSOR, tmp_path, workdir=tmp_path)
 
 
 def test_processor_without_tokenizer_needs_the_package(monkeypatch):

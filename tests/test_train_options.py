@@ -71,11 +71,9 @@ def test_trackers_curves_loss_views_best_metric_and_push(cache, tmp_path):
 
 @pytest.mark.slow
 def test_anticipation_starts_from_a_recognition_checkpoint(cache, tmp_path):
-    from modeling_mambavl.training.builders import build_processor
-
     torch.manual_seed(3)
     config = MambaVLConfig.from_preset("tiny", **SMALL_MODEL, **MambaVLProcessor().default_question_inputs())
-    processor = build_processor(config)  # frames and size of this config, as train_ek100.py saves it
+    processor = MambaVLProcessor.from_config(config)  # frames and size of this config, as train_ek100.py saves it
     save_model_and_processor(MambaVLForVideoClassification(config), processor, tmp_path / "recognition")
     out = tmp_path / "anticipation"
     # A zero learning rate (and no decay) leaves the weights as loaded: the final model must equal the checkpoint.

@@ -19,7 +19,6 @@ __all__ = [
     "DataSpec",
     "build_clip_dataset",
     "build_model",
-    "build_processor",
     "default_cache_dir",
     "init_head_bias_from_prior",
     "load_rows",
@@ -91,29 +90,6 @@ def load_rows(data: DataSpec, split: str, task: str, *, anticipation_time: float
     return dataset.to_list()
 
 
-def build_processor(config: Any, *, tokenizer: Any = None, max_question_length: int | None = None,
-                    **video_kwargs: Any) -> Any:
-    """A ``MambaVLProcessor`` whose video processor makes the frames ``config`` expects (``num_frames``,
-    ``image_size``, mean / std) and whose tokenizer is ``tokenizer`` (a name / path, an object, or the package's
-    question tokenizer)."""
-    from ..processors import MambaVLProcessor, MambaVLVideoProcessor
-
-    settings: dict[str, Any] = {"num_frames": config.num_frames}
-    if getattr(config, "image_size", None):
-        settings["size"] = {"shortest_edge": int(config.image_size)}
-        settings["crop_size"] = {"height": int(config.image_size), "width": int(config.image_size)}
-    for key in ("image_mean", "image_std"):
-        if getattr(config, key, None):
-            settings[key] = list(getattr(config, key))
-    settings.update({k: v for k, v in video_kwargs.items() if v is not None})
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-    return MambaVLProcessor(MambaVLVideoProcessor(**settings), tokenizer,
-                            question_types=tuple(config.question_types), max_length=max_question_length)
-
-
 def check_processor_fits(processor: Any, config: Any, source: str | os.PathLike) -> None:
     """Raise ``ValueError`` naming ``source`` when the processor saved there makes clips of another frame count or
     frame size than ``config`` (the model) takes: otherwise the mismatch surfaces much later as a shape error inside
@@ -126,16 +102,16 @@ def check_processor_fits(processor: Any, config: Any, source: str | os.PathLike)
     if frames and getattr(video, "num_frames", frames) != frames:
         raise ValueError(
             f"{where} samples num_frames={video.num_frames} frames per clip but the model's config has "
-            f"num_frames={frames}: save the two together (save_model_and_processor), or set the same num_frames in "
-            "both files"
+            f"num_frames={frames}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+            ".save_pretrained(folder)), or set the same num_frames in both files"
         )
     size = getattr(config, "image_size", None)
     crop = getattr(video, "crop_size", None) or {}
     if size and crop and (crop.get("height"), crop.get("width")) != (size, size):
         raise ValueError(
             f"{where} crops frames to {crop.get('height')}x{crop.get('width')} but the model's config has "
-            f"image_size={size}: save the two together (save_model_and_processor), or set crop_size to "
-            f"{{'height': {size}, 'width': {size}}}"
+            f"image_size={size}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+            f".save_pretrained(folder)), or set crop_size to {{'height': {size}, 'width': {size}}}"
         )
 
 
