@@ -48,6 +48,9 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     flip_prob (`float`): horizontal-flip probability (training).
     rand_augment (`str`): e.g. ``"rand-m7-n4"`` (magnitude 7 of 10, 4 ops; torchvision's RandAugment); ``None``: off.
     augment_per_frame (`bool`): draw crop / flip / RandAugment per frame instead of once per clip.
+    allow_non_finite (`bool`): float arrays with NaN / inf read NaN as 0 and inf as the end of the range instead of
+        raising ``ValueError`` (the default: a NaN pixel would otherwise give NaN logits, or silently change how the
+        clip's range is read).
     """
 
     sampling: str | None
@@ -65,6 +68,7 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     flip_prob: _Number | None
     rand_augment: str | None
     augment_per_frame: bool | None
+    allow_non_finite: bool | None
 
 
 def parse_rand_augment(spec: str | None) -> tuple[int, int] | None:
@@ -125,6 +129,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
     flip_prob = 0.5
     rand_augment = None
     augment_per_frame = False
+    allow_non_finite = False
 
     def __init__(self, **kwargs: Unpack[MambaVLVideosKwargs]) -> None:
         super().__init__(**kwargs)
@@ -284,7 +289,8 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
                     raise
             else:
                 frames, idx, info = load_clip_with_indices(
-                    video, window=window, fps=kwargs["video_fps"], index=index, **sampling_kwargs
+                    video, window=window, fps=kwargs["video_fps"], index=index,
+                    allow_non_finite=bool(kwargs["allow_non_finite"]), **sampling_kwargs
                 )
                 meta = VideoMetadata(**info, frames_indices=idx.tolist())
             clips.append(frames)
