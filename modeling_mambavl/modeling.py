@@ -510,7 +510,8 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
         return table[:, 0].contiguous(), table[:, 1].contiguous()
 
     @staticmethod
-    def _check_labels(name: str, labels: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    def _check_labels(name: str, labels: torch.Tensor, batch: int, num_classes: int,
+                      check_values: bool = True) -> torch.Tensor:
         """Shapes always; values (range, finiteness, sums) only for CPU tensors, which the collator and the
         processor hand over: a check of device tensors would synchronise the device at every step."""
         hard = labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
@@ -520,7 +521,7 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
                 f"{name}: expected class ids of shape ({batch},) or soft targets of shape ({batch}, {num_classes}) "
                 f"(float), got {tuple(labels.shape)} {labels.dtype}"
             )
-        if labels.device.type == "cpu":
+        if check_values and labels.device.type == "cpu":
             _check_label_values(name, labels, num_classes, soft)
         return labels.long() if hard else labels.float()
 
@@ -584,15 +585,15 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
                 if labels is not None:
                     if verb_labels is not None or noun_labels is not None:
                         raise ValueError("labels: give either action labels or verb_labels / noun_labels, not both")
-                    labels = self._check_labels("labels", labels, batch, len(self.config.actions))
+                    # values: the action-id check below (no -100 here: an action id indexes the action table)
+                    labels = self._check_labels("labels", labels, batch, len(self.config.actions), check_values=False)
                     if labels.is_floating_point():
                         raise ValueError("labels: soft action targets are not supported; give soft verb_labels and "
                                          "noun_labels instead")
                     num_actions = self.action_verb.shape[0]
                     if labels.device.type == "cpu" and ((labels < 0) | (labels >= num_actions)).any():
                         bad = labels[(labels < 0) | (labels >= num_actions)][0].item()
-                        raise ValueError(f"labels: action id {bad} is out of range; action ids must be in "
-                                         f"[0, {num_actions})")
+                        raise ValueError(f"labels: action ids must be in [0, {num_actions}); got {bad}")
                     verb_labels, noun_labels = self.action_verb[labels], self.action_noun[labels]
                 terms = []
                 if verb_labels is not None:
