@@ -110,8 +110,8 @@ def _edit_index(root, **changes):
     (root / "index.json").write_text(json.dumps(index))
 
 
-@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/outside.safetensors", "sub/x.safetensors",
-                                   "index.json", ".."])
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/outside.safetensors",
+                                   "shards/../../outside.safetensors", "index.json", ".."])
 def test_index_naming_a_shard_outside_its_folder_is_refused(tmp_path, shard):
     root = tmp_path / "f"
     _write(root, {"P01_11_0": torch.ones(2, 4)})
@@ -120,6 +120,15 @@ def test_index_naming_a_shard_outside_its_folder_is_refused(tmp_path, shard):
     with pytest.raises(ValueError) as info:
         EK100FeatureReader(root)
     assert "index.json" in str(info.value) and repr(shard) in str(info.value)
+
+
+def test_shards_in_sub_folders_of_the_feature_folder_are_read(tmp_path):
+    root = tmp_path / "f"
+    _write(root, {"P01_11_0": torch.ones(2, 4)})
+    (root / "shards").mkdir()
+    (root / "features-00000.safetensors").rename(root / "shards" / "a.safetensors")
+    _edit_index(root, shards={"shards/a.safetensors": 1}, narration_ids={"P01_11_0": "shards/a.safetensors"})
+    assert torch.equal(EK100FeatureReader(root)["P01_11_0"].float(), torch.ones(2, 4))
 
 
 def test_index_pointing_at_an_unlisted_shard_is_refused(tmp_path):

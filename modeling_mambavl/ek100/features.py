@@ -157,16 +157,16 @@ class EK100FeatureWriter:
 
 
 def _check_shards(index_path: Path, shards: Any, where: Any) -> None:
-    """Every shard the index names is a plain file name of its folder (no separators, no ``..``), and every narration
-    points at a listed shard: an edited index must not read files outside the feature folder."""
+    """Every shard the index names is a relative ``.safetensors`` path without ``..`` that resolves inside the
+    feature folder, and every narration points at a listed shard: an edited index must not read files elsewhere."""
     if not isinstance(shards, dict) or not isinstance(where, dict):
         raise ValueError(f"{index_path}: 'shards' and 'narration_ids' must be objects")
     root = index_path.parent.resolve()
     for name in shards:
-        plain = isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
-        if not plain or not name.endswith(".safetensors") or (root / name).resolve().parent != root:
-            raise ValueError(f"{index_path}: shard {name!r} is not a .safetensors file name inside {root}; shards "
-                             "must be plain file names in the feature folder")
+        relative = isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
+        if not relative or not name.endswith(".safetensors") or not (root / name).resolve().is_relative_to(root):
+            raise ValueError(f"{index_path}: shard {name!r} is not a .safetensors file inside {root}; shards must be "
+                             "relative paths in the feature folder, without '..'")
     for narration_id, name in where.items():
         if name not in shards:
             raise ValueError(f"{index_path}: narration {narration_id!r} points at shard {name!r}, which is not listed "
