@@ -407,6 +407,8 @@ def main(argv=None) -> dict:
                                   spatial_crops=args.spatial_crops, **common, **kwargs)
 
     validation_dataset = eval_dataset()
+    for dataset in (train_dataset, validation_dataset):
+        dataset.check_labels(config.num_verb_classes, config.num_noun_classes)
     timings["data"] = time.perf_counter() - t0
     logger.info(f"data: {data.dataset} ({data.annotations_dir}); {len(train_dataset)} training and "
                 f"{len(validation_dataset)} {args.eval_split} clips; {timings['data']:.1f} s")

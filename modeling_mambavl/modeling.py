@@ -189,6 +189,41 @@ def _broken_safetensors_file(path: str | os.PathLike, subfolder: str = "") -> st
     return folder
 
 
+def _check_question_values(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int | None) -> None:
+    """Token ids inside the text model's vocabulary and at least one real token per question (CPU tensors)."""
+    if vocab_size is not None and ((input_ids < 0) | (input_ids >= vocab_size)).any():
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)]
+        raise ValueError(
+            f"question_input_ids: token id {bad[0].item()} (min {input_ids.min().item()}, max "
+            f"{input_ids.max().item()}) is outside the text model's vocabulary of {vocab_size} ids (0..{vocab_size - 1});"
+            " tokenize with the checkpoint's processor"
+        )
+    empty = (attention_mask != 0).sum(-1) == 0
+    if empty.any():
+        b, q = (int(i) for i in empty.nonzero()[0])
+        raise ValueError(f"question_attention_mask: question [{b}, {q}] has no real token (its mask is all 0); "
+                         "every question needs at least one")
+
+
+def _check_label_values(name: str, labels: torch.Tensor, num_classes: int, soft: bool) -> None:
+    """Class ids in [0, num_classes) or -100 (ignored); soft targets finite, >= 0, each row summing to 1."""
+    if not soft:
+        bad = (labels != -100) & ((labels < 0) | (labels >= num_classes))
+        if bad.any():
+            raise ValueError(f"{name}: class id {labels[bad][0].item()} is out of range; expected ids in "
+                             f"[0, {num_classes - 1}] (or -100 to ignore a clip)")
+        return
+    if not torch.isfinite(labels).all():
+        raise ValueError(f"{name}: soft targets hold NaN or inf; expected finite probabilities")
+    if (labels < 0).any():
+        raise ValueError(f"{name}: soft target {labels.min().item():.4g} is negative; expected probabilities >= 0")
+    sums = labels.double().sum(-1)
+    off = (sums - 1).abs() > 1e-3
+    if off.any():
+        row = int(off.nonzero()[0])
+        raise ValueError(f"{name}: soft targets of clip {row} sum to {sums[row].item():.6g}; each row must sum to 1")
+
+
 class MambaVLPreTrainedModel(PreTrainedModel):
     config_class = MambaVLConfig
     base_model_prefix = "mambavl"
@@ -448,6 +483,15 @@ class MambaVLModel(MambaVLPreTrainedModel):
                 f"question_attention_mask: expected the shape of question_input_ids {tuple(input_ids.shape)}, got "
                 f"{tuple(attention_mask.shape)}"
             )
+        limit = self.questions.max_length
+        if input_ids.shape[-1] == 0 or (limit is not None and input_ids.shape[-1] > limit):
+            raise ValueError(
+                f"question_input_ids: questions of length {input_ids.shape[-1]} (shape {tuple(input_ids.shape)}); the "
+                f"text model takes 1 to {limit} tokens (max_position_embeddings). Tokenize with MambaVLProcessor, "
+                f"which truncates to the tokenizer's model_max_length, or pass max_length<={limit}"
+            )
+        if input_ids.device.type == "cpu":
+            _check_question_values(input_ids, attention_mask, self.questions.vocab_size)
         return input_ids.long(), attention_mask.long()
 
     def forward(
@@ -484,7 +528,11 @@ class MambaVLModel(MambaVLPreTrainedModel):
                              "(batch, tokens, vision_feature_dim)")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         return_dict = return_dict if return_dict is not None else config.return_dict
-        batch = (pixel_values if pixel_values is not None else video_features).shape[0]
+        video_input = pixel_values if pixel_values is not None else video_features
+        batch = video_input.shape[0]
+        if batch == 0:
+            name = "pixel_values" if pixel_values is not None else "video_features"
+            raise ValueError(f"{name}: an empty batch (shape {tuple(video_input.shape)}); give at least one clip")
 
         cls_only = self.fusion.question_input == "pooled" and config.video_layout[0]
         # Profiler ranges ("mambavl.*", see BENCHMARKS.md) cost nothing measurable when no profiler runs.
@@ -546,14 +594,19 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
         return table[:, 0].contiguous(), table[:, 1].contiguous()
 
     @staticmethod
-    def _check_labels(name: str, labels: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
-        hard = labels.dim() == 1 and not labels.is_floating_point()
+    def _check_labels(name: str, labels: torch.Tensor, batch: int, num_classes: int,
+                      check_values: bool = True) -> torch.Tensor:
+        """Shapes always; values (range, finiteness, sums) only for CPU tensors, which the collator and the
+        processor hand over: a check of device tensors would synchronise the device at every step."""
+        hard = labels.dim() == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
         soft = labels.dim() == 2 and labels.is_floating_point() and labels.shape[1] == num_classes
         if labels.shape[0] != batch or not (hard or soft):
             raise ValueError(
                 f"{name}: expected class ids of shape ({batch},) or soft targets of shape ({batch}, {num_classes}) "
                 f"(float), got {tuple(labels.shape)} {labels.dtype}"
             )
+        if check_values and labels.device.type == "cpu":
+            _check_label_values(name, labels, num_classes, soft)
         return labels.long() if hard else labels.float()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -616,12 +669,15 @@ class MambaVLForVideoClassification(MambaVLPreTrainedModel):
                 if labels is not None:
                     if verb_labels is not None or noun_labels is not None:
                         raise ValueError("labels: give either action labels or verb_labels / noun_labels, not both")
-                    labels = self._check_labels("labels", labels, batch, len(self.config.actions))
+                    # values: the action-id check below (no -100 here: an action id indexes the action table)
+                    labels = self._check_labels("labels", labels, batch, len(self.config.actions), check_values=False)
                     if labels.is_floating_point():
                         raise ValueError("labels: soft action targets are not supported; give soft verb_labels and "
                                          "noun_labels instead")
-                    if ((labels < 0) | (labels >= self.action_verb.shape[0])).any():
-                        raise ValueError(f"labels: action ids must be in [0, {self.action_verb.shape[0]})")
+                    num_actions = self.action_verb.shape[0]
+                    if labels.device.type == "cpu" and ((labels < 0) | (labels >= num_actions)).any():
+                        bad = labels[(labels < 0) | (labels >= num_actions)][0].item()
+                        raise ValueError(f"labels: action ids must be in [0, {num_actions}); got {bad}")
                     verb_labels, noun_labels = self.action_verb[labels], self.action_noun[labels]
                 terms = []
                 if verb_labels is not None:

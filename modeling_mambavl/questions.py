@@ -47,6 +47,22 @@ class MambaVLQuestionEncoder(nn.Module):
             self.text_model.requires_grad_(False)
         return self
 
+    @property
+    def max_length(self) -> int | None:
+        """The longest question the text model's position table holds (``None`` if it has no such table)."""
+        positions = getattr(self.text_model.config, "max_position_embeddings", None)
+        if not isinstance(positions, int):
+            return None
+        embeddings = getattr(self.text_model, "embeddings", None)
+        offset = embeddings.padding_idx + 1 if hasattr(embeddings, "create_position_ids_from_input_ids") else 0
+        return positions - offset
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the text model's token embedding table."""
+        embedding = self.text_model.get_input_embeddings()
+        return embedding.num_embeddings if isinstance(embedding, nn.Embedding) else None
+
     def _position_ids(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """Positions counted over real tokens only, so that left padding embeds the same as right padding.
 

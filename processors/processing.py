@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
 
 from ..configuration.configuration_mambavl import _write_code_bundle
 from .video_processing import MambaVLVideoProcessor
@@ -23,6 +24,10 @@ except ImportError:
     default_questions = default_question_tokenizer = None
 
 __all__ = ["MambaVLProcessor", "register_auto_classes"]
+
+logger = logging.get_logger(__name__)
+# What save_pretrained writes for a fast tokenizer (every tokenizer transformers 5 builds by default).
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
 class MambaVLProcessor(ProcessorMixin):
@@ -143,26 +148,51 @@ class MambaVLProcessor(ProcessorMixin):
             rows.append(list(row))
         return rows
 
+    @staticmethod
+    def _check_not_empty(rows: list[list[str]]) -> None:
+        # An empty question has no tokens with some tokenizers (no special tokens), and never says anything.
+        for b, row in enumerate(rows):
+            for i, text in enumerate(row):
+                if not text.strip():
+                    raise ValueError(f"questions[{b}][{i}]: empty question {text!r}; give text, or questions=None for "
+                                     "the default questions")
+
+    def _length_limit(self) -> int | None:
+        """The tokenizer's ``model_max_length`` (the text model's positions), unless it is transformers' "no limit"."""
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
     def tokenize_questions(
         self, questions: Sequence[Sequence[str]], max_length: int | None = None, return_tensors: str | None = "pt"
     ) -> dict[str, Any]:
         """Tokenize ``B`` rows of ``Q`` questions into ``question_input_ids`` / ``question_attention_mask`` (B, Q, L).
 
-        Right padding to the longest question of the batch, or to ``max_length`` (truncating) if given.
+        Right padding to the longest question of the batch, or to ``max_length`` (truncating) if given. Without
+        ``max_length``, questions longer than the tokenizer's ``model_max_length`` (the text model's positions) are
+        truncated to it, with one warning. Empty questions raise ``ValueError``.
         """
         rows = [list(r) for r in questions]
+        if not rows:
+            raise ValueError("questions: no rows to tokenize (an empty batch); give one row of questions per video")
+        self._check_not_empty(rows)
         q = len(rows[0]) if rows else 0
         flat = [text for row in rows for text in row]
         max_length = max_length if max_length is not None else self.max_length
+        limit = self._length_limit() if max_length is None else None
         encoded = self.tokenizer(
             flat,
             padding="max_length" if max_length is not None else "longest",
-            truncation=max_length is not None,
-            max_length=max_length,
+            truncation=max_length is not None or limit is not None,
+            max_length=max_length if max_length is not None else limit,
             padding_side="right",
             return_attention_mask=True,
             return_token_type_ids=False,
         )
+        if limit is not None and any(e.overflowing for e in (getattr(encoded, "encodings", None) or ())):
+            logger.warning_once(
+                f"MambaVLProcessor: questions longer than the tokenizer's model_max_length ({limit} tokens, the text "
+                "model's positions) were truncated to it; pass max_length= to choose the length"
+            )
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         ids = [ids[i * q : (i + 1) * q] for i in range(len(rows))]
         mask = [mask[i * q : (i + 1) * q] for i in range(len(rows))]
@@ -222,6 +252,26 @@ class MambaVLProcessor(ProcessorMixin):
             if auto_class in auto_map:
                 owner.auto_map = {auto_class: auto_map[auto_class]}
         return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """``ProcessorMixin.from_pretrained``; a local folder whose tokenizer cannot be loaded because its files are
+        missing gets an error naming them (transformers' own names a slow-tokenizer conversion instead)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (OSError, ValueError) as e:
+            folder = os.fspath(pretrained_model_name_or_path)
+            folder = os.path.join(folder, kwargs["subfolder"]) if kwargs.get("subfolder") else folder
+            if not os.path.isdir(folder):
+                raise
+            missing = [name for name in _TOKENIZER_FILES if not os.path.isfile(os.path.join(folder, name))]
+            if not missing:
+                raise
+            raise OSError(
+                f"{folder}: the processor's tokenizer files are missing ({', '.join(missing)}); save the processor "
+                "with its tokenizer (processor.save_pretrained(folder)) or copy the tokenizer's files there "
+                "(tokenizer.save_pretrained(folder))"
+            ) from e
 
     # -------------------------------------------------------------------------------------------------------- call
     def __call__(

@@ -25,6 +25,7 @@ import ast
 import csv
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,35 +159,51 @@ def read_question_file(path: str | os.PathLike, question_types: Sequence[str] = 
     """Read a question file: ``narration_id -> [question per type]``.
 
     CSV: a header with ``narration_id`` and a ``{type}_question`` column per question type. JSONL: one object per
-    line with the same keys. Raises ``ValueError`` naming the file, line and missing column.
+    line with the same keys. A UTF-8 byte-order mark is accepted. Raises ``ValueError`` naming the file and line for
+    a missing column, a line that is not a JSON object, an empty question or a narration id given twice.
     """
     path = Path(path)
     types = _check_types(question_types)
     columns = [f"{t}_question" for t in types]
+    needs = f"a question file needs narration_id, {', '.join(columns)}"
     rows: dict[str, list[str]] = {}
     if not path.is_file():
         raise FileNotFoundError(f"question file {path} not found")
+    # utf-8-sig: a byte-order mark (spreadsheet exports) must not become part of the first column's name
     if path.suffix.lower() in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             records = []
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
                     try:
-                        records.append((line_no, json.loads(line)))
+                        record = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}, line {line_no}: not valid JSON ({e})") from None
+                    if not isinstance(record, dict):
+                        raise ValueError(f"{path}, line {line_no}: a JSON {type(record).__name__}, expected an object "
+                                         f"with the keys narration_id, {', '.join(columns)}")
+                    records.append((line_no, record))
     else:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = ({"narration_id", *columns}) - set(reader.fieldnames or ())
             if missing:
-                raise ValueError(f"{path}: missing column(s) {sorted(missing)}; a question file needs narration_id, {', '.join(columns)}")
+                raise ValueError(f"{path}: missing column(s) {sorted(missing)}; {needs}")
             records = [(line_no, row) for line_no, row in enumerate(reader, start=2)]
+    first_line: dict[str, int] = {}
     for line_no, record in records:
         missing = [c for c in ("narration_id", *columns) if not isinstance(record.get(c), str)]
         if missing:
-            raise ValueError(f"{path}, line {line_no}: missing {missing}; a question file needs narration_id, {', '.join(columns)}")
-        rows[record["narration_id"]] = [record[c] for c in columns]
+            raise ValueError(f"{path}, line {line_no}: missing {missing}; {needs}")
+        nid = record["narration_id"]
+        if nid in first_line:
+            raise ValueError(f"{path}, line {line_no}: narration_id {nid!r} is given twice (first on line "
+                             f"{first_line[nid]}); keep one row per narration")
+        first_line[nid] = line_no
+        empty = [c for c in columns if not record[c].strip()]
+        if empty:
+            raise ValueError(f"{path}, line {line_no}: empty {empty} for narration {nid!r}; every question needs text")
+        rows[nid] = [record[c] for c in columns]
     return rows
 
 
@@ -215,24 +232,54 @@ def write_question_file(
                 writer.writerow([nid, *qs])
 
 
-def read_predictions(path: str | os.PathLike) -> dict[str, list[tuple[Any, Any, float]]]:
-    """Read first-stage predictions: JSON ``{narration_id: [[verb, noun, score], ...]}``, sorted best first."""
+def read_predictions(
+    path: str | os.PathLike, vocab: EK100Vocabulary | None = None
+) -> dict[str, list[tuple[Any, Any, float]]]:
+    """Read first-stage predictions: JSON ``{narration_id: [[verb, noun, score], ...]}``, sorted best first.
+
+    Verbs and nouns are class ids of ``vocab`` (default ``EK100Vocabulary.default()``) or class keys / instances
+    (``"take"``, ``"put-down"``, ``"board:chopping"``); scores are finite numbers. An unknown class, an empty candidate list or a non-finite score
+    raises ``ValueError`` naming the file, the narration and the value. A UTF-8 byte-order mark is accepted.
+    """
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    vocab = vocab or EK100Vocabulary.default()
+    with open(path, encoding="utf-8-sig") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object narration_id -> [[verb, noun, score], ...]")
+    verb_names = {name for c in vocab.verbs for name in (c.key, *c.instances)}
+    noun_names = {name for c in vocab.nouns for name in (c.key, *c.instances)}
     out = {}
     for nid, preds in data.items():
+        where = f"{path}, narration {nid!r}"
         try:
             triples = [(v, n, float(s)) for v, n, s in preds]
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: entry {nid!r} must be a list of [verb, noun, score]") from None
+            raise ValueError(f"{where}: must be a list of [verb, noun, score]") from None
+        if not triples:
+            raise ValueError(f"{where}: empty candidate list; give at least one [verb, noun, score]")
+        for v, n, score in triples:
+            _check_class(where, "verb", v, vocab.num_verbs, verb_names)
+            _check_class(where, "noun", n, vocab.num_nouns, noun_names)
+            if not math.isfinite(score):
+                raise ValueError(f"{where}: score {score!r} of ({v!r}, {n!r}) is not a finite number")
         out[str(nid)] = sorted(triples, key=lambda t: -t[2])
     return out
+
+
+def _check_class(where: str, kind: str, value: Any, size: int, names: set[str]) -> None:
+    """A class id in ``[0, size)`` (an int or a string of digits), or a class key or instance of the vocabulary."""
+    if isinstance(value, str) and not value.isdigit():
+        if value not in names:
+            raise ValueError(f"{where}: unknown {kind} {value!r}; give a {kind} class id in 0..{size - 1}, or a "
+                             "class key or instance of the vocabulary")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not 0 <= int(value) < size:
+        raise ValueError(f"{where}: {kind} class id {value!r} is out of range; the vocabulary has {kind} ids "
+                         f"0..{size - 1}")
 
 
 # ----------------------------------------------------------------------------------------------- question sources
@@ -265,6 +312,20 @@ class QuestionSource:
     @property
     def label(self) -> str | None:
         return ORACLE_LABEL if self.oracle else None
+
+    def check_ids(self, narration_ids: Sequence[str], split: str | None = None) -> None:
+        """Raise ``ValueError`` naming the file, how many and which narrations of a split it lacks (``"file"`` and
+        ``"predicted"`` sources; the others need no table), so that a gap surfaces when the split is loaded rather
+        than when that row is read."""
+        if self.source not in ("file", "predicted"):
+            return
+        missing = [nid for nid in narration_ids if str(nid) not in self._table]
+        if missing:
+            kind = "question file" if self.source == "file" else "predictions file"
+            raise ValueError(
+                f"the {kind} {self.path} lacks {len(missing)} of the {len(narration_ids)} narrations of the "
+                f"{split or self.split} split, e.g. {missing[:3]}; every narration needs an entry"
+            )
 
     def __call__(self, example: Mapping[str, Any] | None = None) -> list[str]:
         if self.source == "generic":
@@ -387,5 +448,5 @@ def make_question_source(
     if source == "file":
         qs._table = read_question_file(path, types)
     elif source == "predicted":
-        qs._table = read_predictions(path)
+        qs._table = read_predictions(path, qs.vocab)
     return qs

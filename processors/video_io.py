@@ -42,6 +42,7 @@ __all__ = [
     "MediaError",
     "VideoInfo",
     "FRAME_FOLDER_PATTERN",
+    "image_to_rgb",
     "probe_video",
     "decode_video_frames",
     "frame_folder_fps",
@@ -365,7 +366,7 @@ def read_frame_folder(
         file = os.path.join(folder, FRAME_FOLDER_PATTERN.format(int(i) + 1))
         try:
             with Image.open(file) as im:
-                cache[int(i)] = np.asarray(im.convert("RGB"))
+                cache[int(i)] = image_to_rgb(im)
         except FileNotFoundError:
             raise MediaError(file, window, "frame file missing") from None
         except Exception as e:
@@ -377,12 +378,34 @@ def read_frame_folder(
 
 
 # ------------------------------------------------------------------------------------------------- in-memory frames
-def _frames_to_array(source: Any) -> np.ndarray:
-    """(T, H, W, 3) uint8 from an array / tensor (T, H, W, C) or (T, C, H, W), or a list of PIL images / arrays."""
+# PIL modes of 16-bit single-channel images (16-bit grey PNGs open as "I;16", or "I" in older Pillow):
+# PIL's own convert("RGB") clips them at 255, which turns every pixel above 1/256 of the range white.
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def image_to_rgb(image: Any) -> np.ndarray:
+    """A PIL image -> ``(H, W, 3)`` uint8 RGB; 16-bit images are scaled from 0-65535, not clipped at 255."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        grey = _uint16_to_uint8(np.clip(np.asarray(image, dtype=np.float64), 0, 65535))
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
+
+
+def _uint16_to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.asarray(values, dtype=np.float64) / 257.0).astype(np.uint8)  # 65535 / 255 = 257 exactly
+
+
+def _frames_to_array(source: Any, allow_non_finite: bool = False) -> np.ndarray:
+    """(T, H, W, 3) uint8 from an array / tensor (T, H, W, C) or (T, C, H, W), or a list of PIL images / arrays.
+
+    uint8 is taken as is and uint16 scaled from 0-65535; other numbers are 0-1 when the finite values are all <= 1,
+    else 0-255 (clipped). NaN / inf raise ``ValueError`` unless ``allow_non_finite`` (then NaN reads as 0 and
+    +-inf as the ends of the range).
+    """
     if isinstance(source, (list, tuple)):
         if len(source) == 0:
             raise MediaError(None, None, "empty list of frames")
-        frames = [np.asarray(f.convert("RGB")) if hasattr(f, "convert") else _as_numpy(f) for f in source]
+        frames = [image_to_rgb(f) if hasattr(f, "convert") else _as_numpy(f) for f in source]
         try:
             arr = np.stack(frames)
         except ValueError as e:
@@ -397,9 +420,21 @@ def _frames_to_array(source: Any) -> np.ndarray:
         raise ValueError(f"a video array needs 1, 3 or 4 channels (T, H, W, C); got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0:
         raise MediaError(None, None, "video array with 0 frames")
-    if arr.dtype != np.uint8:
+    if arr.dtype == np.uint16:
+        arr = _uint16_to_uint8(arr)
+    elif arr.dtype != np.uint8:
         arr = arr.astype(np.float32)
-        if arr.size and float(arr.max()) <= 1.0:
+        finite = np.isfinite(arr)
+        if not finite.all():
+            if not allow_non_finite:
+                bad = np.argwhere(~finite)[0]
+                raise ValueError(
+                    f"the video array holds {int((~finite).sum())} NaN / inf value(s), the first at frame {bad[0]} "
+                    f"(pixel {tuple(int(x) for x in bad[1:])}); pass allow_non_finite=True to read NaN as 0 and "
+                    "inf as the end of the range"
+                )
+            arr = np.where(np.isnan(arr), 0.0, arr)
+        if finite.any() and float(arr[finite].max()) <= 1.0:
             arr = arr * 255.0
         arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     if arr.shape[-1] == 1:
@@ -431,6 +466,7 @@ def load_clip_with_indices(
     epoch: int = 0,
     index: int = 0,
     seek_threshold: float = 1.0,
+    allow_non_finite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`load_clip`, also returning the sampled frame indices and a metadata dict
     (``total_num_frames``, ``fps``, ``duration``, ``width``, ``height``, ``video_backend``)."""
@@ -441,7 +477,7 @@ def load_clip_with_indices(
                                      seed, epoch, index)
         return _load_from_file(path, window, num_frames, sampling, training, stride, target_fps, anchor, seed, epoch,
                                index, seek_threshold)
-    frames = _frames_to_array(source)
+    frames = _frames_to_array(source, allow_non_finite=allow_non_finite)
     total = frames.shape[0]
     if window is not None and fps is None:
         raise ValueError("load_clip: a window in seconds on an array or a list of images needs fps= (its frame rate)")
@@ -470,6 +506,7 @@ def load_clip(
     seed: int = 0,
     epoch: int = 0,
     index: int = 0,
+    allow_non_finite: bool = False,
 ) -> np.ndarray:
     """Read one clip of ``num_frames`` frames from a video file, a frame folder, an array/tensor or a list of images.
 
@@ -484,6 +521,8 @@ def load_clip(
         fps: the frame rate of a frame folder (default from its name: 60 for ``PXX_YY``, 50 for ``PXX_1YY``) or of an
             array; ignored for video files, whose own stream rate is used.
         seed, epoch, index: identify the clip's random generator.
+        allow_non_finite: arrays with NaN / inf read NaN as 0 and inf as the end of the range instead of raising
+            ``ValueError``. uint16 arrays and 16-bit images are scaled from 0-65535.
 
     Returns:
         ``(num_frames, H, W, 3)`` uint8 RGB.
@@ -494,6 +533,7 @@ def load_clip(
     frames, _, _ = load_clip_with_indices(
         source, window=window, num_frames=num_frames, sampling=sampling, training=training, stride=stride,
         target_fps=target_fps, anchor=anchor, fps=fps, seed=seed, epoch=epoch, index=index,
+        allow_non_finite=allow_non_finite,
     )
     return frames
 

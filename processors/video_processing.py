@@ -46,6 +46,9 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     seed, epoch (`int`), indices (`list[int]`): identify each clip's generator (``indices`` default: 0..B-1).
     crop_scale, crop_ratio: RandomResizedCrop area fraction and aspect-ratio ranges (training).
     flip_prob (`float`): horizontal-flip probability (training).
+    allow_non_finite (`bool`): float arrays with NaN / inf read NaN as 0 and inf as the end of the range instead of
+        raising ``ValueError`` (the default: a NaN pixel would otherwise give NaN logits, or silently change how the
+        clip's range is read).
     rand_augment (`str`): e.g. ``"rand-m7-n4"`` (magnitude 7 of 10, 4 ops; torchvision's RandAugment); ``None``: off.
     augment_per_frame (`bool`): draw crop / flip / RandAugment per frame instead of once per clip.
     default_question_input_ids, default_question_attention_mask (`list[list[int]]`): the default questions of the
@@ -68,6 +71,7 @@ class MambaVLVideosKwargs(VideosKwargs, total=False):
     crop_scale: tuple[_Number, _Number] | list[_Number] | None
     crop_ratio: tuple[_Number, _Number] | list[_Number] | None
     flip_prob: _Number | None
+    allow_non_finite: bool | None
     rand_augment: str | None
     augment_per_frame: bool | None
     default_question_input_ids: list[list[int]] | None
@@ -130,6 +134,7 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
     crop_scale = (0.5, 1.0)
     crop_ratio = (3.0 / 4.0, 4.0 / 3.0)
     flip_prob = 0.5
+    allow_non_finite = False
     rand_augment = None
     augment_per_frame = False
     default_question_input_ids = None
@@ -293,7 +298,8 @@ class MambaVLVideoProcessor(BaseVideoProcessor):
                     raise
             else:
                 frames, idx, info = load_clip_with_indices(
-                    video, window=window, fps=kwargs["video_fps"], index=index, **sampling_kwargs
+                    video, window=window, fps=kwargs["video_fps"], index=index,
+                    allow_non_finite=bool(kwargs["allow_non_finite"]), **sampling_kwargs
                 )
                 meta = VideoMetadata(**info, frames_indices=idx.tolist())
             clips.append(frames)

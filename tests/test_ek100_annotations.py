@@ -183,3 +183,42 @@ def test_missing_files_are_named(tmp_path):
         load_ek100(tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="annotations folder"):
         load_ek100(tmp_path / "nope", "train")
+
+
+# --------------------------------------------------------------------------------- BOM, timestamps, video ids
+def test_files_with_a_utf8_byte_order_mark_are_read(tmp_path):
+    folder = _write(tmp_path, GOOD)
+    path = folder / "EPIC_100_validation.csv"
+    plain = load_ek100(folder, "validation")
+    path.write_bytes("\ufeff".encode() + path.read_bytes())  # what a spreadsheet program saves as "CSV UTF-8"
+    with_bom = load_ek100(folder, "validation")
+    assert with_bom["narration_id"] == plain["narration_id"] == ["P01_11_0", "P01_11_1"]
+    assert with_bom.to_dict() == plain.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("stop_timestamp", "00:00:75.00"), ("start_timestamp", "00:00:60.00"), ("stop_timestamp", "00:61:00.00"),
+     ("narration_timestamp", "00:00:99.000")],
+)
+def test_timestamps_with_seconds_or_minutes_of_60_or_more_are_refused(tmp_path, column, value):
+    fields = next(csv.reader([GOOD[0]]))
+    fields[LABELLED_COLUMNS.index(column)] = value
+    line = ",".join(f'"{f}"' if "," in f else f for f in fields)
+    with pytest.raises(EK100AnnotationError) as info:
+        load_ek100(_write(tmp_path, [line, GOOD[1]]), "validation")
+    message = str(info.value)
+    assert "line 2" in message and repr(column) in message and repr(value) in message and "00-59" in message
+    assert parse_timestamp("01:59:59.99") == 3600 + 59 * 60 + 59.99
+
+
+@pytest.mark.parametrize("video_id", ["P01_../../../etc", "P01_11/../../x", "P01_11\\x", "P01_/tmp", "P01_1a"])
+def test_video_ids_that_are_not_ek100_ids_are_refused(tmp_path, video_id):
+    fields = next(csv.reader([GOOD[0]]))
+    fields[LABELLED_COLUMNS.index("video_id")] = video_id
+    line = ",".join(f'"{f}"' if "," in f else f for f in fields)
+    folder = _write(tmp_path, [line])
+    with pytest.raises(EK100AnnotationError) as info:
+        load_ek100(folder, "validation")
+    message = str(info.value)
+    assert "line 2" in message and "'video_id'" in message and "P01_01" in message

@@ -102,3 +102,54 @@ def test_missing_frames_or_video_named_with_narration(tmp_path):
         load_ek100(annotations, "validation", tmp_path, media="frames")
     with pytest.raises(FileNotFoundError, match=r"videos/P01/P01_11.MP4.*narration P01_11_0"):
         load_ek100(annotations, "validation", tmp_path, media="video")
+
+
+def _edit_index(root, **changes):
+    index = json.loads((root / "index.json").read_text())
+    index.update(changes)
+    (root / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/outside.safetensors",
+                                   "shards/../../outside.safetensors", "index.json", ".."])
+def test_index_naming_a_shard_outside_its_folder_is_refused(tmp_path, shard):
+    root = tmp_path / "f"
+    _write(root, {"P01_11_0": torch.ones(2, 4)})
+    (tmp_path / "outside.safetensors").write_bytes((root / "features-00000.safetensors").read_bytes())
+    _edit_index(root, shards={shard: 1}, narration_ids={"P01_11_0": shard})
+    with pytest.raises(ValueError) as info:
+        EK100FeatureReader(root)
+    assert "index.json" in str(info.value) and repr(shard) in str(info.value)
+
+
+def test_shards_in_sub_folders_of_the_feature_folder_are_read(tmp_path):
+    root = tmp_path / "f"
+    _write(root, {"P01_11_0": torch.ones(2, 4)})
+    (root / "shards").mkdir()
+    (root / "features-00000.safetensors").rename(root / "shards" / "a.safetensors")
+    _edit_index(root, shards={"shards/a.safetensors": 1}, narration_ids={"P01_11_0": "shards/a.safetensors"})
+    assert torch.equal(EK100FeatureReader(root)["P01_11_0"].float(), torch.ones(2, 4))
+
+
+def test_index_pointing_at_an_unlisted_shard_is_refused(tmp_path):
+    root = tmp_path / "f"
+    _write(root, {"P01_11_0": torch.ones(2, 4)})
+    _edit_index(root, narration_ids={"P01_11_0": "features-00007.safetensors"})
+    with pytest.raises(ValueError, match=r"narration 'P01_11_0' points at shard 'features-00007.safetensors'"):
+        EK100FeatureReader(root)
+
+
+def test_shard_altered_to_hold_nan_or_another_shape_is_refused_on_read(tmp_path):
+    from safetensors.torch import save_file
+
+    root = tmp_path / "f"
+    _write(root, {"P01_11_0": torch.ones(2, 4), "P01_11_1": torch.ones(2, 4)})
+    bad = torch.ones(2, 4, dtype=torch.float16)
+    bad[1, 2] = float("nan")
+    save_file({"P01_11_0": bad, "P01_11_1": torch.ones(3, 4, dtype=torch.float16)},
+              str(root / "features-00000.safetensors"))
+    reader = EK100FeatureReader(root)
+    with pytest.raises(ValueError, match=r"features-00000.safetensors: the features of narration 'P01_11_0' have NaN"):
+        reader["P01_11_0"]
+    with pytest.raises(ValueError, match=r"'P01_11_1' have shape \(3, 4\), the index says \(2, 4\)"):
+        reader["P01_11_1"]

@@ -202,3 +202,29 @@ def test_zero_length_segment_reads_its_frame(tmp_path):
     ds = load_ek100(annotations, "test", tmp_path, media="frames", num_frames=4)
     assert [_read_index(f) for f in ds[0]["video"]] == [25] * 4  # the frame shown at 0.5 s
 
+
+
+# ------------------------------------------------------------------------------------- paths built from video ids
+@pytest.mark.parametrize("video_id", ["P01_../../../secret", "P01_01/../../x", "../P01_01", "P01_01.MP4"])
+def test_media_paths_refuse_ids_that_are_not_ek100_ids(tmp_path, video_id):
+    from modeling_mambavl.ek100.media import frame_folder, video_file
+
+    for build in (frame_folder, video_file):
+        with pytest.raises(ValueError) as info:
+            build(tmp_path / "media", video_id)
+        assert repr(video_id) in str(info.value) and "P01_01" in str(info.value)
+
+
+def test_media_paths_refuse_a_link_out_of_the_media_root(tmp_path):
+    from modeling_mambavl.ek100.media import EK100Transform, frame_folder, video_file
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "media" / "videos").mkdir(parents=True)
+    (tmp_path / "media" / "videos" / "P01").symlink_to(outside, target_is_directory=True)
+    assert frame_folder(tmp_path / "media", "P01_01") == tmp_path / "media" / "rgb_frames" / "P01" / "P01_01"
+    with pytest.raises(ValueError, match="outside the media root"):
+        video_file(tmp_path / "media", "P01_01")
+    transform = EK100Transform(media_root=tmp_path / "media", media="video", task="recognition", split="validation")
+    with pytest.raises(ValueError, match="P01_01.*outside the media root"):
+        transform.check({"narration_id": ["P01_01_0"], "video_id": ["P01_01"]})

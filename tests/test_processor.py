@@ -167,3 +167,50 @@ def test_save_pretrained_and_auto_processor_round_trip(tmp_path, bert, use_bert)
         assert loaded.default_question_inputs() == processor.default_question_inputs()
     video_processor = AutoVideoProcessor.from_pretrained(tmp_path)
     assert type(video_processor) is MambaVLVideoProcessor and video_processor.sampling == "dense"
+
+
+# ---------------------------------------------------------------------------------------- long and empty questions
+def test_long_questions_are_truncated_to_the_tokenizers_maximum_with_one_warning(monkeypatch, bert):
+    from modeling_mambavl.processors import processing
+
+    warnings = []
+    monkeypatch.setattr(processing.logger, "warning_once", warnings.append)
+    for tokenizer in (None, bert):
+        warnings.clear()
+        processor = MambaVLProcessor(_video_processor(), tokenizer=tokenizer)
+        limit = processor.tokenizer.model_max_length
+        long = " ".join(["knife"] * (limit + 40))
+        out = processor(questions=[[long, "what?"], ["short", "what?"]])
+        ids, mask = out["question_input_ids"], out["question_attention_mask"]
+        assert ids.shape == (2, 2, limit) and int(mask[0, 0].sum()) == limit
+        assert ids[0, 0, -1] == processor.tokenizer.sep_token_id  # truncated by the tokenizer: [SEP] kept
+        _check_right_padded(ids, mask, processor.tokenizer.pad_token_id)
+        assert len(warnings) == 1 and f"({limit} tokens" in warnings[0] and "max_length=" in warnings[0]
+        processor(questions=["short", "what?"])
+        assert len(warnings) == 1  # nothing truncated, nothing said
+    # an explicit max_length is the user's choice: truncated to it, silently
+    warnings.clear()
+    assert processor(questions=[long, "what?"], max_length=8)["question_input_ids"].shape == (1, 2, 8)
+    assert warnings == []
+
+
+@pytest.mark.parametrize("questions", [["", "what?"], ["what?", "   "], [["a", "b"], ["", "c"]]])
+def test_empty_questions_are_refused_naming_their_position(questions):
+    processor = MambaVLProcessor(_video_processor())
+    videos = _clips(2) if isinstance(questions[0], list) else None
+    with pytest.raises(ValueError, match=r"questions\[\d\]\[\d\]: empty question"):
+        processor(videos=videos, questions=questions)
+    with pytest.raises(ValueError, match="empty batch"):
+        processor.tokenize_questions([])
+
+
+@pytest.mark.parametrize("removed", [("tokenizer.json",), ("tokenizer.json", "tokenizer_config.json")])
+def test_processor_folder_without_tokenizer_files_names_them(tmp_path, removed):
+    MambaVLProcessor(_video_processor()).save_pretrained(tmp_path)
+    for name in removed:
+        (tmp_path / name).unlink()
+    with pytest.raises(OSError) as info:
+        MambaVLProcessor.from_pretrained(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and all(name in message for name in removed)
+    assert "sentencepiece" not in message and "save_pretrained" in message

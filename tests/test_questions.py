@@ -144,3 +144,86 @@ def test_bad_sources():
         make_question_source("predicted", split="train", path="x.json", top_k=0)
     with pytest.raises(ValueError, match="needs the example"):
         make_question_source("oracle", split="train")(None)
+
+
+# ------------------------------------------------------------------------------------------- bad question files
+def test_question_files_with_a_byte_order_mark_are_read(tmp_path):
+    questions = {"P01_11_0": ["What is done?", "Which object?"]}
+    for name in ("q.csv", "q.jsonl"):
+        path = tmp_path / name
+        write_question_file(path, questions)
+        path.write_bytes("\ufeff".encode() + path.read_bytes())
+        assert read_question_file(path) == questions
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("dup.csv", "narration_id,verb_question,noun_question\na,v1,n1\nb,v,n\na,v2,n2\n",
+         r"dup.csv, line 4: narration_id 'a' is given twice \(first on line 2\)"),
+        ("dup.jsonl", '{"narration_id": "a", "verb_question": "v", "noun_question": "n"}\n'
+                      '{"narration_id": "a", "verb_question": "v2", "noun_question": "n2"}\n',
+         r"dup.jsonl, line 2: narration_id 'a' is given twice \(first on line 1\)"),
+        ("list.jsonl", '{"narration_id": "a", "verb_question": "v", "noun_question": "n"}\n[1, 2]\n',
+         r"list.jsonl, line 2: a JSON list, expected an object with the keys narration_id, verb_question"),
+        ("str.jsonl", '"just text"\n', r"str.jsonl, line 1: a JSON str, expected an object"),
+        ("empty.csv", "narration_id,verb_question,noun_question\na,v,n\nb,  ,n\n",
+         r"empty.csv, line 3: empty \['verb_question'\] for narration 'b'"),
+    ],
+)
+def test_bad_question_files_name_file_line_and_value(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=expected):
+        read_question_file(path)
+
+
+def test_question_file_missing_ids_of_the_split_is_refused_at_load_time(tmp_path):
+    from modeling_mambavl.ek100 import load_ek100
+    from modeling_mambavl.processors import MambaVLProcessor
+    from modeling_mambavl.training.builders import tokenize_questions
+
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    header = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+              "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes")
+    rows = [f"P01_11_{i},P01,P01_11,,00:00:0{i}.00,00:00:0{i}.50,{60 * i + 1},{60 * i + 30},take plate,take,0,"
+            "plate,2,['plate'],[2]" for i in range(4)]
+    (annotations / "EPIC_100_validation.csv").write_text("\n".join([header, *rows]) + "\n")
+    questions = tmp_path / "q.csv"
+    write_question_file(questions, {f"P01_11_{i}": ["v?", "n?"] for i in (0, 2)})
+    with pytest.raises(ValueError, match=r"q.csv lacks 2 of the 4 narrations of the validation split, e.g. "
+                                         r"\['P01_11_1', 'P01_11_3'\]"):
+        load_ek100(annotations, "validation", media_root=tmp_path, media="video", question_source="file",
+                   questions_path=questions, check_media=False)
+    split_rows = load_ek100(annotations, "validation").to_list()
+    with pytest.raises(ValueError, match="lacks 2 of the 4 narrations"):
+        tokenize_questions(split_rows, MambaVLProcessor(), "file", "validation", path=questions)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ([[-1, 3, 0.9]], r"narration 'x': verb class id -1 is out of range; the vocabulary has verb ids 0..96"),
+        ([[1, 300, 0.9]], r"narration 'x': noun class id 300 is out of range; the vocabulary has noun ids 0..299"),
+        ([[1, "301", 0.9]], r"noun class id '301' is out of range"),
+        ([[True, 3, 0.9]], r"verb class id True is out of range"),
+        ([], r"narration 'x': empty candidate list"),
+        ([[1, 2, "nan"]], r"narration 'x': score nan of \(1, 2\) is not a finite number"),
+        ([["fly", 2, 0.5]], r"narration 'x': unknown verb 'fly'"),
+        ([[1, "moon", 0.5]], r"narration 'x': unknown noun 'moon'"),
+    ],
+)
+def test_bad_predictions_name_file_narration_and_value(tmp_path, entry, expected):
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"y": [[0, 2, 0.5]], "x": entry}))
+    with pytest.raises(ValueError, match=expected) as info:
+        make_question_source("predicted", split="validation", path=path)
+    assert str(path) in str(info.value)
+
+
+def test_predictions_with_a_byte_order_mark_are_read(tmp_path):
+    path = tmp_path / "predictions.json"
+    path.write_bytes("\ufeff".encode() + json.dumps({"x": [[1, 2, 0.5]]}).encode())
+    source = make_question_source("predicted", split="validation", path=path, top_k=1)
+    assert source({"narration_id": "x"})[1].endswith(f"{VOCAB.noun_name(2)}?")

@@ -254,3 +254,74 @@ def test_random_arrays_through_the_video_processor(video_processor, shape, dtype
         return
     pixels = out["pixel_values"]
     assert tuple(pixels.shape) == (1, 4, 3, 16, 16)
+
+
+# ------------------------------------------------------------------------------------------ wrong values to forward
+def _soft(rows, classes=97, value=None):
+    targets = torch.zeros(rows, classes)
+    targets[:, 0] = 1.0
+    if value is not None:
+        targets[0, :2] = torch.tensor(value)
+    return targets
+
+
+@pytest.mark.parametrize(
+    ("case", "inputs", "expected"),
+    [
+        ("verb id 97", {"verb_labels": torch.tensor([1, 97])}, ["verb_labels", "97", "[0, 96]"]),
+        ("noun id -3", {"noun_labels": torch.tensor([0, -3])}, ["noun_labels", "-3", "[0, 299]"]),
+        ("action id", {"labels": torch.tensor([0, 10**6])}, ["labels", "1000000", "must be in [0, 3806)"]),
+        ("bool labels", {"verb_labels": torch.tensor([True, False])}, ["verb_labels", "torch.bool", "class ids"]),
+        ("negative soft", {"verb_labels": _soft(2, value=[2.0, -1.0])}, ["verb_labels", "-1", ">= 0"]),
+        ("NaN soft", {"noun_labels": _soft(2, 300, value=[math.nan, 1.0])}, ["noun_labels", "NaN", "finite"]),
+        ("soft sum 0", {"verb_labels": torch.zeros(2, 97)}, ["verb_labels", "sum to 0", "sum to 1"]),
+        ("soft sum 2", {"verb_labels": _soft(2, value=[1.0, 1.0])}, ["verb_labels", "clip 0", "sum to 2"]),
+        ("ids past vocab", {"question_input_ids": torch.full((2, 2, 4), 5000)}, ["question_input_ids", "5000", "4096"]),
+        ("negative ids", {"question_input_ids": torch.full((2, 2, 4), -1)}, ["question_input_ids", "-1", "0..4095"]),
+        ("too long", {"question_input_ids": torch.ones(2, 2, 65, dtype=torch.long)},
+         ["question_input_ids", "length 65", "1 to 64 tokens"]),
+        ("length 0", {"question_input_ids": torch.ones(2, 2, 0, dtype=torch.long)},
+         ["question_input_ids", "length 0", "1 to 64 tokens"]),
+        ("all padding", {"question_input_ids": torch.ones(2, 2, 4, dtype=torch.long),
+                         "question_attention_mask": torch.tensor([1, 1, 0, 0]).repeat(2, 2, 1).index_put_(
+                             (torch.tensor(1), torch.tensor(1)), torch.zeros(4, dtype=torch.long))},
+         ["question_attention_mask", "[1, 1]", "at least one"]),
+        ("empty batch", {}, []),  # the expected parts depend on the model's frame count: set below
+    ],
+)
+def test_wrong_values_name_argument_value_and_what_is_allowed(model, case, inputs, expected):
+    inputs = {"pixel_values": _pixels(model), **inputs}
+    if case == "empty batch":
+        inputs["pixel_values"] = _pixels(model, batch=0)
+        expected = ["pixel_values", "empty batch", f"(0, {model.config.num_frames},"]
+    with pytest.raises(ValueError) as err:
+        model(**inputs)
+    message = str(err.value)
+    assert all(part in message for part in expected), message
+
+
+def test_right_values_still_train(model):
+    soft = torch.softmax(torch.randn(2, 97), -1)
+    out = model(pixel_values=_pixels(model), verb_labels=soft, noun_labels=torch.tensor([3, -100]),
+                question_input_ids=torch.full((2, 2, 64), 7))  # 7: a word, never the pad id
+    assert torch.isfinite(out.loss) and out.loss > 0
+
+
+def test_value_checks_never_read_device_tensors(model, monkeypatch):
+    """Values are checked on CPU tensors only: reading a device tensor (``.any()``, ``.item()``) would synchronise
+    the device at every step. Shown with tensors whose device is not the CPU (the meta device)."""
+    from modeling_mambavl import modeling
+
+    called = []
+    monkeypatch.setattr(modeling, "_check_label_values", lambda *a: called.append("labels"))
+    monkeypatch.setattr(modeling, "_check_question_values", lambda *a: called.append("questions"))
+    labels = torch.tensor([1, 2])
+    model._check_labels("verb_labels", labels, 2, 97)
+    assert called == ["labels"]
+    model._check_labels("verb_labels", labels.to("meta"), 2, 97)
+    model._check_labels("verb_labels", torch.zeros(2, 97, device="meta"), 2, 97)
+    assert called == ["labels"]
+    ids = torch.ones(2, 2, 4, dtype=torch.long)
+    model.mambavl._question_inputs(ids, None, 2, ids.device)
+    model.mambavl._question_inputs(ids.to("meta"), None, 2, "meta")
+    assert called == ["labels", "questions"]

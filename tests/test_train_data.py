@@ -132,3 +132,17 @@ def test_bad_clips_are_flagged_or_raise(data, processor, tmp_path):
     assert list(cached.bad) == [broken["narration_id"]]
     from_cache = EK100ClipDataset(rows, processor, cache=cached, num_frames=4, skip_bad_clips=True)
     assert from_cache[1]["valid"] is False and from_cache[0]["valid"] is True
+
+
+def test_rows_with_classes_outside_the_models_heads_are_refused_before_training(data, processor):
+    spec, _ = data
+    rows = load_rows(spec, "train", "recognition", limit=4)
+    reader = WindowReader(spec.media_root, spec.media, "recognition", "train")
+    dataset = EK100ClipDataset(rows, processor, reader=reader, num_frames=4)
+    dataset.check_labels(97, 300)  # the EK100 vocabulary fits the default heads
+    biggest = max(rows, key=lambda r: r["noun_class"])
+    with pytest.raises(ValueError) as info:
+        dataset.check_labels(97, biggest["noun_class"])
+    message = str(info.value)
+    assert f"noun_class {biggest['noun_class']}" in message and "narration" in message
+    assert f"ids 0..{biggest['noun_class'] - 1}" in message

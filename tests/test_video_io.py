@@ -301,3 +301,40 @@ def test_media_error_pickles_with_its_attributes():
     err = pickle.loads(pickle.dumps(MediaError("a.mp4", (1.0, 2.0), "broken")))
     assert (err.path, err.window, err.reason) == ("a.mp4", (1.0, 2.0), "broken")
     assert str(err) == "a.mp4 (window 1.000-2.000 s): broken"
+
+
+# ------------------------------------------------------------------------------------ bit depth and non-finite values
+def _grey16(value: int, size: int = 8) -> Image.Image:
+    return Image.fromarray(np.full((size, size), value, dtype=np.uint16))
+
+
+@pytest.mark.parametrize("value", [0, 257 * 10, 32768, 65535])
+def test_16_bit_images_and_arrays_are_scaled_not_saturated(tmp_path, value):
+    expected = round(value / 257)
+    path = tmp_path / "grey16.png"
+    _grey16(value).save(path)
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # a real 16-bit PNG
+        frames = load_clip([image, image], num_frames=2)
+    assert frames.dtype == np.uint8 and frames.shape == (2, 8, 8, 3) and (frames == expected).all()
+    array = np.full((2, 8, 8, 3), value, dtype=np.uint16)
+    assert (load_clip(array, num_frames=2) == expected).all()
+    folder = tmp_path / "P01_01"  # the same PNG bytes in a frame folder: read by content, not by name
+    folder.mkdir()
+    for i in (1, 2):
+        (folder / f"frame_{i:010d}.jpg").write_bytes(path.read_bytes())
+    assert (load_clip(str(folder), num_frames=2) == expected).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_are_refused_unless_allowed(bad):
+    clip = np.random.default_rng(0).random((3, 8, 8, 3)).astype(np.float32)  # 0-1 floats
+    clip[1, 2, 3, 0] = bad
+    with pytest.raises(ValueError, match=r"video array holds 1 NaN / inf value\(s\), the first at frame 1 \(pixel "
+                                         r"\(2, 3, 0\)\); pass allow_non_finite=True"):
+        load_clip(clip, num_frames=3)
+    allowed = load_clip(clip, num_frames=3, allow_non_finite=True)
+    # read as 0-1 like the same clip without the bad value (a NaN used to make the whole clip read as 0-255)
+    clean = clip.copy()
+    clean[1, 2, 3, 0] = {True: 0.0, False: 1.0 if bad > 0 else 0.0}[bool(np.isnan(bad))]
+    assert np.array_equal(allowed, load_clip(clean, num_frames=3))

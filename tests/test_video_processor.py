@@ -287,3 +287,19 @@ def test_video_classification_pipeline_uses_the_processor(tmp_path):
     result = classifier(str(BBB), top_k=2)
     assert [r["label"] for r in result] and len(result) == 2
     assert classifier.model.seen == [(1, 8, 3, 32, 32)]  # the pipeline's num_frames=config.num_frames was honoured
+
+
+def test_non_finite_pixels_are_an_error_by_default_and_an_option():
+    from modeling_mambavl import MambaVLProcessor
+
+    clip = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    clip[2, 0, 0] = np.nan
+    processor = MambaVLVideoProcessor(num_frames=4, size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    with pytest.raises(ValueError, match=r"NaN / inf value\(s\), the first at frame 2.*allow_non_finite=True"):
+        processor(videos=[clip], return_tensors="pt")
+    allowed = processor(videos=[clip], allow_non_finite=True, return_tensors="pt")["pixel_values"]
+    clean = processor(videos=[np.nan_to_num(clip)], return_tensors="pt")["pixel_values"]
+    assert torch.isfinite(allowed).all() and torch.equal(allowed, clean)
+    full = MambaVLProcessor(processor)  # the option passes through the processor too
+    assert torch.equal(full(videos=[clip], allow_non_finite=True)["pixel_values"], clean)
+    assert MambaVLVideoProcessor(allow_non_finite=True).allow_non_finite is True

@@ -29,6 +29,7 @@ __all__ = [
     "TEST_COLUMNS",
     "SPLIT_FILES",
     "UNKNOWN_ACTION",
+    "VIDEO_ID_PATTERN",
     "anticipation_window",
     "frames_fps",
     "load_ek100",
@@ -70,8 +71,12 @@ UNKNOWN_ACTION = -100
 
 _MEDIA = ("frames", "video", "features")
 _TASKS = ("recognition", "anticipation")
-_TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):(\d+(?:\.\d*)?)$")
+# Minutes and seconds below 60: "00:00:75.00" is refused rather than read as 75 s.
+_TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d*)?)$")
 _PARTICIPANT = re.compile(r"^P\d+$")
+# Video ids become paths (rgb_frames/PXX/<video_id>, videos/PXX/<video_id>.MP4): only the EK100 form is accepted,
+# never separators or "..".
+VIDEO_ID_PATTERN = re.compile(r"^P\d+_\d+$")
 _QUOTED_LIST = re.compile(r"^\[(?:'[^'\\]*'(?:, '[^'\\]*')*)?\]$")
 
 
@@ -80,10 +85,10 @@ class EK100AnnotationError(ValueError):
 
 
 def parse_timestamp(text: str) -> float:
-    """``"HH:MM:SS.ss"`` -> seconds (float). ``ValueError`` on anything else."""
+    """``"HH:MM:SS.ss"`` (minutes and seconds below 60) -> seconds (float). ``ValueError`` on anything else."""
     match = _TIMESTAMP.match(text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not a HH:MM:SS.ss timestamp")
+        raise ValueError(f"{text!r} is not a HH:MM:SS.ss timestamp (minutes and seconds 00-59)")
     hours, minutes, seconds = match.groups()
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
@@ -137,7 +142,9 @@ def read_ek100_csv(path: str | Path, vocab: EK100Vocabulary | None = None) -> di
     vocab = vocab or EK100Vocabulary.default()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: EK100 annotation file not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: files saved by spreadsheet programs start with a byte-order mark, which must not become part of
+    # the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
@@ -196,6 +203,8 @@ def _validate_row(
     participant, video = values["participant_id"].strip(), values["video_id"].strip()
     if not _PARTICIPANT.match(participant):
         fail("participant_id", f"{participant!r} is not a participant id like 'P01'")
+    if not VIDEO_ID_PATTERN.match(video):
+        fail("video_id", f"{video!r} is not an EK100 video id like 'P01_01' or 'P01_101' (letters P, digits, one '_')")
     if not video.startswith(participant + "_"):
         fail("video_id", f"{video!r} does not belong to participant {participant!r} (expected '{participant}_NN')")
     values.update(narration_id=narration_id, participant_id=participant, video_id=video)
@@ -204,13 +213,13 @@ def _validate_row(
         try:
             values[key] = parse_timestamp(values[field])
         except ValueError:
-            fail(field, f"{values[field]!r} is not a HH:MM:SS.ss timestamp")
+            fail(field, f"{values[field]!r} is not a HH:MM:SS.ss timestamp (minutes and seconds 00-59)")
     narration_ts = values["narration_timestamp"].strip()
     if narration_ts:
         try:
             parse_timestamp(narration_ts)
         except ValueError:
-            fail("narration_timestamp", f"{narration_ts!r} is not a HH:MM:SS.sss timestamp")
+            fail("narration_timestamp", f"{narration_ts!r} is not a HH:MM:SS.sss timestamp (minutes and seconds 00-59)")
     values["narration_timestamp"] = narration_ts or None
     for field in ("start_frame", "stop_frame"):
         try:
@@ -340,7 +349,8 @@ def load_ek100(
             they stack). With ``"oracle"`` the summary in ``dataset.info.description`` says ``ORACLE QUESTIONS``.
         unknown_actions: a labelled (verb, noun) pair missing from the action table gets ``action_class =
             UNKNOWN_ACTION`` (-100) and is counted (``"ignore"``, the default), or raises (``"error"``).
-        check_media: check up front that every video's frame folder / MP4 / feature entry exists.
+        check_media: check up front that every video's frame folder / MP4 / feature entry exists. A question file
+            or predictions file is always checked up front: one lacking narrations of the split raises ``ValueError``.
 
     Returns:
         A `datasets.Dataset` with the columns ``narration_id, participant_id, video_id, narration_timestamp,
@@ -454,4 +464,5 @@ def load_ek100(
     )
     if check_media:
         transform.check(dataset)
+    transform.check_questions(dataset["narration_id"])
     return dataset.with_transform(transform)

@@ -156,6 +156,23 @@ class EK100FeatureWriter:
             self.close()
 
 
+def _check_shards(index_path: Path, shards: Any, where: Any) -> None:
+    """Every shard the index names is a relative ``.safetensors`` path without ``..`` that resolves inside the
+    feature folder, and every narration points at a listed shard: an edited index must not read files elsewhere."""
+    if not isinstance(shards, dict) or not isinstance(where, dict):
+        raise ValueError(f"{index_path}: 'shards' and 'narration_ids' must be objects")
+    root = index_path.parent.resolve()
+    for name in shards:
+        relative = isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
+        if not relative or not name.endswith(".safetensors") or not (root / name).resolve().is_relative_to(root):
+            raise ValueError(f"{index_path}: shard {name!r} is not a .safetensors file inside {root}; shards must be "
+                             "relative paths in the feature folder, without '..'")
+    for narration_id, name in where.items():
+        if name not in shards:
+            raise ValueError(f"{index_path}: narration {narration_id!r} points at shard {name!r}, which is not listed "
+                             f"in 'shards' {sorted(shards)[:3]}")
+
+
 class EK100FeatureReader(Mapping):
     """Read a feature folder: ``reader[narration_id]`` -> tensor (F, D) in the stored dtype.
 
@@ -187,6 +204,7 @@ class EK100FeatureReader(Mapping):
                 raise ValueError(f"{index_path}: missing key {key!r}")
         if meta["dtype"] not in _DTYPES:
             raise ValueError(f"{index_path}: dtype {meta['dtype']!r} is not one of {sorted(_DTYPES)}")
+        _check_shards(index_path, meta["shards"], meta["narration_ids"])
         self.metadata: dict[str, Any] = meta
         self._where: dict[str, str] = meta["narration_ids"]
         self._handles: dict[str, Any] = {}
@@ -232,9 +250,16 @@ class EK100FeatureReader(Mapping):
                 raise FileNotFoundError(f"{path} (shard of narration {narration_id!r}) is missing")
             handle = self._handles[shard] = safe_open(str(path), framework="pt")
         try:
-            return handle.get_tensor(narration_id)
+            tensor = handle.get_tensor(narration_id)
         except Exception as e:  # a shard that does not hold what the index says
             raise KeyError(f"{self.root / shard}: no tensor for narration {narration_id!r} ({e})") from None
+        if list(tensor.shape) != list(self.metadata["shape"]) or not torch.isfinite(tensor).all():
+            # The writer refuses both; a shard changed since then must not feed NaN or a wrong shape to a model.
+            what = "NaN or inf values" if list(tensor.shape) == list(self.metadata["shape"]) else \
+                f"shape {tuple(tensor.shape)}, the index says {tuple(self.metadata['shape'])}"
+            raise ValueError(f"{self.root / shard}: the features of narration {narration_id!r} have {what}; "
+                             "extract them again (examples/extract_features.py)")
+        return tensor
 
     def __contains__(self, narration_id: object) -> bool:
         return narration_id in self._where

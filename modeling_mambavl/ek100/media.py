@@ -13,25 +13,43 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import frames_fps
+from .annotations import VIDEO_ID_PATTERN, frames_fps
 from .features import EK100FeatureReader
 from .vocabulary import EK100Vocabulary
 
 __all__ = ["EK100Transform", "frame_folder", "set_ek100_epoch", "video_file"]
 
 
+def _inside(media_root: str | Path, video_id: str, path: Path) -> Path:
+    """``path`` if ``video_id`` is an EK100 id and ``path`` resolves inside ``media_root``; else ``ValueError``.
+
+    A video id comes from an annotation file; one holding separators or ``..`` must never read media elsewhere
+    (a symbolic link inside the root pointing out of it is refused as well)."""
+    if not isinstance(video_id, str) or not VIDEO_ID_PATTERN.match(video_id):
+        raise ValueError(f"video_id {video_id!r}: not an EK100 video id like 'P01_01' or 'P01_101'; media paths are "
+                         f"built from it under {media_root}")
+    root = Path(media_root).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ValueError(f"video_id {video_id!r}: its media path {path} resolves to {path.resolve()}, outside the "
+                         f"media root {root}")
+    return path
+
+
 def frame_folder(media_root: str | Path, video_id: str) -> Path:
-    """``<media_root>/rgb_frames/PXX/PXX_YY`` (the EK100 frame layout)."""
-    return Path(media_root) / "rgb_frames" / video_id.split("_")[0] / video_id
+    """``<media_root>/rgb_frames/PXX/PXX_YY`` (the EK100 frame layout); ``ValueError`` for a video id that is not
+    ``PXX_YY`` or a path outside ``media_root``."""
+    path = Path(media_root) / "rgb_frames" / str(video_id).split("_")[0] / str(video_id)
+    return _inside(media_root, video_id, path)
 
 
 def video_file(media_root: str | Path, video_id: str) -> Path:
-    """``<media_root>/videos/PXX/PXX_YY.MP4`` (a lower-case ``.mp4`` is accepted too)."""
-    folder = Path(media_root) / "videos" / video_id.split("_")[0]
+    """``<media_root>/videos/PXX/PXX_YY.MP4`` (a lower-case ``.mp4`` is accepted too); ``ValueError`` for a video id
+    that is not ``PXX_YY`` or a path outside ``media_root``."""
+    folder = Path(media_root) / "videos" / str(video_id).split("_")[0]
     path = folder / f"{video_id}.MP4"
     if not path.exists() and (folder / f"{video_id}.mp4").exists():
-        return folder / f"{video_id}.mp4"
-    return path
+        path = folder / f"{video_id}.mp4"
+    return _inside(media_root, video_id, path)
 
 
 def set_ek100_epoch(dataset: Any, epoch: int) -> None:
@@ -204,7 +222,14 @@ class EK100Transform:
         """True when the questions come from the ground truth: results must be labelled ``ORACLE QUESTIONS``."""
         return isinstance(self.question_source, str) and self.question_source == "oracle"
 
-    def questions(self, row: dict) -> list[str]:
+    def check_questions(self, narration_ids: Sequence[str]) -> None:
+        """Raise ``ValueError`` naming the file if a question / predictions file lacks narrations of the split."""
+        if self.question_source is not None:
+            check = getattr(self._question_source(), "check_ids", None)
+            if check is not None:
+                check(list(narration_ids), self.split)
+
+    def _question_source(self) -> Callable[[dict], list[str]]:
         if self._questions is None:
             if callable(self.question_source):
                 self._questions = self.question_source
@@ -223,7 +248,10 @@ class EK100Transform:
                     vocab=self.vocab,
                     **kwargs,
                 )
-        questions = list(self._questions(row))
+        return self._questions
+
+    def questions(self, row: dict) -> list[str]:
+        questions = list(self._question_source()(row))
         if len(questions) != len(self.question_types):
             raise ValueError(
                 f"narration {row['narration_id']}: the question source gave {len(questions)} questions for "

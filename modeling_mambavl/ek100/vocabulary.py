@@ -48,7 +48,7 @@ class EK100Class:
 
 def _read_classes(path: Path) -> list[EK100Class]:
     classes: list[EK100Class] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = {"id", "key", "instances", "category"} - set(reader.fieldnames or ())
         if missing:
@@ -66,7 +66,7 @@ def _read_classes(path: Path) -> list[EK100Class]:
 
 
 def _read_id_column(path: Path, column: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or ()):
             raise ValueError(f"{path}: missing column {column!r}")
@@ -122,7 +122,7 @@ class EK100Vocabulary:
         verbs = _read_classes(path / _VERB_FILE)
         nouns = _read_classes(path / _NOUN_FILE)
         actions: list[tuple[int, int]] = []
-        with open(path / _ACTION_FILE, newline="", encoding="utf-8") as f:
+        with open(path / _ACTION_FILE, newline="", encoding="utf-8-sig") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 if int(row["id"]) != len(actions):
                     raise ValueError(f"{path / _ACTION_FILE}, line {line}: action ids must be 0..N-1 in order")

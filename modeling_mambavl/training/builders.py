@@ -123,6 +123,7 @@ def tokenize_questions(rows: Sequence[dict], processor: Any, source: str, split:
 
     make = make_question_source(source, split=split, path=path, question_types=processor.question_types,
                                 mask_token=processor.mask_token)
+    make.check_ids([row["narration_id"] for row in rows], split)
     questions = [make(row) for row in rows]
     encoded = processor.tokenize_questions(questions, return_tensors="pt")
     return encoded["question_input_ids"], encoded["question_attention_mask"]

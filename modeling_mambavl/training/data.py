@@ -370,6 +370,18 @@ class EK100ClipDataset(torch.utils.data.Dataset):
             raise ValueError("question_order must be a permutation of the rows")
         self.question_order = None if question_order is None else list(question_order)
 
+    def check_labels(self, num_verb_classes: int, num_noun_classes: int) -> None:
+        """Raise ``ValueError`` naming the narration, the field and the value when a row's verb / noun class is
+        outside the model's heads (a vocabulary larger than the config's). Checked once, here on the CPU: inside
+        the training step an out-of-range id would fail on the device, far from its cause."""
+        for field, size in (("verb_class", num_verb_classes), ("noun_class", num_noun_classes)):
+            for row in self.rows:
+                value = row.get(field)
+                if value is not None and not 0 <= int(value) < size:
+                    raise ValueError(f"narration {row['narration_id']}: {field} {value} is outside the model's "
+                                     f"{size} classes (ids 0..{size - 1}); the annotations' vocabulary does not "
+                                     "match the model config")
+
     def set_epoch(self, epoch: int) -> None:
         """Seeds random frame positions and augmentation (with ``persistent_workers=False`` workers see it)."""
         self.epoch = int(epoch)
