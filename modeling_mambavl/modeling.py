@@ -454,7 +454,8 @@ class MambaVLModel(MambaVLPreTrainedModel):
         if pad is None:
             return torch.ones_like(input_ids)
         mask = (input_ids != pad).long()
-        if not is_tracing(input_ids) and not bool(mask.all()):
+        # Reading the mask's values would synchronise a GPU at every step: the warning is a CPU-side courtesy.
+        if input_ids.device.type == "cpu" and not is_tracing(input_ids) and not bool(mask.all()):
             logger.warning_once(
                 f"question_input_ids contain the pad id {pad} and no question_attention_mask was given: the mask is "
                 f"taken as question_input_ids != {pad} (config.question_pad_token_id, else text_config.pad_token_id). "
