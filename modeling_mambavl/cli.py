@@ -173,6 +173,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .ek100 import load_ek100
     from .hub import load_model_and_processor
+    from .model_card import split_metrics
 
     if not args.model:
         raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
@@ -187,13 +188,14 @@ def _eval(args: argparse.Namespace) -> int:
         dataset = dataset.select(range(min(args.limit, num_clips)))
     results = evaluate_ek100(model, processor, dataset, task=args.task, split=args.split,
                              question_source=args.question_source, batch_size=args.batch_size)
-    metrics = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics, counts = split_metrics(results)  # NaN of an empty subset -> null; counts apart from metrics
     report: dict[str, Any] = {"task": args.task, "split": args.split, "dataset": args.dataset_name,
                               "question_source": args.question_source}
     if args.question_source == "oracle":
         report["label"] = "ORACLE QUESTIONS"
-    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "metrics": metrics})
-    text = json.dumps(report, indent=2)
+    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "counts": counts,
+                   "num_empty_metrics": sum(v is None for v in metrics.values()), "metrics": metrics})
+    text = json.dumps(report, indent=2, allow_nan=False)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n", encoding="utf-8")
