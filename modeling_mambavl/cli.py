@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--metrics", default=None, metavar="PATH", help="metrics.json (default: CHECKPOINT_DIR/metrics.json)")
     card.add_argument("--example-video", default=None, metavar="CLIP",
                       help="clip for the widget; copied to CHECKPOINT_DIR/examples/, the model's top-5 shown")
+    card.add_argument("--synthetic-example", action="store_true",
+                      help="save a synthetic clip (the synthetic EK100-format data's take-plate motion) as "
+                           "CHECKPOINT_DIR/examples/synthetic_take_plate.mp4 and use it as --example-video")
     card.add_argument("--space", default=None, metavar="ORG/NAME", help="demo Space to link (default: the project's)")
     card.add_argument("--license", default=None, help="licence id (default: cc-by-nc-4.0 for EK100 models)")
     card.set_defaults(run=_card)
@@ -207,8 +210,16 @@ def _card(args: argparse.Namespace) -> int:
     from .hub import write_model_card
     from .model_card import DEFAULT_SPACE
 
+    example = args.example_video
+    if args.synthetic_example:
+        if example is not None:
+            raise ValueError("give --example-video or --synthetic-example, not both")
+        from .ek100.synthetic import write_synthetic_clip
+
+        if (Path(args.checkpoint) / "config.json").is_file():  # else write_model_card names what is missing
+            example = write_synthetic_clip(Path(args.checkpoint) / "examples" / "synthetic_take_plate.mp4")
     path = write_model_card(args.checkpoint, repo_id=args.repo_id, metrics=args.metrics,
-                            example_video=args.example_video, space_id=args.space or DEFAULT_SPACE,
+                            example_video=example, space_id=args.space or DEFAULT_SPACE,
                             license=args.license)
     print(f"wrote {path}")
     return 0
