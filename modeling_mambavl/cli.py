@@ -15,9 +15,53 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "evaluate_ek100"]
+__all__ = ["main", "build_parser", "evaluate_ek100", "run_main", "user_error_message", "USER_ERRORS"]
 
 MODEL_ENV = "MAMBAVL_MODEL"
+DEBUG_HELP = "on an error, show the full traceback instead of one line"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .processors.video_io import MediaError
+
+    # Bad media, bad paths, bad values, a model folder or repo that cannot be read: the user's to fix.
+    return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError)
+
+
+USER_ERRORS = _user_errors()
+
+
+def user_error_message(error: BaseException, args: argparse.Namespace | None = None) -> str:
+    """One line for a user error: the error's own message (which names the file or field) and what fixes it."""
+    from .processors.video_io import MediaError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, MediaError):
+        if error.window is not None and getattr(args, "window", None) is not None:
+            fix = "give a --window START END inside the video, or leave --window out for the whole clip"
+        else:
+            fix = "give a video file PyAV can decode (MP4, MKV, WebM, ...) or an EK100 frame folder"
+    elif isinstance(error, FileNotFoundError) and error.filename is not None:  # the OS's message names no fix
+        fix = "check the path"
+    elif isinstance(error, OSError) and getattr(args, "model", None) and str(args.model) in text:
+        fix = "--model takes a folder written by save_pretrained or a Hub repo id"
+    else:
+        return text
+    return f"{text}; {fix}"
+
+
+def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main(argv)``: a user error (``USER_ERRORS``) prints one line, ``prog: message; fix``, and
+    exits with status 2; ``--debug`` among the arguments re-raises it with its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main_function(argv)
+    except USER_ERRORS as e:
+        if "--debug" in argv:
+            raise
+        print(f"{prog}: {user_error_message(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -37,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mambavl COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     predict = commands.add_parser(
@@ -54,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--window", nargs=2, type=float, metavar=("START", "END"), default=None,
                          help="only the clip between START and END seconds")
     predict.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser(
@@ -79,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     evaluate.add_argument("--output", "-o", default=None, metavar="PATH", help="write metrics.json here")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     evaluate.set_defaults(run=_eval)
 
     card = commands.add_parser(
@@ -97,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "CHECKPOINT_DIR/examples/synthetic_take_plate.mp4 and use it as --example-video")
     card.add_argument("--space", default=None, metavar="ORG/NAME", help="demo Space to link (default: the project's)")
     card.add_argument("--license", default=None, help="licence id (default: cc-by-nc-4.0 for EK100 models)")
+    card.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     card.set_defaults(run=_card)
     return parser
 
@@ -107,6 +155,18 @@ def _version() -> str:
     return __version__
 
 
+def _check_model_argument(args: argparse.Namespace) -> None:
+    """A --model that is meant as a folder (absolute, relative with ./, or deeper than org/name) must exist: the Hub
+    client's message about repo id syntax would not say that the folder is missing."""
+    if not args.model:
+        raise SystemExit(f"mambavl {args.command}: give --model (a checkpoint folder or Hub repo id) or set "
+                         f"${MODEL_ENV}")
+    model = str(args.model)
+    if not Path(model).exists() and (Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1):
+        raise FileNotFoundError(f"--model {model}: no such folder; give a folder written by save_pretrained (model "
+                                "and processor) or a Hub repo id such as org/name")
+
+
 def _load_pipeline(args: argparse.Namespace):
     import torch
     from transformers import pipeline
@@ -114,8 +174,7 @@ def _load_pipeline(args: argparse.Namespace):
     from . import pipelines  # noqa: F401 (registers the task)
     from .hub import load_model_and_processor
 
-    if not args.model:
-        raise SystemExit(f"mambavl: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
     return pipeline(pipelines.TASK, model=model, processor=processor, device=model.device)
@@ -130,7 +189,8 @@ def _table(title: str, rows: list[dict[str, Any]]) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     if not Path(args.video).exists():
-        raise SystemExit(f"mambavl predict: {args.video} does not exist")
+        raise SystemExit(f"mambavl predict: VIDEO {args.video} does not exist; give the path of a video file or an "
+                         "EK100 frame folder")
     pipe = _load_pipeline(args)
     kwargs: dict[str, Any] = {"top_k": args.top_k}
     if args.questions is not None:
@@ -178,8 +238,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .hub import load_model_and_processor
     from .model_card import split_metrics
 
-    if not args.model:
-        raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
     dataset = load_ek100(args.annotations, args.split, media_root=args.media_root, media=args.media, task=args.task,
@@ -226,11 +285,15 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``mambavl`` command. A user error (bad media, a window past the end of the video, a missing file, a bad
+    value) prints one line naming the file or field and the fix, and returns 2; ``--debug`` raises it instead."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mambavl {args.command}: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"mambavl {args.command}: {user_error_message(e, args)}", file=sys.stderr)
         return 2
 
 
