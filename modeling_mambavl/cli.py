@@ -36,6 +36,11 @@ def user_error_message(error: BaseException, args: argparse.Namespace | None = N
     from .processors.video_io import MediaError
 
     text = " ".join(str(error).split()) or type(error).__name__
+    if "Repo id must be in the form" in text:  # HFValidationError, or transformers' OSError re-raising it
+        # huggingface_hub's message about repo id syntax, for what was meant as a local folder that is missing
+        name = text.rsplit(": '", 1)[-1].split("'")[0]
+        return (f"{name}: no such folder, and not a Hub repo id; give a folder written by save_pretrained (model and "
+                "processor) or a Hub repo id such as org/name")
     if isinstance(error, MediaError):
         if error.window is not None and getattr(args, "window", None) is not None:
             fix = "give a --window START END inside the video, or leave --window out for the whole clip"
@@ -51,17 +56,18 @@ def user_error_message(error: BaseException, args: argparse.Namespace | None = N
 
 
 def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -> int:
-    """Run a script's ``main(argv)``: a user error (``USER_ERRORS``) prints one line, ``prog: message; fix``, and
-    exits with status 2; ``--debug`` among the arguments re-raises it with its traceback."""
+    """Run a script's ``main(argv)`` and return its exit status (``main``'s own when it returns an int, else 0): a
+    user error (``USER_ERRORS``) prints one line, ``prog: message; fix``, and gives 2; ``--debug`` among the arguments
+    re-raises it with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        main_function(argv)
+        result = main_function(argv)
     except USER_ERRORS as e:
         if "--debug" in argv:
             raise
         print(f"{prog}: {user_error_message(e)} (--debug shows the traceback)", file=sys.stderr)
         return 2
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def _model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
