@@ -2,7 +2,10 @@
 
     mambavl predict VIDEO [--model ID_OR_PATH] [--questions VERB_Q NOUN_Q] [--top-k 5] [--json]
     mambavl eval --model ID_OR_PATH --annotations DIR --media-root DIR [--split validation] [--output metrics.json]
-    mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP] [--metrics metrics.json]
+    mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP | --synthetic-example] [--metrics PATH]
+
+A user error prints one line naming the file or option and the fix (exit status 2); ``--debug`` shows the traceback.
+The CLI loads checkpoints with the package's own classes and never passes ``trust_remote_code``.
 """
 
 from __future__ import annotations
