@@ -48,6 +48,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
+from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
 
 BACKBONE_FILE = "authors_backbone.safetensors"
 REPORT_FILE = "conversion_report.json"
@@ -365,15 +366,17 @@ def _print_report(conversion: Conversion, output_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the authors' .pyth / .pth file")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
+    parser.add_argument("--output_dir", required=True, help="folder to write the converted checkpoint to")
+    parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS),
+                        help="the checkpoint's model (auto: recognised from its keys)")
     parser.add_argument("--tokenizer", default=None,
                         help="a local RoBERTa-base tokenizer folder: also save a processor (questions padded to 40)")
     parser.add_argument("--trust_pickle", action="store_true",
                         help="unpickle the checkpoint fully (only for files you trust)")
     parser.add_argument("--strict", action="store_true", help="fail when a key is unmapped")
+    finish_parser(parser)  # --debug; refuses an option without help
     args = parser.parse_args(argv)
     try:
         conversion = convert_checkpoint(args.checkpoint, args.output_dir, layout=args.layout, tokenizer=args.tokenizer,
@@ -386,4 +389,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "convert_authors_checkpoint.py"))

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from modeling_mambavl.saving import load_model_and_processor
-from modeling_mambavl.training.arguments import add_data_arguments
+from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
 from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
@@ -48,26 +48,32 @@ logger = get_logger(__name__)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model_name_or_path", type=str, required=True,
                         help="a folder written by train_ek100.py (best_model/, final_model/) or a Hub id")
     parser.add_argument("--base_model", type=str, default=None, help="base model of a LoRA adapter folder")
-    parser.add_argument("--split", type=str, default="validation")
+    parser.add_argument("--split", type=str, default="validation", help="annotation split to evaluate")
     parser.add_argument("--questions_file", type=str, default=None, help="questions / predictions for this split")
     add_data_arguments(parser.add_argument_group("data"))
-    parser.add_argument("--temporal_views", type=int, default=1)
-    parser.add_argument("--spatial_crops", type=int, default=1)
+    parser.add_argument("--temporal_views", type=int, default=1,
+                        help="K temporal views per clip (scores averaged over K x M views)")
+    parser.add_argument("--spatial_crops", type=int, default=1, help="M spatial crops per view")
     parser.add_argument("--reverse_frames", action="store_true", help="control: play every clip backwards")
     parser.add_argument("--shuffle_questions", action="store_true", help="control: questions of other clips")
-    parser.add_argument("--per_device_eval_batch_size", type=int, default=32)
-    parser.add_argument("--action_rule", choices=("official", "independent"), default="official")
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None)
+    parser.add_argument("--per_device_eval_batch_size", type=int, default=32, help="clips per process and step")
+    parser.add_argument("--action_rule", choices=("official", "independent"), default="official",
+                        help="action ranking: the official top-100 x top-100 product, or the authors' lenient "
+                             "verb-in-top-5 and noun-in-top-5")
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+                        help="autocast dtype (default: Accelerate's configuration)")
     parser.add_argument("--output_dir", type=str, default=None, help="default: <model>/eval_<split>")
     parser.add_argument("--submission", type=str, default=None, help="challenge JSON / zip to write (test split)")
     parser.add_argument("--sls_pt", type=int, default=None, help="supervision level: pretraining (0-5)")
     parser.add_argument("--sls_tl", type=int, default=None, help="supervision level: training labels (0-5)")
     parser.add_argument("--sls_td", type=int, default=None, help="supervision level: training data (0-5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the frame sampling and of --shuffle_questions")
+    finish_parser(parser)  # HF-standard aliases, --debug; refuses an option without help
     args = parser.parse_args(argv)
     if args.submission and None in (args.sls_pt, args.sls_tl, args.sls_td):
         parser.error("--submission needs --sls_pt, --sls_tl and --sls_td (the challenge's supervision levels)")
@@ -157,4 +163,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "eval_ek100.py"))

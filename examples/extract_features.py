@@ -52,6 +52,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modeling_mambavl.ek100 import EK100FeatureWriter, load_ek100, set_ek100_epoch  # noqa: E402
 from modeling_mambavl.ek100.features import FEATURES_FORMAT, FEATURES_INDEX  # noqa: E402
+from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
 from modeling_mambavl.training.faults import kill_point  # noqa: E402
 
 SHARDS_DIR = "shards"
@@ -294,27 +295,34 @@ def _rows(args) -> list[tuple[str, int, str]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Extract EK100 backbone features (see the module docstring).")
-    p.add_argument("--annotations_dir", required=True)
+    p = argparse.ArgumentParser(description="Extract EK100 backbone features (see the module docstring).",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--annotations_dir", required=True, help="epic-kitchens-100-annotations folder")
     p.add_argument("--split", required=True, nargs="+", choices=("train", "validation", "test"),
                    help="one or more splits, extracted into the same folder (train_ek100.py --media features reads "
                         "its training and evaluation rows from one folder)")
     p.add_argument("--media_root", required=True, help="the folder holding rgb_frames/ or videos/")
-    p.add_argument("--media", default="frames", choices=("frames", "video"))
+    p.add_argument("--media", default="frames", choices=("frames", "video"),
+                   help="what --media_root holds: JPEG frame folders or MP4 videos")
     p.add_argument("--backbone", required=True, help="a transformers model id / folder, or module:function")
     p.add_argument("--backbone_kwargs", default=None, help="JSON keyword arguments of a module:function factory")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--task", default="recognition", choices=("recognition", "anticipation"))
-    p.add_argument("--anticipation_time", type=float, default=1.0)
-    p.add_argument("--observation_time", type=float, default=2.133)
+    p.add_argument("--output_dir", required=True, help="feature folder to write (index.json + safetensors shards)")
+    p.add_argument("--task", default="recognition", choices=("recognition", "anticipation"),
+                   help="which window of each segment: the segment itself, or the video before it")
+    p.add_argument("--anticipation_time", type=float, default=1.0,
+                   help="anticipation: seconds between the end of the observed window and the action")
+    p.add_argument("--observation_time", type=float, default=2.133, help="anticipation: seconds of video observed")
     p.add_argument("--num_frames", type=int, default=None, help="default: the backbone's, else 16")
     p.add_argument("--sampling", default=None, choices=("segment", "dense"),
                    help="default: segment for recognition, dense for anticipation")
     p.add_argument("--stride", type=int, default=4, help="dense sampling: every stride-th frame at target_fps")
-    p.add_argument("--target_fps", type=float, default=30.0)
+    p.add_argument("--target_fps", type=float, default=30.0,
+                   help="dense sampling: the frame rate strides are counted at, whatever the source's")
     p.add_argument("--image_size", type=int, default=None, help="default: the backbone's processor / config, else 224")
-    p.add_argument("--image_mean", type=float, nargs=3, default=None)
-    p.add_argument("--image_std", type=float, nargs=3, default=None)
+    p.add_argument("--image_mean", type=float, nargs=3, default=None,
+                   help="per-channel normalisation mean (default: the backbone's processor)")
+    p.add_argument("--image_std", type=float, nargs=3, default=None,
+                   help="per-channel normalisation std (default: the backbone's processor)")
     p.add_argument("--training", action="store_true",
                    help="random training sampling and augmentation (RandomResizedCrop, flip, --rand_augment)")
     p.add_argument("--rand_augment", default=None, help="with --training, e.g. rand-m7-n4")
@@ -324,13 +332,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment_per_frame", action="store_true",
                    help="with --training: draw crop / flip / RandAugment per frame (the authors' ORViT pipeline)")
     p.add_argument("--views", type=int, default=1, help="with --training: views per clip, one folder each")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
+    p.add_argument("--seed", type=int, default=0, help="seed of the training sampling and augmentation")
+    p.add_argument("--batch_size", type=int, default=8, help="clips per backbone forward")
+    p.add_argument("--num_workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--dtype", default="float16", choices=sorted(_DTYPES), help="dtype the features are stored in")
     p.add_argument("--shard_size", type=int, default=256, help="clips per shard (a kill loses at most one per process)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of each split (smoke tests)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing feature folder")
+    finish_parser(p)  # HF-standard aliases, --debug; refuses an option without help
     args = p.parse_args(argv)
     if args.views < 1:
         p.error(f"--views {args.views}: expected >= 1")
@@ -405,4 +414,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "extract_features.py"))

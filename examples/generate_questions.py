@@ -37,6 +37,7 @@ from pathlib import Path
 
 from modeling_mambavl.ek100 import EK100Vocabulary
 from modeling_mambavl.processors import GENERIC_TEMPLATES, mask_answer, write_question_file
+from modeling_mambavl.training.arguments import HelpFormatter, finish_parser
 
 PROMPT_TEMPLATE = (
     "You write questions about short first-person cooking videos.\n"
@@ -186,20 +187,22 @@ def make_generator(model_path: str, *, max_new_tokens: int = 40, device: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--annotations", help="EK100 annotation CSV (train / validation format)")
     parser.add_argument("--model", help="local folder of a transformers causal LM and its tokenizer")
     parser.add_argument("--output", help="question file to write (.csv or .jsonl)")
     parser.add_argument("--report", help="JSON report to write (also printed)")
     parser.add_argument("--limit", type=int, help="only the first N narrations")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--policy", choices=("strict", "paper"), default="strict")
+    parser.add_argument("--batch-size", type=int, default=8, help="narrations per generation batch")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per answer at most")
+    parser.add_argument("--policy", choices=("strict", "paper"), default="strict",
+                        help="answer masking: strict (both questions, every form of the verb and nouns) or the "
+                             "authors' cross-only rule")
     parser.add_argument("--mask-token", default="[MASK]",
                         help="the mask token of the tokenizer that will read the questions (RoBERTa: <mask>)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device of the language model")
     parser.add_argument("--show-prompt", action="store_true", help="print the prompt template and exit")
+    finish_parser(parser)  # --debug; refuses an option without help
     args = parser.parse_args(argv)
     if args.show_prompt:
         print(PROMPT_TEMPLATE)
@@ -226,4 +229,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "generate_questions.py"))

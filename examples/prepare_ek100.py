@@ -247,16 +247,19 @@ def prepare_ek100(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # (the transcoding needs only av)
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("src", help="EK100 media root holding videos/PXX/PXX_YY.MP4")
     parser.add_argument("dst", help="output media root (videos/PXX/PXX_YY.MP4 + prepare_ek100.json)")
     parser.add_argument("--short-side", type=int, default=256, help="output short side in pixels (256 or 320)")
     parser.add_argument("--keyframe-interval", type=float, default=0.5, help="seconds between key frames")
-    parser.add_argument("--crf", type=int, default=23)
+    parser.add_argument("--crf", type=int, default=23, help="libx264 constant rate factor (lower: better, larger)")
     parser.add_argument("--preset", default="veryfast", help="libx264 preset")
     parser.add_argument("--workers", type=int, default=1, help="videos transcoded in parallel")
     parser.add_argument("--videos", nargs="+", help="only these video ids (PXX_YY)")
     parser.add_argument("--overwrite", action="store_true", help="redo videos whose output exists")
+    finish_parser(parser)  # --debug; refuses an option without help
     args = parser.parse_args(argv)
     records = prepare_ek100(args.src, args.dst, short_side=args.short_side, keyframe_interval=args.keyframe_interval,
                             crf=args.crf, preset=args.preset, workers=args.workers, video_ids=args.videos,
@@ -268,4 +271,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "prepare_ek100.py"))

@@ -38,7 +38,13 @@ from tqdm.auto import tqdm
 from modeling_mambavl import MambaVLProcessor
 from modeling_mambavl.saving import save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults
-from modeling_mambavl.training.arguments import add_data_arguments
+from modeling_mambavl.training.arguments import (
+    TRAINING_HELP,
+    HelpFormatter,
+    add_data_arguments,
+    apply_warmup_ratio,
+    finish_parser,
+)
 from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
@@ -101,7 +107,7 @@ DEMO_RECIPE = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--recipe", type=str, default=None,
                         help="YAML file of arguments (keys are these option names); the command line overrides it")
     parser.add_argument("--demo", action="store_true",
@@ -157,6 +163,7 @@ def parse_args(argv=None):
     optim.add_argument("--adam_epsilon", type=float, default=1e-8)
     optim.add_argument("--lr_schedule", choices=("cosine", "step", "constant"), default="cosine")
     optim.add_argument("--warmup_epochs", type=float, default=0.0)
+    optim.add_argument("--warmup_ratio", type=float, default=None)
     optim.add_argument("--min_lr_ratio", type=float, default=0.0)
     optim.add_argument("--lr_milestones", type=int, nargs="*", default=[], help="step schedule: epochs")
     optim.add_argument("--lr_factors", type=float, nargs="*", default=[], help="step schedule: multipliers")
@@ -213,7 +220,12 @@ def parse_args(argv=None):
     hub.add_argument("--push_to_hub", action="store_true")
     hub.add_argument("--hub_model_id", type=str, default=None)
 
+    finish_parser(parser, TRAINING_HELP)  # help for every option, HF-standard aliases, --debug
     args, recipe = parse_args_with_recipe(parser, argv, presets={"demo": DEMO_RECIPE})
+    try:
+        apply_warmup_ratio(args)
+    except ValueError as e:
+        parser.error(str(e))
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
     if args.checkpointing_steps not in ("epoch", "no") and not args.checkpointing_steps.isdigit():
@@ -772,4 +784,6 @@ def print_demo_summary(args, timings, training_seconds, eval_seconds, metrics, c
 
 
 if __name__ == "__main__":
-    main()
+    from modeling_mambavl.cli import run_main
+
+    sys.exit(run_main(main, "train_ek100.py"))

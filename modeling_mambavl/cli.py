@@ -2,7 +2,10 @@
 
     mambavl predict VIDEO [--model ID_OR_PATH] [--questions VERB_Q NOUN_Q] [--top-k 5] [--json]
     mambavl eval --model ID_OR_PATH --annotations DIR --media-root DIR [--split validation] [--output metrics.json]
-    mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP] [--metrics metrics.json]
+    mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP | --synthetic-example] [--metrics PATH]
+
+A user error prints one line naming the file or option and the fix (exit status 2); ``--debug`` shows the traceback.
+The CLI loads checkpoints with the package's own classes and never passes ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,59 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "evaluate_ek100"]
+__all__ = ["main", "build_parser", "evaluate_ek100", "run_main", "user_error_message", "USER_ERRORS"]
 
 MODEL_ENV = "MAMBAVL_MODEL"
+DEBUG_HELP = "on an error, show the full traceback instead of one line"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .processors.video_io import MediaError
+
+    # Bad media, bad paths, bad values, a model folder or repo that cannot be read: the user's to fix.
+    return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError)
+
+
+USER_ERRORS = _user_errors()
+
+
+def user_error_message(error: BaseException, args: argparse.Namespace | None = None) -> str:
+    """One line for a user error: the error's own message (which names the file or field) and what fixes it."""
+    from .processors.video_io import MediaError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "Repo id must be in the form" in text:  # HFValidationError, or transformers' OSError re-raising it
+        # huggingface_hub's message about repo id syntax, for what was meant as a local folder that is missing
+        name = text.rsplit(": '", 1)[-1].split("'")[0]
+        return (f"{name}: no such folder, and not a Hub repo id; give a folder written by save_pretrained (model and "
+                "processor) or a Hub repo id such as org/name")
+    if isinstance(error, MediaError):
+        if error.window is not None and getattr(args, "window", None) is not None:
+            fix = "give a --window START END inside the video, or leave --window out for the whole clip"
+        else:
+            fix = "give a video file PyAV can decode (MP4, MKV, WebM, ...) or an EK100 frame folder"
+    elif isinstance(error, FileNotFoundError) and error.filename is not None:  # the OS's message names no fix
+        fix = "check the path"
+    elif isinstance(error, OSError) and getattr(args, "model", None) and str(args.model) in text:
+        fix = "--model takes a folder written by save_pretrained or a Hub repo id"
+    else:
+        return text
+    return f"{text}; {fix}"
+
+
+def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main(argv)`` and return its exit status (``main``'s own when it returns an int, else 0): a
+    user error (``USER_ERRORS``) prints one line, ``prog: message; fix``, and gives 2; ``--debug`` among the arguments
+    re-raises it with its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = main_function(argv)
+    except USER_ERRORS as e:
+        if "--debug" in argv:
+            raise
+        print(f"{prog}: {user_error_message(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def _model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -37,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mambavl COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     predict = commands.add_parser(
@@ -54,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--window", nargs=2, type=float, metavar=("START", "END"), default=None,
                          help="only the clip between START and END seconds")
     predict.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     predict.set_defaults(run=_predict)
 
     evaluate = commands.add_parser(
@@ -79,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     evaluate.add_argument("--output", "-o", default=None, metavar="PATH", help="write metrics.json here")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     evaluate.set_defaults(run=_eval)
 
     card = commands.add_parser(
@@ -92,8 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--metrics", default=None, metavar="PATH", help="metrics.json (default: CHECKPOINT_DIR/metrics.json)")
     card.add_argument("--example-video", default=None, metavar="CLIP",
                       help="clip for the widget; copied to CHECKPOINT_DIR/examples/, the model's top-5 shown")
+    card.add_argument("--synthetic-example", action="store_true",
+                      help="save a synthetic clip (the synthetic EK100-format data's take-plate motion) as "
+                           "CHECKPOINT_DIR/examples/synthetic_take_plate.mp4 and use it as --example-video")
     card.add_argument("--space", default=None, metavar="ORG/NAME", help="demo Space to link (default: the project's)")
     card.add_argument("--license", default=None, help="licence id (default: cc-by-nc-4.0 for EK100 models)")
+    card.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     card.set_defaults(run=_card)
     return parser
 
@@ -104,6 +164,18 @@ def _version() -> str:
     return __version__
 
 
+def _check_model_argument(args: argparse.Namespace) -> None:
+    """A --model that is meant as a folder (absolute, relative with ./, or deeper than org/name) must exist: the Hub
+    client's message about repo id syntax would not say that the folder is missing."""
+    if not args.model:
+        raise SystemExit(f"mambavl {args.command}: give --model (a checkpoint folder or Hub repo id) or set "
+                         f"${MODEL_ENV}")
+    model = str(args.model)
+    if not Path(model).exists() and (Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1):
+        raise FileNotFoundError(f"--model {model}: no such folder; give a folder written by save_pretrained (model "
+                                "and processor) or a Hub repo id such as org/name")
+
+
 def _load_pipeline(args: argparse.Namespace):
     import torch
     from transformers import pipeline
@@ -111,8 +183,7 @@ def _load_pipeline(args: argparse.Namespace):
     from . import pipelines  # noqa: F401 (registers the task)
     from .saving import load_model_and_processor
 
-    if not args.model:
-        raise SystemExit(f"mambavl: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
     return pipeline(pipelines.TASK, model=model, processor=processor, device=model.device)
@@ -127,7 +198,8 @@ def _table(title: str, rows: list[dict[str, Any]]) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     if not Path(args.video).exists():
-        raise SystemExit(f"mambavl predict: {args.video} does not exist")
+        raise SystemExit(f"mambavl predict: VIDEO {args.video} does not exist; give the path of a video file or an "
+                         "EK100 frame folder")
     pipe = _load_pipeline(args)
     kwargs: dict[str, Any] = {"top_k": args.top_k}
     if args.questions is not None:
@@ -172,10 +244,10 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from .ek100 import load_ek100
+    from .model_card import split_metrics
     from .saving import load_model_and_processor
 
-    if not args.model:
-        raise SystemExit(f"mambavl eval: give --model (a checkpoint folder or Hub repo id) or set ${MODEL_ENV}")
+    _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
     dataset = load_ek100(args.annotations, args.split, media_root=args.media_root, media=args.media, task=args.task,
@@ -187,13 +259,14 @@ def _eval(args: argparse.Namespace) -> int:
         dataset = dataset.select(range(min(args.limit, num_clips)))
     results = evaluate_ek100(model, processor, dataset, task=args.task, split=args.split,
                              question_source=args.question_source, batch_size=args.batch_size)
-    metrics = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics, counts = split_metrics(results)  # NaN of an empty subset -> null; counts apart from metrics
     report: dict[str, Any] = {"task": args.task, "split": args.split, "dataset": args.dataset_name,
                               "question_source": args.question_source}
     if args.question_source == "oracle":
         report["label"] = "ORACLE QUESTIONS"
-    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "metrics": metrics})
-    text = json.dumps(report, indent=2)
+    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "counts": counts,
+                   "num_empty_metrics": sum(v is None for v in metrics.values()), "metrics": metrics})
+    text = json.dumps(report, indent=2, allow_nan=False)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n", encoding="utf-8")
@@ -205,19 +278,31 @@ def _card(args: argparse.Namespace) -> int:
     from .hub import write_model_card
     from .model_card import DEFAULT_SPACE
 
+    example = args.example_video
+    if args.synthetic_example:
+        if example is not None:
+            raise ValueError("give --example-video or --synthetic-example, not both")
+        from .ek100.synthetic import write_synthetic_clip
+
+        if (Path(args.checkpoint) / "config.json").is_file():  # else write_model_card names what is missing
+            example = write_synthetic_clip(Path(args.checkpoint) / "examples" / "synthetic_take_plate.mp4")
     path = write_model_card(args.checkpoint, repo_id=args.repo_id, metrics=args.metrics,
-                            example_video=args.example_video, space_id=args.space or DEFAULT_SPACE,
+                            example_video=example, space_id=args.space or DEFAULT_SPACE,
                             license=args.license)
     print(f"wrote {path}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``mambavl`` command. A user error (bad media, a window past the end of the video, a missing file, a bad
+    value) prints one line naming the file or field and the fix, and returns 2; ``--debug`` raises it instead."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mambavl {args.command}: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"mambavl {args.command}: {user_error_message(e, args)}", file=sys.stderr)
         return 2
 
 

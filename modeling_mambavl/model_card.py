@@ -2,15 +2,22 @@
 ``EvalResult`` from a model (or its config), its last evaluation (``metrics.json``) and an optional example clip.
 
 The YAML metadata carries the licence (CC BY-NC 4.0 for EK100-trained weights), ``library_name``,
-``pipeline_tag: video-classification``, tags, datasets, base models, a ``widget`` (an example video with a static
-``output`` block of the model's own top-5 on it) and a ``model-index`` with every EK100 metric of ``metrics.json`` and
-its question source. The body explains the model, gives usage code for this repository, the training setup and results,
-the limitations (the question-source caveat), the demo Space and the paper's citation.
+``pipeline_tag: video-classification``, tags, ``datasets`` (Hub dataset ids only: EPIC-KITCHENS-100 is not hosted on
+the Hub, so it is named in ``model-index`` and the text, never listed there), base models, a ``widget`` (an example
+video with a static ``output`` block of the model's own top-5 on it) and a ``model-index`` holding the metrics of
+``metrics.json`` that have a value: finite percentages only. Counts (clips, tail and unseen subset sizes) and the
+metrics of empty subsets (``null`` in ``metrics.json``) are written in the text. The body explains the model, links the
+paper and the code, says how to install the package from its repository, gives usage code, the training setup and
+results, the limitations (the question-source caveat), the demo Space and the paper's citation.
+
+One card writer: :func:`make_model_card`. ``modeling_mambavl.hub.push_to_hub``, ``mambavl card`` and a model's own
+``push_to_hub()`` all write its output.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,11 +25,15 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["make_model_card", "load_metrics", "CITATION", "EK100_LICENSE"]
+__all__ = ["make_model_card", "load_metrics", "split_metrics", "code_url", "CITATION", "EK100_LICENSE", "PAPER_URL"]
 
 EK100_LICENSE = "cc-by-nc-4.0"
 EK100_DATASETS = ("epic-kitchens-100", "synthetic-ek100")
+# Data sets that are hosted on the Hub under these ids (the card's `datasets:` lists only those).
+HUB_DATASETS: frozenset[str] = frozenset()
 DEFAULT_SPACE = "mambavl/mambavl-demo"
+PAPER_URL = "https://arxiv.org/abs/2409.11513"
+EK100_URL = "https://epic-kitchens.github.io/"
 CITATION = """@inproceedings{dong2025mambafusion,
   title     = {Mamba Fusion: Learning Actions Through Questioning},
   author    = {Dong, Zhikang and Beedu, Apoorva and Sheinkopf, Jason and Essa, Irfan},
@@ -37,13 +48,37 @@ _DATASET_NAMES = {"epic-kitchens-100": "EPIC-KITCHENS-100", "synthetic-ek100": "
 _TASK_NAMES = {"recognition": "Action recognition", "anticipation": "Action anticipation"}
 _QUESTION_SOURCES = ("generic", "file", "predicted", "oracle")
 ORACLE_LABEL = "ORACLE QUESTIONS"
+# EK100Metric's subset sizes: counts, not metrics (never in model-index).
+_COUNT_PREFIX = "num_"
+
+
+def split_metrics(values: Mapping[str, Any]) -> tuple[dict[str, float | None], dict[str, int]]:
+    """Split an ``EK100Metric`` result into (metrics, counts).
+
+    Metrics are percentages; a metric of an empty subset (NaN from the metric) becomes ``None`` (``null`` in JSON, so
+    that ``metrics.json`` stays strict JSON and the Hub never reads ``.nan``). Counts are the ``num_*`` entries
+    (``num_examples``, ``num_tail_verb``, ``num_unseen``, ...). Anything else (the action rule, ...) is left out.
+    """
+    metrics: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    for key, value in values.items():
+        value = value.item() if hasattr(value, "item") else value  # numpy / torch scalars
+        if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+            continue
+        if key.startswith(_COUNT_PREFIX):
+            counts[key] = int(value)
+        else:
+            metrics[key] = None if value is None or not math.isfinite(float(value)) else float(value)
+    return metrics, counts
 
 
 def load_metrics(metrics: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Read and check a ``metrics.json`` (a path, a checkpoint folder holding one, or its parsed dict).
 
     Raises ``ValueError`` naming the file and field when it breaks the metrics.json contract (``task``, ``split``,
-    ``dataset``, ``question_source``, ``metrics``; ``label: ORACLE QUESTIONS`` with oracle questions).
+    ``dataset``, ``question_source``, ``metrics``; ``label: ORACLE QUESTIONS`` with oracle questions). A metric may be
+    ``null`` (an empty subset). Files written before that contract are read too: a NaN metric is read as ``null`` and
+    ``num_*`` counts found among the metrics move to ``counts``.
     """
     if metrics is None:
         return None
@@ -73,8 +108,15 @@ def load_metrics(metrics: str | os.PathLike | Mapping[str, Any] | None) -> dict[
     if not isinstance(values, Mapping) or not values:
         raise ValueError(f"{source}: field 'metrics' must be a non-empty mapping of metric name -> number")
     for name, value in values.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{source}: metrics[{name!r}] = {value!r} is not a number")
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ValueError(f"{source}: metrics[{name!r}] = {value!r} is not a number or null")
+    values, counts = split_metrics(values)
+    if not values:
+        raise ValueError(f"{source}: field 'metrics' holds only counts; it needs at least one metric")
+    metrics["metrics"] = values
+    counts.update({k: int(v) for k, v in dict(metrics.get("counts") or {}).items()})
+    if counts:
+        metrics["counts"] = counts
     return metrics
 
 
@@ -148,11 +190,56 @@ def _results_section(metrics: dict[str, Any] | None) -> str:
     if "num_clips" in metrics:
         header.append(f"- Clips: {metrics.get('num_clips_scored', metrics['num_clips'])} scored of "
                       f"{metrics['num_clips']}.")
+    if metrics.get("counts"):
+        header.append("- Counts: " + ", ".join(f"{k.removeprefix(_COUNT_PREFIX).replace('_', ' ')} {v:,}"
+                                                for k, v in metrics["counts"].items()) + ".")
     if "epoch" in metrics or "global_step" in metrics:
         header.append(f"- Checkpoint: epoch {metrics.get('epoch', '?')}, step {metrics.get('global_step', '?')}.")
     rows = ["| metric | value |", "| --- | ---: |"]
-    rows += [f"| {_metric_title(k)} | {float(v):.2f} |" for k, v in metrics["metrics"].items()]
-    return "\n".join([h for h in header if h] + ["", *rows])
+    rows += [f"| {_metric_title(k)} | {'—' if v is None else f'{v:.2f}'} |" for k, v in metrics["metrics"].items()]
+    empty = [k for k, v in metrics["metrics"].items() if v is None]
+    notes = [f"\n— : no clip of the split falls in that subset ({len(empty)} of {len(metrics['metrics'])} metrics); "
+             "it is left out of the metadata."] if empty else []
+    return "\n".join([h for h in header if h] + ["", *rows, *notes])
+
+
+def code_url() -> str | None:
+    """The MambaVL repository's address, as the installed distribution declares it (``project_urls`` / ``url`` of
+    setup.cfg); ``None`` when it declares none."""
+    import importlib.metadata as md
+
+    try:
+        meta = md.metadata("mambavl")
+    except md.PackageNotFoundError:
+        return None
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("source", "code", "repository", "homepage") and url.strip():
+            return url.strip()
+    home = meta.get("Home-page")
+    return home if home and home != "UNKNOWN" else None
+
+
+def _code_link(repo_id: str) -> str:
+    url = code_url()
+    bundled = (f"the model's own code comes with this checkpoint ([`modeling_mamba_vl.py`](https://huggingface.co/"
+               f"{repo_id}/blob/main/modeling_mamba_vl.py) and its siblings, loaded with `trust_remote_code=True`)")
+    if url:
+        return f"[the MambaVL repository]({url}) (training, evaluation, the command line, the demo Space); {bundled}."
+    return f"the MambaVL repository (training, evaluation, the command line, the demo Space); {bundled}."
+
+
+def _installation() -> str:
+    url = code_url()
+    clone = f"git clone {url} mambavl && cd mambavl" if url else "cd mambavl   # a checkout of the MambaVL repository"
+    return f"""Loading the model needs only `transformers`, `torch`, `torchvision` and `av` (its code comes with the
+checkpoint). The MambaVL package (fast CPU kernels, the question-aware pipeline, the `mambavl` command, training and
+evaluation scripts) is installed from its repository; it is not published on PyPI:
+
+```bash
+{clone}
+pip install -e .
+```"""
 
 
 def _usage(repo_id: str, config: Any) -> str:
@@ -182,7 +269,8 @@ classifier = pipeline("video-classification", model="{repo_id}", trust_remote_co
 print(classifier("clip.mp4", top_k=5))  # [{{"label": "take plate", "score": ...}}, ...]
 ```
 
-With the `mambavl` package installed (`pip install mambavl`), the question-aware pipeline and the command line:
+With the MambaVL package installed (from a checkout of its repository: `pip install -e .`; see
+[Installation](#installation)), the question-aware pipeline and the command line:
 
 ```python
 import modeling_mambavl  # registers the model, the processors and the pipeline task
@@ -234,7 +322,7 @@ def make_model_card(
     if license is None:
         license = EK100_LICENSE if dataset in EK100_DATASETS or _is_ek100_label_space(config) else "other"
     if datasets is None:
-        datasets = [dataset] if dataset else (["epic-kitchens-100"] if _is_ek100_label_space(config) else [])
+        datasets = [dataset] if dataset in HUB_DATASETS else []
     base = list(base_models) if base_models is not None else _base_models(config)
 
     eval_results = None
@@ -250,21 +338,24 @@ def make_model_card(
                 dataset_split=metrics["split"],
                 metric_type=key,
                 metric_name=_metric_title(key) + suffix,
-                metric_value=float(value),
+                metric_value=value,
                 metric_config=f"question_source={source}",
                 metric_args={"question_source": source, **({"label": ORACLE_LABEL} if source == "oracle" else {})},
             )
-            for key, value in metrics["metrics"].items()
-        ]
+            for key, value in metrics["metrics"].items() if value is not None
+        ] or None
     widget = None
     if example_video_url is not None:
         entry: dict[str, Any] = {"src": example_video_url, "example_title": "Example clip"}
         if example_output is not None:
             entry["output"] = [{"label": str(o["label"]), "score": round(float(o["score"]), 4)} for o in example_output]
         widget = [entry]
+    # The Hub asks a licence "other" to be named; the weights then follow the licence of the user's data.
+    other = {"license_name": "training-data-licence"} if license == "other" else {}
     card_data = ModelCardData(
         language="en",
         license=license,
+        **other,
         library_name="transformers",
         pipeline_tag="video-classification",
         tags=list(TAGS) + (["oracle-questions"] if metrics and metrics["question_source"] == "oracle" else []),
@@ -292,6 +383,15 @@ both modalities ("Mamba Fusion: Learning Actions Through Questioning", ICASSP 20
 verbs and nouns, and ranks actions (verb, noun pairs).
 
 {_describe(config, num_parameters)}
+
+- Paper: [Mamba Fusion: Learning Actions Through Questioning]({PAPER_URL}) (Dong, Beedu, Sheinkopf, Essa; ICASSP
+  2025).
+- Code: {_code_link(repo_id)}
+- Data: [EPIC-KITCHENS-100]({EK100_URL}) (not hosted on the Hugging Face Hub; CC BY-NC 4.0).
+
+## Installation
+
+{_installation()}
 
 ## Usage
 

@@ -266,6 +266,21 @@ class MambaVLPreTrainedModel(PreTrainedModel):
             raise OSError(f"{where}: not a valid safetensors file ({e}); it is truncated or was altered. Download "
                           "or save the checkpoint again.") from e
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """transformers' ``push_to_hub`` (same arguments), with the MambaVL model card as ``README.md``.
+
+        transformers' own push writes the repository's current card, or its empty template, over the README; with the
+        package installed this one uploads the package's card instead (``modeling_mambavl.hub.push_model_with_card``:
+        usage, links, licence, and the metrics and example clip of the folder the model was loaded from). Extra
+        keywords (``processor``, ``metrics``, ``example_video``, ``space_id``, ``license``, ...) shape the card. The
+        checkpoint's own code without the package falls back to transformers' push.
+        """
+        try:
+            from .hub import push_model_with_card
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_model_with_card(self, repo_id, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module, leaving loaded weights alone (the ``transformers.initialization`` helpers skip

@@ -121,3 +121,68 @@ def test_eval_writes_metrics_json(checkpoint, tmp_path, capsys):
     assert load_metrics(out)["metrics"] == report["metrics"]  # the card reads what eval writes
     assert build_parser().parse_args(["eval", "--model", "m", "--annotations", "a", "--media-root", "r"]).split == \
         "validation"
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modeling_mambavl.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
+
+
+def _one_line_error(result: subprocess.CompletedProcess, command: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mambavl")]
+    assert len(lines) == 1 and lines[0].startswith(f"mambavl {command}: "), result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_user_errors_are_one_line_naming_the_file_and_the_fix(checkpoint, tmp_path):
+    """A window past the end, bad media, a missing model folder: one line naming the file / option and the fix, exit
+    status 2, no traceback; --debug shows the traceback."""
+    folder = str(checkpoint[0])
+    clip = write_test_video(tmp_path / "clip.mp4")  # 1 s
+    line = _one_line_error(_cli("predict", str(clip), "-m", folder, "--window", "5", "6"), "predict")
+    assert str(clip) in line and "past the end" in line and "--window START END inside the video" in line
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    line = _one_line_error(_cli("predict", str(text), "-m", folder), "predict")
+    assert str(text) in line and "give a video file PyAV can decode" in line
+    missing = tmp_path / "no" / "such" / "model"
+    line = _one_line_error(_cli("predict", str(clip), "-m", str(missing)), "predict")
+    assert f"--model {missing}: no such folder" in line and "save_pretrained" in line
+    debug = _cli("predict", str(clip), "-m", folder, "--window", "5", "6", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "MediaError" in debug.stderr
+
+
+SABOTAGE = '''import os
+open(os.environ["MAMBAVL_REMOTE_CODE_MARKER"], "a").write(__file__ + "\\n")
+raise RuntimeError("the checkpoint's bundled code ran")
+'''
+
+
+@pytest.mark.slow
+def test_cli_never_runs_the_checkpoints_code(checkpoint, tmp_path):
+    """The CLI loads with the package's classes and never passes trust_remote_code: with every bundled code file of
+    the checkpoint replaced by code that leaves a marker and raises, predict and card still work, and no marker."""
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint[0], folder, ignore=shutil.ignore_patterns("metrics.json", "README.md", "examples"))
+    bundle = [p for p in folder.glob("*.py")]
+    assert {"modeling_mamba_vl.py", "configuration_mambavl.py", "processing_mambavl.py"} <= {p.name for p in bundle}
+    for path in bundle:
+        path.write_text(SABOTAGE)
+    marker = tmp_path / "remote-code-ran.txt"
+    env = {"MAMBAVL_REMOTE_CODE_MARKER": str(marker), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    clip = write_test_video(tmp_path / "clip.mp4")
+    predicted = _cli("predict", str(clip), "-m", str(folder), "--json", env=env)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert json.loads(predicted.stdout)["actions"][0]["label"] == direct_top_k(*checkpoint[1:], clip)["actions"][0][
+        "label"]
+    carded = _cli("card", str(folder), "--repo-id", "org/tiny", "--synthetic-example", env=env)  # loads the model
+    assert carded.returncode == 0, carded.stderr[-3000:]
+    assert ModelCard.load(folder / "README.md").data.widget[0]["src"].endswith("examples/synthetic_take_plate.mp4")
+    assert not marker.exists(), marker.read_text()
+    source = (Path(__file__).resolve().parents[1] / "modeling_mambavl" / "cli.py").read_text()
+    assert "trust_remote_code" not in source

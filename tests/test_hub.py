@@ -277,3 +277,101 @@ def test_loopback_server_speaks_the_hub_protocol(hub, tmp_path):
     assert ("HEAD", "/mambavl-org/protocol/resolve/main/model.safetensors") in seen
     assert any(method == "GET" and path.startswith("/cdn/") for method, path in seen)  # followed the CDN redirect
     assert ("POST", "/api/validate-yaml") in seen
+
+
+def _assert_hub_valid(readme: str) -> ModelCard:
+    """What the Hub checks offline: YAML metadata that parses, a model-index that round-trips through
+    huggingface_hub's own converters, finite metric values only (no counts, no NaN), the fields the Hub reads."""
+    import math
+
+    import yaml
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
+
+    assert "nan" not in readme.split("\n---\n", 1)[0].lower(), "NaN in the metadata"
+    assert "pip install mambavl" not in readme  # no such distribution on PyPI
+    metadata = yaml.safe_load(readme.split("---\n")[1])
+    name, results = model_index_to_eval_results(metadata["model-index"])
+    assert eval_results_to_model_index(name, results) == metadata["model-index"]
+    assert results and all(isinstance(r.metric_value, float) and math.isfinite(r.metric_value) for r in results)
+    assert not any(r.metric_type.startswith("num_") for r in results)  # counts belong to the text
+    assert metadata["pipeline_tag"] == "video-classification" and metadata["library_name"] == "transformers"
+    assert metadata["license"] == "cc-by-nc-4.0"
+    assert "datasets" not in metadata  # EPIC-KITCHENS-100 has no Hub dataset id
+    card = ModelCard(readme)
+    assert "https://arxiv.org/abs/2409.11513" in card.text and "modeling_mamba_vl.py" in card.text
+    assert "pip install -e ." in card.text
+    return card
+
+
+def test_card_and_metrics_json_are_hub_valid(tmp_path):
+    """An EK100Metric result with empty subsets (NaN) and counts: metrics.json holds null and a count of the empty
+    metrics, strict JSON; the card written from it loads with ModelCard.load and its model-index round-trips."""
+    from modeling_mambavl import MambaVLConfig
+    from modeling_mambavl.model_card import make_model_card
+    from modeling_mambavl.training.evaluation import metrics_payload
+
+    result = {**METRICS["metrics"], "unseen_verb_top1": float("nan"), "unseen_noun_top1": float("nan"),
+              "num_examples": 9668, "num_unseen": 0, "num_tail_verb": 1200, "action_rule": "official",
+              "num_clips": 9668, "num_clips_scored": 9668}
+    payload = metrics_payload(result, task="recognition", split="validation", dataset="epic-kitchens-100",
+                              question_source="generic", epoch=3, global_step=30)
+    text = json.dumps(payload, allow_nan=False)  # raises on NaN
+    assert payload["metrics"]["unseen_verb_top1"] is None and payload["num_empty_metrics"] == 2
+    assert payload["counts"] == {"num_examples": 9668, "num_unseen": 0, "num_tail_verb": 1200}
+    assert not any(k.startswith("num_") for k in payload["metrics"])
+    (tmp_path / "metrics.json").write_text(text)
+    card = make_model_card(MambaVLConfig.from_preset("tiny"), tmp_path / "metrics.json", repo_id="org/tiny")
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    _assert_hub_valid(str(loaded))
+    assert {r.metric_type for r in loaded.data.eval_results} == {k for k, v in payload["metrics"].items()
+                                                                 if v is not None}
+    assert "examples 9,668" in loaded.text and "tail verb 1,200" in loaded.text  # counts in the text
+    assert "| verb top-1 (unseen) | — |" in loaded.text
+
+    # metrics.json written before null existed (NaN, counts among the metrics) still makes a valid card.
+    (tmp_path / "old.json").write_text(json.dumps({**METRICS, "metrics": {**METRICS["metrics"], "num_examples": 5,
+                                                                          "unseen_verb_top1": float("nan")}}))
+    old = make_model_card(MambaVLConfig.from_preset("tiny"), tmp_path / "old.json", repo_id="org/tiny")
+    _assert_hub_valid(str(old))
+
+
+_NATIVE_PUSH = """
+    import sys
+    from transformers import AutoModelForVideoClassification
+    import modeling_mambavl
+
+    folder, repo = sys.argv[1:3]
+    model = AutoModelForVideoClassification.from_pretrained(folder).eval()
+    print("PUSHED", model.push_to_hub(repo).oid)
+"""
+
+
+@pytest.mark.slow
+def test_native_push_to_hub_uploads_the_package_card(hub, tmp_path):
+    """``model.push_to_hub(repo)`` (transformers' call) uploads the package's card, metrics and example clip of the
+    folder the model came from: the same README text as the package's own push, once the repo ids are aligned."""
+    folder = tmp_path / "ckpt"
+    tiny_checkpoint(folder)
+    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    (folder / "examples").mkdir()
+    write_test_video(folder / "examples" / "kitchen.mp4")
+    env = _client_env(hub, tmp_path / "home")
+    native, package = "mambavl-org/native-push", "mambavl-org/package-push"
+    _run(sys.executable, _NATIVE_PUSH, env, tmp_path, str(folder), native)
+    _run(sys.executable, _PUSH, env, tmp_path, str(folder), package, "-", "-", "-")
+
+    files = hub.files_at(native)
+    assert {"config.json", "model.safetensors", "modeling_mamba_vl.py", "metrics.json", "examples/kitchen.mp4",
+            "README.md"} <= set(files)
+    readme = files["README.md"].decode()
+    assert "This is the model card of a 🤗 transformers model" not in readme  # not transformers' template
+    card = _assert_hub_valid(readme)
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == METRICS["metrics"]
+    assert card.data.widget[0]["src"].endswith(f"/{native}/resolve/main/examples/kitchen.mp4")
+    assert card.data.widget[0]["output"]
+    ours = hub.files_at(package)["README.md"].decode().replace(package, native).replace("package-push", "native-push")
+    ours = ours.replace("https://huggingface.co/spaces/mambavl-org/mambavl-demo",
+                        "https://huggingface.co/spaces/mambavl/mambavl-demo").replace(
+        "mambavl-org/mambavl-demo", "mambavl/mambavl-demo")
+    assert ours == readme

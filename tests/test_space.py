@@ -45,8 +45,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
+    from modeling_mambavl.ek100.synthetic import write_synthetic_clip
+
     folder = tmp_path_factory.mktemp("ckpt")
     model, processor = tiny_checkpoint(folder)
+    write_synthetic_clip(folder / "examples" / "synthetic_take_plate.mp4", size=64, seconds=1.0)
     port = _free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(folder / "tmp"),
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
@@ -65,7 +68,7 @@ def app(tmp_path_factory):
                 log.close()
                 pytest.fail(f"the demo did not start:\n{(folder / 'app.log').read_text()[-3000:]}")
             time.sleep(1)
-    yield url, model, processor
+    yield url, model, processor, folder
     process.terminate()
     try:
         process.wait(timeout=30)
@@ -88,6 +91,11 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def _previewed(driver, stem: str) -> bool:
+    """Whether the video input shows a <video> preview of the clip named ``stem``."""
+    return any(stem in (v.get_attribute("src") or "") for v in driver.find_elements(By.CSS_SELECTOR, "#video video"))
+
+
 def _shown(driver, elem_id: str) -> list[dict]:
     """The classes a gr.Label shows, top first: names from its rows, scores from their <meter> values."""
     rows = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} button.confidence-set")
@@ -101,14 +109,14 @@ def _shown(driver, elem_id: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_demo_in_a_real_browser(app, browser, tmp_path):
-    url, model, processor = app
+    url, model, processor, _ = app
     clip = BBB if BBB.is_file() else write_test_video(tmp_path / "clip.mp4")
     expected = direct_top_k(model, processor, clip)
     browser.get(url)
     wait = WebDriverWait(browser, 300)
     upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#video input[type=file]")))
     upload.send_keys(str(clip))
-    wait.until(lambda d: clip.stem in d.find_element(By.ID, "video").text)
+    wait.until(lambda d: _previewed(d, clip.stem))  # the upload plays in a <video> preview, not a file chip
     browser.find_element(By.ID, "predict").click()
     wait.until(lambda d: len(_shown(d, "actions")) == 5)
     for elem_id in ("verbs", "nouns", "actions"):
@@ -118,3 +126,25 @@ def test_demo_in_a_real_browser(app, browser, tmp_path):
     assert "What action is performed using hands in the video?" in browser.find_element(By.ID, "questions").find_element(
         By.TAG_NAME, "textarea").get_attribute("value")
     browser.save_screenshot(str(tmp_path / "demo.png"))
+
+
+@pytest.mark.slow
+def test_demo_example_clip_and_loading_note(app, browser, tmp_path):
+    """The example clip saved with the checkpoint is offered; picking it previews it and predicts as a direct forward
+    on that file; the page says the installed package (not remote code) loaded the model."""
+    url, model, processor, folder = app
+    example = folder / "examples" / "synthetic_take_plate.mp4"
+    expected = direct_top_k(model, processor, example)
+    browser.get(url)
+    wait = WebDriverWait(browser, 300)
+    note = wait.until(expected_conditions.presence_of_element_located((By.ID, "loaded-with")))
+    assert "installed mambavl package" in note.text and "trust_remote_code" not in note.text
+    items = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples .gallery-item"))
+    assert len(items) == 1 and "synthetic_take_plate" in items[0].get_attribute("innerHTML")
+    items[0].click()
+    wait.until(lambda d: _previewed(d, example.stem))
+    browser.find_element(By.ID, "predict").click()
+    wait.until(lambda d: len(_shown(d, "actions")) == 5)
+    for elem_id in ("verbs", "nouns", "actions"):
+        assert_same_top_k(_shown(browser, elem_id), expected[elem_id])
+    browser.save_screenshot(str(tmp_path / "example.png"))

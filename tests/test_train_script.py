@@ -85,7 +85,7 @@ def test_run_outputs(cache, tmp_path):
     best = out / "best_model"
     metrics = json.loads((best / "metrics.json").read_text())
     assert set(metrics) == {"task", "split", "dataset", "question_source", "action_rule", "num_clips",
-                            "num_clips_scored", "epoch", "global_step", "metrics"}
+                            "num_clips_scored", "epoch", "global_step", "counts", "num_empty_metrics", "metrics"}
     assert metrics["action_rule"] == "official"
     assert all(isinstance(v, (int, float)) for v in metrics["metrics"].values())  # what the model card accepts
     assert metrics["dataset"] == "synthetic-ek100" and metrics["num_clips"] == metrics["num_clips_scored"] == 12

@@ -1,16 +1,19 @@
-"""MambaVL demo (a Gradio app, also the Hub Space's code): upload a clip, optionally type the questions, and see the
-frames the model samples and its top-5 verbs, nouns and actions.
+"""MambaVL demo (a Gradio app, also the Hub Space's code): upload a clip (or pick the example saved with the
+checkpoint), optionally type the questions, and see the frames the model samples and its top-5 verbs, nouns and actions.
 
     python examples/space/app.py --model <checkpoint folder or Hub repo id> [--port 7860]
 
-It needs only transformers, torch, torchvision, av and gradio: the model's code comes with the checkpoint
-(``trust_remote_code=True``); with the mambavl package installed, the package's classes are used.
+With the mambavl package importable, the package's own classes load the checkpoint and no code from the checkpoint
+runs. Without it (a Space that installs only transformers, torch, torchvision, av and gradio), the checkpoint's bundled
+code is loaded with ``trust_remote_code=True``. The page says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -20,13 +23,47 @@ from transformers import AutoModelForVideoClassification, AutoProcessor
 
 DEFAULT_MODEL = os.environ.get("MAMBAVL_MODEL")
 TOP_K = 5
+EXAMPLES_DIR = "examples"  # where a checkpoint keeps its example clips (``mambavl card --example-video``)
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 
 
-def load(model_id: str, revision: str | None = None) -> tuple[Any, Any]:
-    """The model (eval mode) and its processor, from a folder or a Hub repo."""
+def package_available() -> bool:
+    """Whether the mambavl package can be imported here (then no remote code is needed)."""
+    try:
+        return importlib.util.find_spec("modeling_mambavl") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def load(model_id: str, revision: str | None = None) -> tuple[Any, Any, str]:
+    """``(model in eval mode, processor, how it was loaded)`` from a folder or a Hub repo.
+
+    The package's loader when the package is importable (its classes, no remote code); otherwise transformers with
+    ``trust_remote_code=True`` (the code bundled with the checkpoint)."""
+    if package_available():
+        from modeling_mambavl import load_model_and_processor
+
+        model, processor = load_model_and_processor(model_id, revision=revision)
+        return model.eval(), processor, "the installed mambavl package (no code from the checkpoint runs)"
     model = AutoModelForVideoClassification.from_pretrained(model_id, revision=revision, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(model_id, revision=revision, trust_remote_code=True)
-    return model.eval(), processor
+    return (model.eval(), processor,
+            "the checkpoint's bundled code (trust_remote_code=True: the mambavl package is not installed)")
+
+
+def example_clips(model_id: str, revision: str | None = None) -> list[str]:
+    """The example clips saved with the checkpoint (``examples/`` of the folder or Hub repo), sorted by name."""
+    folder = Path(model_id)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(model_id, revision=revision, allow_patterns=[f"{EXAMPLES_DIR}/*"]))
+        except Exception as e:  # noqa: BLE001 (examples are optional: the demo works without them)
+            print(f"no example clips from {model_id}: {type(e).__name__}: {e}")
+            return []
+    clips = (folder / EXAMPLES_DIR).glob("*") if (folder / EXAMPLES_DIR).is_dir() else []
+    return sorted(str(p) for p in clips if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def _top_k(logits: torch.Tensor, id2label: dict[int, str]) -> dict[str, float]:
@@ -54,7 +91,10 @@ def predict(model: Any, processor: Any, video: str | None, verb_question: str = 
     types = list(model.config.question_types)
     if questions is not None and len(types) != 2:
         questions = questions[: len(types)]
-    inputs = processor(videos=[video], questions=questions, return_tensors="pt")
+    try:
+        inputs = processor(videos=[video], questions=questions, return_tensors="pt")
+    except (ValueError, RuntimeError, OSError) as e:  # unreadable media, a question too long, ...: shown, not raised
+        raise gr.Error(f"{Path(video).name}: {e}") from e
     with torch.no_grad():
         outputs = model(**inputs)
     config = model.config
@@ -71,19 +111,25 @@ def predict(model: Any, processor: Any, video: str | None, verb_question: str = 
     )
 
 
-def build_demo(model: Any, processor: Any, title: str = "MambaVL") -> gr.Blocks:
+def build_demo(model: Any, processor: Any, title: str = "MambaVL", examples: list[str] | None = None,
+               loaded_with: str | None = None) -> gr.Blocks:
     defaults = list(processor.questions) + ["", ""]
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
             f"# {title}\nEgocentric action recognition by questioning (Mamba Fusion, ICASSP 2025). Upload a clip; "
             "optionally ask your own verb and noun questions (empty: the model's default questions)."
         )
+        if loaded_with:
+            gr.Markdown(f"Model code: {loaded_with}.", elem_id="loaded-with")
         with gr.Row():
             with gr.Column():
-                video = gr.File(label="Video clip", file_types=["video"], type="filepath", elem_id="video")
+                video = gr.Video(label="Video clip", sources=["upload"], format=None, elem_id="video")
                 verb_question = gr.Textbox(label="Verb question", placeholder=defaults[0], elem_id="verb-question")
                 noun_question = gr.Textbox(label="Noun question", placeholder=defaults[1], elem_id="noun-question")
                 button = gr.Button("Predict", variant="primary", elem_id="predict")
+                if examples:
+                    gr.Examples(examples=[[clip] for clip in examples], inputs=[video],
+                                label="Example clip saved with the checkpoint", elem_id="examples")
                 used = gr.Textbox(label="Questions asked", interactive=False, elem_id="questions")
             with gr.Column():
                 frames = gr.Gallery(label="Sampled frames", columns=4, height="auto", elem_id="frames")
@@ -97,16 +143,23 @@ def build_demo(model: Any, processor: Any, title: str = "MambaVL") -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="MambaVL Gradio demo")
+    parser = argparse.ArgumentParser(description="MambaVL Gradio demo",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub repo id ($MAMBAVL_MODEL)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to serve on ($GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port to serve on ($GRADIO_SERVER_PORT)")
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("give --model (a checkpoint folder or Hub repo id) or set MAMBAVL_MODEL")
-    model, processor = load(args.model, args.revision)
-    build_demo(model, processor).launch(server_name=args.host, server_port=args.port, show_error=True)
+    model, processor, loaded_with = load(args.model, args.revision)
+    print(f"MambaVL demo: {args.model} loaded with {loaded_with}", flush=True)
+    examples = example_clips(args.model, args.revision)
+    demo = build_demo(model, processor, examples=examples, loaded_with=loaded_with)
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True,
+                allowed_paths=[str(Path(c).parent) for c in examples])
 
 
 if __name__ == "__main__":

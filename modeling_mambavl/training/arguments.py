@@ -1,9 +1,98 @@
-"""The data options that ``examples/train_ek100.py`` and ``examples/eval_ek100.py`` share: one definition, so that a
-model trained with some media layout, sampling or question source is evaluated with the same names and defaults."""
+"""Command-line options of the example scripts.
+
+* The data options that ``examples/train_ek100.py`` and ``examples/eval_ek100.py`` share: one definition, so that a
+  model trained with some media layout, sampling or question source is evaluated with the same names and defaults.
+* :class:`HelpFormatter`: ``--help`` keeps the script's docstring as written and shows every option's default.
+* :func:`finish_parser`: the names Hugging Face users type (``--learning_rate``, ``--max_steps``, ``--save_steps``,
+  ... as transformers' ``TrainingArguments`` spells them) accepted as aliases of the scripts' own options, a help text
+  for every option, and ``--debug``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
+
+__all__ = ["HF_ALIASES", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "apply_warmup_ratio",
+           "finish_parser"]
+
+# Script option (its dest) -> the transformers TrainingArguments names that mean the same thing. Names the scripts
+# already use (--per_device_train_batch_size, --num_train_epochs, --weight_decay, --gradient_accumulation_steps,
+# --seed, --output_dir, ...) need no alias. --warmup_ratio is an option of its own (see apply_warmup_ratio); warm-up
+# in steps is not offered: the scripts schedule warm-up in epochs.
+HF_ALIASES: dict[str, tuple[str, ...]] = {
+    "lr": ("--learning_rate",),
+    "max_train_steps": ("--max_steps",),
+    "lr_schedule": ("--lr_scheduler_type",),
+    "checkpointing_steps": ("--save_steps",),
+    "checkpoints_total_limit": ("--save_total_limit",),
+    "num_workers": ("--dataloader_num_workers",),
+    "label_smoothing": ("--label_smoothing_factor",),
+    "batch_size": ("--per_device_eval_batch_size",),
+}
+
+DEBUG_HELP = "on an error, show the full traceback instead of one line"
+
+# Help of examples/train_ek100.py's own options that are defined without one (kept here, beside the aliases).
+TRAINING_HELP: dict[str, str] = {
+    "train_split": "annotation split to train on",
+    "eval_split": "annotation split evaluated after each --eval_every_epochs epochs (labelled)",
+    "max_train_samples": "train on the first N clips only (quick runs)",
+    "flip_prob": "training: horizontal flip probability (default: the processor's, 0.5)",
+    "fusion_type": "fusion of a new model (default: the preset's, ssm); none / mean_mlp / linear_probe are the "
+                   "question-free controls",
+    "max_question_length": "question tokens kept after tokenization (default: the tokenizer's limit)",
+    "optimizer": "optimizer (the authors: sgd with Nesterov momentum for recognition, adamw for anticipation)",
+    "lr_backbone": "learning rate of the backbone group (default: --lr)",
+    "lr_mamba": "learning rate of the Mamba mixers group (default: --lr)",
+    "weight_decay": "weight decay (AdamW: decoupled); biases, norms and state parameters are exempt unless "
+                    "--decay_all_params / --decay_state_params",
+    "state_params_group": "parameter group of the shared A_log and D (the authors: rest)",
+    "momentum": "SGD momentum",
+    "no_nesterov": "SGD without Nesterov momentum",
+    "adam_beta1": "AdamW beta1",
+    "adam_beta2": "AdamW beta2",
+    "adam_epsilon": "AdamW epsilon",
+    "lr_schedule": "learning-rate schedule after warm-up: cosine (to --min_lr_ratio), step (--lr_milestones, "
+                   "--lr_factors) or constant",
+    "warmup_epochs": "linear warm-up length in epochs (fractions allowed)",
+    "min_lr_ratio": "cosine schedule: final learning rate as a fraction of the peak",
+    "num_train_epochs": "epochs to train (--max_train_steps stops earlier)",
+    "per_device_train_batch_size": "training clips per process and step (before gradient accumulation)",
+    "per_device_eval_batch_size": "evaluation clips per process and step",
+    "gradient_accumulation_steps": "micro-batches accumulated per optimizer step",
+    "max_grad_norm": "clip the gradient norm to this value (default: no clipping)",
+    "label_smoothing": "label smoothing of both cross-entropies (the paper: 0.1)",
+    "cutmix_alpha": "CutMix Beta(alpha, alpha) (0: off; the authors: 1.0)",
+    "mixup_prob": "probability that a batch is mixed when mixup / CutMix is on",
+    "mixup_switch_prob": "probability of CutMix instead of mixup when both are on",
+    "loss": "classification loss: cross-entropy, class-balanced (effective number) or logit-adjusted",
+    "class_balanced_beta": "--loss class_balanced: beta of the effective number of samples",
+    "logit_adjustment_tau": "--loss logit_adjusted: temperature tau of the log-prior adjustment",
+    "seed": "seed of everything random (data order, frames, augmentation, dropout, initialisation)",
+    "eval_every_epochs": "evaluate (and keep the best model) every N epochs, and after the last",
+    "output_dir": "run folder: checkpoints, best_model/, final_model/, metrics, logs",
+    "checkpoints_total_limit": "keep this many most recent checkpoints",
+    "logging_steps": "log loss and learning rate every N optimizer steps",
+    "lora_alpha": "LoRA scaling alpha",
+    "lora_dropout": "LoRA dropout",
+    "push_to_hub": "push best_model/ (weights, processor, metrics, model card) to --hub_model_id at the end",
+    "hub_model_id": "Hub repository (org/name) for --push_to_hub",
+    "warmup_ratio": "warm-up as a fraction of --num_train_epochs (transformers' name); sets --warmup_epochs",
+    "debug": DEBUG_HELP,
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (examples keep their line breaks), and ``(default: ...)`` after every option's help
+    unless the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is argparse.SUPPRESS or not action.option_strings
+                or action.nargs == 0 and action.default in (False, None)):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_data_arguments(group: argparse._ActionsContainer) -> None:
@@ -12,23 +101,67 @@ def add_data_arguments(group: argparse._ActionsContainer) -> None:
                        help="epic-kitchens-100-annotations folder; without it, synthetic EK100-format data is used")
     group.add_argument("--media_root", type=str, default=None,
                        help="folder holding rgb_frames/ or videos/ (EK100 layout), or a feature folder")
-    group.add_argument("--media", choices=("frames", "video", "features"), default="frames")
-    group.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
-    group.add_argument("--anticipation_time", type=float, default=1.0)
-    group.add_argument("--observation_time", type=float, default=2.133)
-    group.add_argument("--max_eval_samples", type=int, default=None)
-    group.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic")
+    group.add_argument("--media", choices=("frames", "video", "features"), default="frames",
+                       help="what --media_root holds: JPEG frame folders, MP4 videos, or extracted features")
+    group.add_argument("--task", choices=("recognition", "anticipation"), default="recognition",
+                       help="recognise the action in the segment, or anticipate it from the video before it")
+    group.add_argument("--anticipation_time", type=float, default=1.0,
+                       help="anticipation: seconds between the end of the observed window and the action")
+    group.add_argument("--observation_time", type=float, default=2.133,
+                       help="anticipation: seconds of video observed")
+    group.add_argument("--max_eval_samples", type=int, default=None,
+                       help="evaluate on the first N clips of the split only (quick runs)")
+    group.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic",
+                       help="where the questions come from: fixed templates, a question file, a first-stage model's "
+                            "predictions, or the ground truth (oracle: an upper bound, labelled as such)")
     group.add_argument("--data_cache_dir", type=str, default=None,
                        help="synthetic data and decoded-clip caches (default $MAMBAVL_CACHE or ~/.cache/mambavl)")
     group.add_argument("--cache_clips", action="store_true",
                        help="decode every clip's window once into a uint8 cache (small data sets)")
-    group.add_argument("--synthetic_train_clips", type=int, default=400)
-    group.add_argument("--synthetic_validation_clips", type=int, default=128)
-    group.add_argument("--synthetic_size", type=int, default=112)
+    group.add_argument("--synthetic_train_clips", type=int, default=400,
+                       help="synthetic data (no --annotations_dir): training clips")
+    group.add_argument("--synthetic_validation_clips", type=int, default=128,
+                       help="synthetic data: validation clips")
+    group.add_argument("--synthetic_size", type=int, default=112, help="synthetic data: frame size in pixels")
     group.add_argument("--sampling", choices=("segment", "dense"), default=None,
                        help="frame sampling (default: segment for recognition, dense end-anchored for anticipation)")
-    group.add_argument("--stride", type=int, default=4)
-    group.add_argument("--target_fps", type=float, default=30.0)
+    group.add_argument("--stride", type=int, default=4, help="dense sampling: every stride-th frame at --target_fps")
+    group.add_argument("--target_fps", type=float, default=30.0,
+                       help="dense sampling: the frame rate strides are counted at, whatever the source's")
     group.add_argument("--skip_bad_clips", action="store_true",
                        help="skip unreadable media (counted and listed at the end) instead of stopping")
-    group.add_argument("--num_workers", type=int, default=2)
+    group.add_argument("--num_workers", type=int, default=2, help="data-loader worker processes per process")
+
+
+def apply_warmup_ratio(args: argparse.Namespace) -> argparse.Namespace:
+    """``--warmup_ratio r`` (transformers' name) -> ``warmup_epochs = r * num_train_epochs``; refuses both at once."""
+    ratio = getattr(args, "warmup_ratio", None)
+    if ratio is None:
+        return args
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"--warmup_ratio {ratio}: expected a fraction in [0, 1]")
+    if getattr(args, "warmup_epochs", 0.0):
+        raise ValueError(f"give --warmup_ratio ({ratio}) or --warmup_epochs ({args.warmup_epochs}), not both")
+    args.warmup_epochs = ratio * args.num_train_epochs
+    return args
+
+
+def finish_parser(parser: argparse.ArgumentParser, help_texts: Mapping[str, str] | None = None,
+                  aliases: Mapping[str, Sequence[str]] = HF_ALIASES) -> argparse.ArgumentParser:
+    """Accept ``aliases`` (dest -> extra option strings, for the options ``parser`` has), add ``--debug``, fill
+    missing help texts from ``help_texts`` (dest -> text), and refuse an option left without one.
+
+    Raises ``RuntimeError`` naming the undocumented options (a defect of the script, caught by its tests)."""
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for action in list(parser._actions):
+        for alias in aliases.get(action.dest, ()):
+            if action.option_strings and alias not in parser._option_string_actions:
+                action.option_strings.append(alias)
+                parser._option_string_actions[alias] = action
+        if not action.help and help_texts and action.dest in help_texts:
+            action.help = help_texts[action.dest]
+    undocumented = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    if undocumented:
+        raise RuntimeError(f"{parser.prog}: options without a help text: {undocumented}")
+    return parser

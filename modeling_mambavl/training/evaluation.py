@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..ek100.annotations import ORACLE_QUESTIONS
+from ..model_card import split_metrics
 
 __all__ = [
     "Predictions",
@@ -187,7 +188,11 @@ def format_metric_table(metrics: dict[str, Any], question_source: str | None = N
 
 def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: str, question_source: str,
                     epoch: int, global_step: int) -> dict[str, Any]:
-    """The ``metrics.json`` document (see the README): what was evaluated, on how many clips, and every metric."""
+    """The ``metrics.json`` document (see the README): what was evaluated, on how many clips, and every metric.
+
+    ``metrics`` holds percentages only, ``null`` for the metric of an empty subset (strict JSON: never ``NaN``), and
+    ``num_empty_metrics`` says how many are ``null``; the subset sizes (``num_examples``, ``num_tail_verb``, ...) go to
+    ``counts``, so that the model card's ``model-index`` reads metrics only."""
     payload: dict[str, Any] = {
         "task": task,
         "split": split,
@@ -201,12 +206,15 @@ def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: 
     # numbers were computed with sit beside it.
     settings = {k: v for k, v in values.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
     payload.update(settings)
+    scores, counts = split_metrics({k: v for k, v in values.items() if k not in settings})
     payload.update(
         num_clips=int(metrics["num_clips"]),
         num_clips_scored=int(metrics["num_clips_scored"]),
         epoch=int(epoch),
         global_step=int(global_step),
-        metrics={k: v for k, v in values.items() if k not in settings},
+        counts=counts,
+        num_empty_metrics=sum(v is None for v in scores.values()),
+        metrics=scores,
     )
     return payload
 

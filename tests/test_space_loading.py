@@ -1,0 +1,109 @@
+"""The demo Space (examples/space/app.py) without a browser: which code loads the checkpoint (the installed package,
+or the checkpoint's bundled code only where the package is not importable), the example clips saved with the
+checkpoint, and the Space's front matter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from helpers.tiny_checkpoint import tiny_checkpoint  # noqa: E402
+from packaging.requirements import Requirement  # noqa: E402
+
+SPACE = Path(__file__).resolve().parents[1] / "examples" / "space"
+
+_LOAD = textwrap.dedent(
+    """
+    import importlib.abc, importlib.util, json, sys
+
+    app_path, folder, mode = sys.argv[1:4]
+    if mode == "without-package":
+        class _NotInstalled(importlib.abc.MetaPathFinder):
+            # Behave as if the mambavl package were not installed at all.
+            def find_spec(self, name, path=None, target=None):
+                if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, _NotInstalled())
+    spec = importlib.util.spec_from_file_location("space_app", app_path)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    model, processor, how = app.load(folder)
+    print(json.dumps({"how": how, "model": type(model).__module__, "processor": type(processor).__module__,
+                      "package": app.package_available(), "examples": app.example_clips(folder),
+                      "imported": any(n.split(".")[0] == "modeling_mambavl" for n in sys.modules)}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from modeling_mambavl.ek100.synthetic import write_synthetic_clip
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    tiny_checkpoint(folder)
+    write_synthetic_clip(folder / "examples" / "synthetic_take_plate.mp4", size=64, seconds=1.0)
+    return folder
+
+
+def _load(folder: Path, mode: str, tmp_path: Path) -> dict:
+    script = tmp_path / "load.py"
+    script.write_text(_LOAD)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"),
+               GRADIO_ANALYTICS_ENABLED="False")
+    result = subprocess.run([sys.executable, str(script), str(SPACE / "app.py"), str(folder), mode], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["with-package", "without-package"])
+def test_space_uses_the_package_when_importable_and_remote_code_only_when_not(checkpoint, mode, tmp_path):
+    loaded = _load(checkpoint, mode, tmp_path)
+    if mode == "with-package":
+        assert loaded["package"] and loaded["model"] == "modeling_mambavl.modeling", loaded
+        assert not loaded["processor"].startswith("transformers_modules."), loaded
+        assert "installed mambavl package" in loaded["how"]
+    else:
+        assert not loaded["package"] and not loaded["imported"], loaded
+        assert loaded["model"].startswith("transformers_modules.") and "trust_remote_code=True" in loaded["how"]
+    assert loaded["examples"] == [str(checkpoint / "examples" / "synthetic_take_plate.mp4")]
+
+
+def test_space_front_matter():
+    """What the Hub reads from the Space's README: sdk and an sdk_version that requirements.txt allows, the app file,
+    the models it links to, the licence."""
+    text = (SPACE / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and (SPACE / meta["app_file"]).is_file()
+    gradio = next(Requirement(line) for line in (SPACE / "requirements.txt").read_text().splitlines()
+                  if line.startswith("gradio"))
+    assert gradio.specifier.contains(str(meta["sdk_version"])), (meta["sdk_version"], str(gradio))
+    assert meta["sdk_version"] == version("gradio")  # the version the browser test ran
+    assert isinstance(meta["models"], list) and all(m.count("/") == 1 for m in meta["models"])
+    assert all(m in text.split("---\n", 2)[2] for m in meta["models"])  # and the text says what they are
+    assert meta["license"] == "cc-by-nc-4.0"
+
+
+def test_synthetic_example_clip(tmp_path):
+    """The example clip is a real H.264 MP4 that the package decodes, deterministic in its arguments."""
+    from modeling_mambavl.ek100.synthetic import write_synthetic_clip
+    from modeling_mambavl.processors.video_io import probe_video
+
+    a = write_synthetic_clip(tmp_path / "a.mp4", size=64, seconds=1.0, fps=30)
+    b = write_synthetic_clip(tmp_path / "b.mp4", size=64, seconds=1.0, fps=30)
+    info = probe_video(a)
+    assert info.num_frames == 30 and info.fps == 30 and a.read_bytes() == b.read_bytes()
+    with pytest.raises(ValueError, match="synthetic classes"):
+        write_synthetic_clip(tmp_path / "c.mp4", verb="juggle")
