@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
+from modeling_mambavl.atomic import DiskFullError
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import add_data_arguments
 from modeling_mambavl.training.builders import (
@@ -157,4 +159,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DiskFullError as e:  # a full disk, not a bug: one line, no traceback
+        sys.exit(f"eval_ek100.py: error: {e}")

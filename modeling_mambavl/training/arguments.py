@@ -32,3 +32,12 @@ def add_data_arguments(group: argparse._ActionsContainer) -> None:
     group.add_argument("--skip_bad_clips", action="store_true",
                        help="skip unreadable media (counted and listed at the end) instead of stopping")
     group.add_argument("--num_workers", type=int, default=2)
+
+
+def add_run_arguments(group: argparse._ActionsContainer) -> None:
+    """Add the options of resuming into, and locking, a training run's ``--output_dir``."""
+    group.add_argument("--allow_changed_args", action="store_true",
+                       help="resume although settings that change results (learning rate, batch, schedule, seed, "
+                            "data, ...) differ from the checkpoint's; the changes are recorded in run_metadata.json")
+    group.add_argument("--break_lock", action="store_true",
+                       help="take over an --output_dir locked by a run on another host (only once that run has ended)")
