@@ -658,8 +658,8 @@ def train(args, recipe, accelerator, timings) -> dict:
     bad_train = sorted(set(gather_object(state["bad_train_clips"])))
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
-    if last_metrics is None:  # resumed after its last step: the evaluation of that step is in the history
-        last_metrics = runs.last_evaluation(state["history"], state["global_step"])
+    if last_metrics is None:  # resumed after its last step (its final save had failed): evaluate it again
+        last_predictions, last_metrics = run_eval(dataloader=eval_dataloader)
     if accelerator.is_main_process:
         hint = runs.disk_full_hint(output_dir)
         with atomic_write(output_dir / "final_model", directory=True, what="final_model/", hint=hint) as tmp:
@@ -685,7 +685,7 @@ def train(args, recipe, accelerator, timings) -> dict:
     result = {"metrics": last_metrics, "global_step": state["global_step"], "output_dir": str(output_dir),
               "bad_train_clips": bad_train}
 
-    if args.controls and last_predictions is not None:
+    if args.controls and last_metrics is not None:
         t_controls = time.perf_counter()
         result["controls"] = run_controls(args, run_eval, eval_rows, last_predictions, last_metrics, accelerator)
         eval_seconds += time.perf_counter() - t_controls

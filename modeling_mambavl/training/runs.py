@@ -36,7 +36,6 @@ __all__ = [
     "check_resume",
     "disk_full_hint",
     "finished_summary",
-    "last_evaluation",
     "lock_output_dir",
     "model_record",
 ]
@@ -291,9 +290,3 @@ def disk_full_hint(output_dir: str | os.PathLike) -> str:
     complete = checkpointing.list_checkpoints(output_dir)
     last = complete[-1] if complete else "none (no checkpoint was written yet)"
     return f"The last good checkpoint is {last}: free space and resume with --resume_from_checkpoint latest."
-
-
-def last_evaluation(history: list[dict[str, Any]], global_step: int) -> dict[str, Any] | None:
-    """The metrics of the evaluation at ``global_step`` in a run's history (a run resumed after its last step)."""
-    evals = [h for h in history if h.get("kind") == "eval" and h.get("step") == global_step]
-    return evals[-1]["metrics"] if evals else None
