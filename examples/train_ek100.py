@@ -35,13 +35,15 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from modeling_mambavl import MambaVLProcessor
+from modeling_mambavl import MambaVLProcessor, atomic
+from modeling_mambavl.atomic import DiskFullError, atomic_write
 from modeling_mambavl.saving import save_model_and_processor
-from modeling_mambavl.training import checkpointing, faults
+from modeling_mambavl.training import checkpointing, faults, runs
 from modeling_mambavl.training.arguments import (
     TRAINING_HELP,
     HelpFormatter,
     add_data_arguments,
+    add_run_arguments,
     apply_warmup_ratio,
     finish_parser,
 )
@@ -201,6 +203,7 @@ def parse_args(argv=None):
     ckpt.add_argument("--checkpointing_steps", type=str, default="epoch", help='N optimizer steps, "epoch" or "no"')
     ckpt.add_argument("--checkpoints_total_limit", type=int, default=2)
     ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help='"latest" or a checkpoint folder')
+    add_run_arguments(ckpt)
     ckpt.add_argument("--report_to", type=str, default="none",
                       help='trackers for accelerator.init_trackers: "all", "tensorboard", "wandb", ... or "none"')
     ckpt.add_argument("--logging_steps", type=int, default=10)
@@ -319,6 +322,13 @@ def main(argv=None) -> dict:
     if tracking:
         accelerator_kwargs.update(log_with=args.report_to, project_dir=args.output_dir)
     accelerator = Accelerator(**accelerator_kwargs)
+    with runs.lock_output_dir(accelerator, args.output_dir, enabled=not args.dry_run, break_lock=args.break_lock):
+        return train(args, recipe, accelerator, timings)
+
+
+def train(args, recipe, accelerator, timings) -> dict:
+    """The run itself, inside the lock of its output folder."""
+    tracking = args.report_to not in ("none", "", None)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
@@ -464,6 +474,7 @@ def main(argv=None) -> dict:
     loss_fn = VerbNounLoss(args.loss, *_class_counts(train_rows, config), beta=args.class_balanced_beta,
                            tau=args.logit_adjustment_tau)
 
+    record = runs.model_record(model)  # before prepare: FSDP flattens what it wraps
     model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader)
     loss_fn = loss_fn.to(accelerator.device)
@@ -489,6 +500,7 @@ def main(argv=None) -> dict:
         "dataset": data.dataset,
         "parameter_groups": [{"name": s.name, "lr": s.lr, "weight_decay": s.weight_decay, "num_tensors": len(s.params)}
                              for s in specs],
+        **record,
     }
     if tracking:
         flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
@@ -506,18 +518,31 @@ def main(argv=None) -> dict:
         logger.info(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no complete checkpoint in "
                     f"{output_dir}; starting from scratch")
     if resume is not None:
+        metadata["resumptions"] = runs.check_resume(resume, metadata, args.allow_changed_args)
         loaded = checkpointing.load_checkpoint(accelerator, resume)
         state.update({k: loaded[k] for k in state if k in loaded})
         state["last_checkpoint"] = str(resume)
         logger.info(f"resumed from {resume}: epoch {state['epoch']}, batch {state['step_in_epoch']}, "
                     f"step {state['global_step']}")
+        finished = runs.finished_summary(output_dir, state["global_step"], max_train_steps)
+        if finished is not None:
+            logger.warning(f"{output_dir}: this run already finished at step {state['global_step']} (see "
+                           f"{output_dir / runs.SUMMARY_FILE}); nothing to do. Raise --num_train_epochs or "
+                           "--max_train_steps to train it further.")
+            if tracking:
+                accelerator.end_training()
+            return {"metrics": finished.get("final_metrics"), "global_step": state["global_step"],
+                    "output_dir": str(output_dir), "bad_train_clips": finished.get("bad_training_clips", []),
+                    "finished_before": True}
 
     def save(step: int) -> None:
         try:
             folder = checkpointing.save_checkpoint(
                 accelerator, output_dir, step, {k: v for k, v in state.items() if k != "last_checkpoint"}, metadata,
-                total_limit=args.checkpoints_total_limit)
-        except OSError as e:  # a full disk or a lost mount: say what survived and how to go on
+                total_limit=args.checkpoints_total_limit, disk_full_hint=runs.disk_full_hint(output_dir))
+        except DiskFullError:
+            raise
+        except OSError as e:  # a lost mount, say: what survived and how to go on
             last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
             raise OSError(e.errno, f"could not write the checkpoint of step {step} in {output_dir} ({e}); nothing "
                                    f"of it was kept. The last good checkpoint is {last}: free space and resume with "
@@ -640,7 +665,7 @@ def main(argv=None) -> dict:
                 save_best(accelerator, model, processor, output_dir / "best_model", predictions, metrics_payload(
                     metrics, task=args.task, split=args.eval_split, dataset=data.dataset,
                     question_source=args.question_source, epoch=epoch + 1, global_step=state["global_step"]),
-                    merge=args.merge_lora)
+                    merge=args.merge_lora, hint=runs.disk_full_hint(output_dir))
         if args.checkpointing_steps == "epoch":
             save(state["global_step"])
     training_seconds = time.perf_counter() - t_train - eval_seconds
@@ -650,17 +675,26 @@ def main(argv=None) -> dict:
     bad_train = sorted(set(gather_object(state["bad_train_clips"])))
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
+    if last_metrics is None:  # resumed after its last step (its final save had failed): evaluate it again
+        last_predictions, last_metrics = run_eval(dataloader=eval_dataloader)
     if accelerator.is_main_process:
-        save_model_and_processor(unwrapped, processor, output_dir / "final_model", state_dict=state_dict)
+        hint = runs.disk_full_hint(output_dir)
+        with atomic_write(output_dir / "final_model", directory=True, what="final_model/", hint=hint) as tmp:
+            save_model_and_processor(unwrapped, processor, tmp, state_dict=state_dict)
+            faults.disk_full_point("final_model")
         summary = {"global_step": state["global_step"], "epochs": state["epoch"], "best_metric": state["best_metric"],
                    "metric_for_best_model": metric_name, "best_epoch": state["best_epoch"],
                    "bad_training_clips": bad_train, "num_bad_training_clips": len(bad_train),
                    "nonfinite_steps_skipped": state["nonfinite_steps"], "final_metrics": last_metrics,
                    "training_seconds": training_seconds, "eval_seconds": eval_seconds}
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        (output_dir / "run_metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        atomic.write_text(output_dir / "run_metadata.json", json.dumps(metadata, indent=2, default=str) + "\n",
+                          hint=hint)
         if not args.no_plot:
-            plot_curves(state["history"], output_dir / "training_curves.png")
+            with atomic_write(output_dir / "training_curves.png", hint=hint) as tmp:
+                plot_curves(state["history"], tmp)
+        # Written last: its presence says the run ended.
+        atomic.write_text(output_dir / runs.SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n",
+                          hint=hint)
         if bad_train:
             logger.warning(f"{len(bad_train)} training clips could not be read and were skipped: {bad_train}")
         if last_metrics is not None:
@@ -701,21 +735,26 @@ def _class_counts(rows, config) -> tuple[torch.Tensor, torch.Tensor]:
     return verbs, nouns
 
 
-def save_best(accelerator, model, processor, folder: Path, predictions, payload: dict, merge: bool = False) -> None:
-    """The best model so far (model + processor, adapters only for LoRA), its metrics.json and per-clip predictions."""
+def save_best(accelerator, model, processor, folder: Path, predictions, payload: dict, merge: bool = False,
+              hint: str | None = None) -> None:
+    """The best model so far (model + processor, adapters only for LoRA), its metrics.json and per-clip predictions,
+    each folder written whole or not at all."""
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
     if not accelerator.is_main_process:
         return
-    save_model_and_processor(unwrapped, processor, folder, state_dict=state_dict if not
-                             hasattr(unwrapped, "peft_config") else None)
-    write_metrics_json(folder / "metrics.json", payload)
-    write_predictions(folder, predictions)
+    with atomic_write(folder, directory=True, what=f"{folder.name}/", hint=hint) as tmp:
+        save_model_and_processor(unwrapped, processor, tmp, state_dict=state_dict if not
+                                 hasattr(unwrapped, "peft_config") else None)
+        write_metrics_json(tmp / "metrics.json", payload)
+        write_predictions(tmp, predictions)
     if merge and hasattr(unwrapped, "merge_and_unload"):
         import copy
 
         merged = copy.deepcopy(unwrapped).merge_and_unload()
-        save_model_and_processor(merged, processor, folder.parent / f"{folder.name}_merged")
+        merged_folder = folder.parent / f"{folder.name}_merged"
+        with atomic_write(merged_folder, directory=True, what=f"{merged_folder.name}/", hint=hint) as tmp:
+            save_model_and_processor(merged, processor, tmp)
 
 
 # The time-reversal pairs of the synthetic data (take/put: up/down, open/close: grow/shrink): one frame cannot tell
@@ -750,7 +789,8 @@ def run_controls(args, run_eval, eval_rows, normal, metrics: dict, accelerator) 
                                              for k in ("all_verb_top1", "all_noun_top1", "all_action_top1")),
     }
     if accelerator.is_main_process:
-        (Path(args.output_dir) / "controls.json").write_text(json.dumps(controls, indent=2) + "\n")
+        atomic.write_text(Path(args.output_dir) / "controls.json", json.dumps(controls, indent=2) + "\n",
+                          hint=runs.disk_full_hint(args.output_dir))
     return controls
 
 

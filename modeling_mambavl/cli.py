@@ -26,9 +26,12 @@ DEBUG_HELP = "on an error, show the full traceback instead of one line"
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .processors.video_io import MediaError
+    from .training.runs import RunRefused
 
-    # Bad media, bad paths, bad values, a model folder or repo that cannot be read: the user's to fix.
-    return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError)
+    # Bad media, bad paths, bad values, a model folder or repo that cannot be read, an output folder in use or a
+    # checkpoint that does not match (RunRefused), a full disk (an OSError): the user's to fix.
+    return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError,
+            RunRefused)
 
 
 USER_ERRORS = _user_errors()

@@ -39,7 +39,14 @@ def _names(folder):
 
 
 def _temporaries(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp-"))
+    """Temporary folders, without the owner suffix (``.<pid>@<host>``) of their names."""
+    return sorted(p.name.rsplit(".", 1)[0] if "@" in p.name else p.name
+                  for p in folder.iterdir() if p.name.startswith(".tmp-"))
+
+
+def _torn(folder):
+    (torn,) = folder.glob(".tmp-checkpoint-00000002.*@*")
+    return torn
 
 
 @pytest.mark.slow
@@ -79,7 +86,7 @@ def test_killed_at_five_points_and_full_disk_then_resumed_equals_uninterrupted(c
         proc = link("during_save:model")
         assert proc.returncode == -9, proc.stderr[-3000:]
         assert _names(chain) == ["checkpoint-00000001"]
-        torn = chain / ".tmp-checkpoint-00000002"
+        torn = _torn(chain)
         assert torn.is_dir() and not checkpointing.is_complete(torn)
 
         # 4. during_save:optimizer -- killed between the weights and the optimizer state.
@@ -87,6 +94,10 @@ def test_killed_at_five_points_and_full_disk_then_resumed_equals_uninterrupted(c
         assert proc.returncode == -9, proc.stderr[-3000:]
         assert "resumed from" in proc.stderr and "checkpoint-00000001" in proc.stderr
         assert _names(chain) == ["checkpoint-00000001"]
+        # The previous link's torn folder (a dead owner) was removed at start-up; this link's own is the only one.
+        assert not torn.exists()
+        torn = _torn(chain)
+        assert (torn / "model.safetensors").is_file()
         assert not (torn / "optimizer.bin").exists() and not checkpointing.is_complete(torn)
 
         # 5. enospc:optimizer -- the disk fills up after the weights: same as 2.

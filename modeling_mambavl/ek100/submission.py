@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write, write_text
 from .metric import ACTION_TOP_N, official_action_topk
 
 __all__ = ["CHALLENGES", "SLS_LEVELS", "SUBMISSION_VERSION", "submission_schema", "write_submission"]
@@ -153,11 +154,11 @@ def write_submission(
     submission = {"version": SUBMISSION_VERSION, "challenge": CHALLENGES[task], **levels, "results": results}
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(submission, allow_nan=False)
     if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as archive:
+        with atomic_write(path, what="the submission") as tmp, \
+                zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as archive:
             archive.writestr("test.json", text)
     else:
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text, what="the submission")
     return path

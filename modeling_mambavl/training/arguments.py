@@ -165,3 +165,12 @@ def finish_parser(parser: argparse.ArgumentParser, help_texts: Mapping[str, str]
     if undocumented:
         raise RuntimeError(f"{parser.prog}: options without a help text: {undocumented}")
     return parser
+
+
+def add_run_arguments(group: argparse._ActionsContainer) -> None:
+    """Add the options of resuming into, and locking, a training run's ``--output_dir``."""
+    group.add_argument("--allow_changed_args", action="store_true",
+                       help="resume although settings that change results (learning rate, batch, schedule, seed, "
+                            "data, ...) differ from the checkpoint's; the changes are recorded in run_metadata.json")
+    group.add_argument("--break_lock", action="store_true",
+                       help="take over an --output_dir locked by a run on another host (only once that run has ended)")

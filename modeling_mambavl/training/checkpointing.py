@@ -1,10 +1,11 @@
 """Atomic training checkpoints on top of ``Accelerator.save_state``.
 
-A checkpoint is written into a hidden temporary folder, every file is fsynced, a ``checkpoint_complete.json``
+A checkpoint is written into a hidden temporary folder (``modeling_mambavl.atomic``: ``.tmp-<name>.<pid>@<host>``,
+named for the main process), every file is fsynced, a ``checkpoint_complete.json``
 marker listing each file and its size is written last, and only then is the folder renamed to its final name
 (``checkpoint-00000120``). Older checkpoints are pruned only after the rename. A run killed at any moment therefore
 leaves either the previous complete checkpoints, or those plus a new complete one; resuming only ever considers
-folders whose marker matches their contents.
+folders whose marker matches their contents. A full disk raises ``DiskFullError`` (the one documented message).
 
 Training-state folders hold pickled optimizer / scheduler / RNG states (that is how PyTorch and Accelerate store
 them): they are trusted local files written by your own runs. Never resume from a folder someone else gave you;
@@ -21,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from . import faults
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 TRAINER_STATE = "trainer_state.json"
 _NAME_RE = re.compile(r"^checkpoint-(\d{8})$")
-_TMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
@@ -35,20 +36,6 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:08d}"
-
-
-def _fsync_path(path: Path) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some platforms cannot open folders; the rename below is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -147,6 +134,7 @@ def save_checkpoint(
     metadata: dict[str, Any] | None = None,
     total_limit: int | None = None,
     keep: tuple[str | Path, ...] = (),
+    disk_full_hint: str | None = None,
 ) -> Path:
     """Write a complete checkpoint of everything ``accelerator`` tracks, atomically.
 
@@ -158,18 +146,19 @@ def save_checkpoint(
         metadata: resolved arguments, recipe, versions, git commit, seeds — stored beside the state.
         total_limit: keep at most this many complete checkpoints (older ones removed after the rename).
         keep: checkpoint folders never pruned (e.g. the best one).
+        disk_full_hint: the last sentence of the ``DiskFullError`` raised if the disk is full (what survived and how
+            to go on).
 
     Returns:
-        The final checkpoint folder. On any error (a full disk, say) the temporary folder is removed and the
-        previous checkpoints are untouched; the error propagates.
+        The final checkpoint folder. On any error the temporary folder is removed and the previous checkpoints are
+        untouched; the error propagates, a full disk as ``atomic.DiskFullError``.
     """
     output_dir = Path(output_dir)
     final = output_dir / checkpoint_name(step)
-    tmp = output_dir / f"{_TMP_PREFIX}{final.name}"
+    tmp = _shared_temporary(accelerator, final)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        atomic.discard(tmp)
         tmp.mkdir()
     accelerator.wait_for_everyone()
     handle = accelerator.register_save_state_pre_hook(_save_weights_hook(accelerator))
@@ -180,16 +169,12 @@ def save_checkpoint(
             _write_json(tmp / "run_metadata.json", metadata or {})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            for path in tmp.rglob("*"):
-                if path.is_file():
-                    _fsync_path(path)
+            atomic.fsync_tree(tmp)
             _write_json(tmp / COMPLETE_MARKER, {"step": step, "files": _manifest(tmp)})
-            _fsync_path(tmp)
+            atomic.fsync_tree(tmp)
             faults.kill_point("before_rename")
-            if final.exists():  # a re-run of the same step: replace it only now that the new one is complete
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_path(output_dir)
+            # A re-run of the same step replaces the old folder only now that the new one is complete.
+            atomic.commit(tmp, final)
             faults.kill_point("after_rename")
             if total_limit is not None and total_limit > 0:
                 protected = {Path(k).resolve() for k in keep} | {final.resolve()}
@@ -197,9 +182,12 @@ def save_checkpoint(
                 for old in complete[: max(0, len(complete) - total_limit)]:
                     if old.resolve() not in protected:
                         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        full = not isinstance(e, atomic.DiskFullError) and atomic.is_disk_full(e, output_dir)
+        if accelerator.is_main_process:
+            atomic.discard(tmp)
+        if full:
+            raise atomic.DiskFullError(final, f"the checkpoint of step {step}", disk_full_hint) from e
         raise
     finally:
         handle.remove()
@@ -216,13 +204,17 @@ def load_checkpoint(accelerator, folder: str | Path) -> dict[str, Any]:
     return json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
+def _shared_temporary(accelerator, final: Path) -> Path:
+    """The temporary folder of ``final``, named for the main process and the same on every process."""
+    names = [atomic.temporary_path(final).name if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(names, from_process=0)
+    return final.parent / names[0]
+
+
 def clean_stale_temporaries(output_dir: str | Path) -> list[Path]:
-    """Remove temporary folders left by interrupted saves; returns what was removed."""
-    output_dir = Path(output_dir)
-    removed = []
-    if output_dir.is_dir():
-        for p in output_dir.iterdir():
-            if p.is_dir() and p.name.startswith(_TMP_PREFIX):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    return removed
+    """Remove temporary folders left by interrupted saves of this process or of dead ones (``atomic.clean_temporaries``:
+    those of live processes or other hosts are left alone); returns what was removed."""
+    return atomic.clean_temporaries(output_dir)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import atomic
 from ..ek100.annotations import ORACLE_QUESTIONS
 from ..model_card import split_metrics
 
@@ -220,10 +221,8 @@ def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: 
 
 
 def write_metrics_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    return path
+    """Write ``metrics.json`` atomically (a full disk: ``atomic.DiskFullError``)."""
+    return atomic.write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(x: Any) -> Any:
@@ -239,7 +238,7 @@ def _json_default(x: Any) -> Any:
 def write_predictions(folder: str | Path, predictions: Predictions, top_k: int = 5, prefix: str = "predictions") -> \
         tuple[Path, Path]:
     """``predictions.json`` (per ``narration_id``: top-k verbs and nouns with softmax scores, labels, ``valid``) and
-    ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid)."""
+    ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid); each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     verb_p = _softmax(predictions.verb_logits)
@@ -257,10 +256,9 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
             "verb_label": int(predictions.verb_labels[i]),
             "noun_label": int(predictions.noun_labels[i]),
         }
-    json_path = folder / f"{prefix}.json"
-    json_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    json_path = atomic.write_text(folder / f"{prefix}.json", json.dumps(doc, indent=1) + "\n")
     csv_path = folder / f"{prefix}.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    with atomic.atomic_write(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["narration_id", "valid", "verb_pred", "noun_pred", "verb_label", "noun_label"])
         for i, nid in enumerate(predictions.narration_ids):

@@ -9,6 +9,7 @@ non-finite loss loses nothing. The value is a comma-separated list of specs:
 - ``before_rename``           SIGKILL after a checkpoint is complete and fsynced, before its atomic rename
 - ``after_rename``            SIGKILL right after the rename, before older checkpoints are pruned
 - ``enospc:model`` / ``enospc:optimizer``  raise ``OSError(ENOSPC)`` at that point of a save (a full disk)
+- ``enospc:final_model``      raise ``OSError(ENOSPC)`` once ``final_model/`` is written, before its rename
 - ``nan_loss:N``              make the loss of optimizer step N non-finite
 
 Only the process whose rank matches ``MAMBAVL_FAULT_RANK`` (default: every rank) is affected.
