@@ -123,6 +123,7 @@ def test_preset_overrides_merge_nested_dicts():
          "vision_feature_dim"),
         ({"num_labels": 5}, "num_labels"),
         ({"time_step_rank": "big"}, "time_step_rank"),
+        ({"mixer_recompute": "all"}, "mixer_recompute"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(kwargs, field):

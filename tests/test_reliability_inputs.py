@@ -71,6 +71,7 @@ BAD_FIELD_VALUES = {
     "initializer_range": -0.02,
     "scan_backend": "Fast Scan!",
     "mixer_chunk_size": 0,
+    "mixer_recompute": "everything",
 }
 # Fields that hold a number checked for range: NaN and infinity are refused too.
 FLOAT_FIELDS = ("text_embedding_dropout", "time_step_min", "time_step_max", "time_step_floor", "fuser_mlp_ratio",
