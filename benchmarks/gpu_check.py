@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Per-stage limits (seconds); their sum stays under the 10 minutes the whole check may take.
+# Per-stage limits (seconds); their sum stays under the 10 minutes the whole check may take on a GPU. A dry run
+# interprets the Triton kernels and trains on the CPU, often on shared cores: it gets DRY_RUN_SLACK times as long.
 STAGE_LIMITS = {"triton_tests": 240, "scan_timing": 180, "train_step": 150}
+DRY_RUN_SLACK = 4
 SIZES = {"video": (2, 1536, 1569, 16), "long": (2, 1536, 8192, 16)}
 DRY_SIZES = {"tiny": (1, 4, 24, 4)}
 # The interpreter runs a Python loop per element: a few of the kernel tests are enough to exercise the stage.
@@ -148,14 +151,18 @@ def _run_stage(name: str, cmd: list[str], env: dict, limit: int) -> dict:
     """Run one stage's command with a time limit; its status, wall time and output tail (never raises)."""
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=limit)
-        status = "ok" if proc.returncode == 0 else "failed"
-        output = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        status = "timed out"
-        output = f"{(e.stdout or b'').decode(errors='replace') if isinstance(e.stdout, bytes) else e.stdout or ''}"
+        # Its own process group: on a timeout the stage's children (bench_train.py runs one per case) go too.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                                start_new_session=True)
     except OSError as e:
-        status, output = "failed", f"{type(e).__name__}: {e}"
+        return {"status": "failed", "command": " ".join(cmd), "output_tail": f"{type(e).__name__}: {e}"}
+    try:
+        output, _ = proc.communicate(timeout=limit)
+        status = "ok" if proc.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        status = "timed out"
     wall = time.perf_counter() - start
     print(f"[gpu_check] {name}: {status} in {wall:.0f} s", flush=True)
     return {"status": status, "command": " ".join(cmd), "wall_s": round(wall, 1), "limit_s": limit,
@@ -178,25 +185,26 @@ def run_check(dry_run: bool, out: Path, repeats: int) -> dict:
     interpreted = {**env, "TRITON_INTERPRET": "1"} if dry_run else env
     py = sys.executable
     stages = {}
+    limits = {name: limit * (DRY_RUN_SLACK if dry_run else 1) for name, limit in STAGE_LIMITS.items()}
 
     tests = [py, "-m", "pytest", "tests/test_triton.py", "-q", "-p", "no:cacheprovider", "--noconftest",
              "-o", "addopts="]
     if dry_run:
         tests += ["-k", DRY_TEST_SELECTION]
-    stages["triton_tests"] = _run_stage("triton_tests", tests, interpreted, STAGE_LIMITS["triton_tests"])
+    stages["triton_tests"] = _run_stage("triton_tests", tests, interpreted, limits["triton_tests"])
     summary = stages["triton_tests"]["output_tail"].strip().splitlines()
     stages["triton_tests"]["summary"] = summary[-1] if summary else ""
 
     timing = [py, str(Path(__file__).resolve()), "--stage", "scan_timing", "--repeats", str(repeats)]
     stages["scan_timing"] = _run_stage("scan_timing", timing + (["--dry-run"] if dry_run else []), interpreted,
-                                       STAGE_LIMITS["scan_timing"])
+                                       limits["scan_timing"])
     stages["scan_timing"]["result"] = _last_json(stages["scan_timing"]["output_tail"])
 
     train_out = out.with_name(out.stem + "_train.json")
     train = [py, str(ROOT / "benchmarks" / "bench_train.py"), "--cases", "tiny", "features-768", "--batches",
              "1" if dry_run else "2", "--repeats", "1" if dry_run else str(repeats), "--dtype", "bf16",
              "--device", "cpu" if dry_run else "cuda", "--output", str(train_out)]
-    stages["train_step"] = _run_stage("train_step", train, env, STAGE_LIMITS["train_step"])
+    stages["train_step"] = _run_stage("train_step", train, env, limits["train_step"])
     if train_out.exists():
         stages["train_step"]["result"] = json.loads(train_out.read_text())
         train_out.unlink()
