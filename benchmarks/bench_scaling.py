@@ -332,9 +332,11 @@ def _fmt(r: dict) -> tuple[str, str, str]:
 
 
 def _series(row: dict) -> str:
-    """The series a row belongs to: its method, with the SSM recompute level when one was set ("ssm[memory]")."""
+    """The series a row belongs to: its method, with the SSM recompute level when one was set ("ssm[memory]") and
+    the piece size when it was not the default ("ssm[memory]/512")."""
     level = row.get("mixer_recompute")
-    return row["method"] if level is None else f"{row['method']}[{level}]"
+    name = row["method"] if level is None else f"{row['method']}[{level}]"
+    return name if "mixer_chunk_size" not in row else f"{name}/{row['mixer_chunk_size']}"
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -351,16 +353,20 @@ def _plot(results: dict, path: Path) -> None:
              "transformer": "Transformer block"}
     markers = {"ssm[speed]": "v", "ssm[memory]": "D", "transformer": "^"}
     for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method
-                and r["result"].get("status") == "ok"]
-        if not rows:
+        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method]
+        # A point stopped by the time cap after its warm-up step still measured that step's memory.
+        timed = [r for r in rows if r["result"].get("status") == "ok"]
+        measured = [r for r in rows if r["result"].get("peak_mb") is not None]
+        if not measured:
             continue
         color = colors.get(method, "C7")
         fmt = ("-" if scope == "fusion" else "--") + markers.get(method, "o" if scope == "fusion" else "s")
         label = f"{kinds.get(method, method)} ({'block' if scope == 'fusion' else 'model'})"
-        frames = [r["frames"] for r in rows]
-        axes[0].plot(frames, [r["result"]["time_s"] for r in rows], fmt, color=color, label=label)
-        axes[1].plot(frames, [max(r["result"]["peak_mb"], 1.0) for r in rows], fmt, color=color, label=label)
+        if timed:
+            axes[0].plot([r["frames"] for r in timed], [r["result"]["time_s"] for r in timed], fmt, color=color,
+                         label=label)
+        axes[1].plot([r["frames"] for r in measured], [max(r["result"]["peak_mb"], 1.0) for r in measured], fmt,
+                     color=color, label=label)
     for ax, ylabel in zip(axes, ("training step time (s)", "peak memory above inputs (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -368,7 +374,7 @@ def _plot(results: dict, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.suptitle("MambaVL: forward + backward of one clip (D = 768, 2 questions of 40 tokens), CPU", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
