@@ -141,11 +141,14 @@ def test_bitwise_deterministic(kernel, device):
 @needs_kernels
 @pytest.mark.parametrize("device", _devices())
 def test_recomputing_mixer_matches_keeping_everything(kernel, device):
-    """The mixer's recompute levels on this backend: pieces, padding and an initial state, the same outputs and
-    gradients as keeping every intermediate (which matches the reference scan within TOL)."""
-    results = run_mixer_levels("triton", length=12, chunk_size=6, device=device)
+    """The mixer's memory level on this backend, continuing from a given initial state and with padding: the same
+    outputs and gradients as keeping every intermediate (which matches the reference scan within TOL). One piece
+    each, to keep the interpreter's kernel launches few; pieces and the speed level are compared on the other
+    backends in test_model_mixer.py."""
+    levels = ("none", "memory")
+    results = run_mixer_levels("triton", length=12, chunk_size=12, device=device, levels=levels)
     assert_levels_match(results)
-    reference = run_mixer_levels("reference", length=12, chunk_size=6, levels=("none",))["none"]
+    reference = run_mixer_levels("reference", length=12, chunk_size=12, levels=("none",))["none"]
     assert rel_err(results["none"][0].cpu(), reference[0]) < TOL
     for name, grad in reference[1].items():
         assert rel_err(results["none"][1][name].cpu(), grad) < TOL, name
