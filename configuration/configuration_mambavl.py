@@ -149,7 +149,7 @@ class MambaVLConfig(PreTrainedConfig):
             On the CPU the fusion mixers run sequences longer than this in pieces of this many tokens, carrying the
             convolution and scan states across (the same outputs up to float rounding): a piece's activations stay
             in the CPU cache, which keeps the cost linear in the number of frames. `None` runs every sequence in one
-            pass; GPU tensors always run in one pass.
+            pass; GPU tensors run in one pass unless `mixer_recompute` recomputes.
         mixer_recompute (`str`, defaults to `"memory"`):
             What the fusion mixers keep for the backward of a training step: `"none"` every intermediate; `"speed"`
             the input projection's output (as mamba-ssm's `mamba_inner_fn`), recomputing the convolution, Δ, the
