@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-dev demo test test-fast lint clean
+.PHONY: install install-dev demo test test-fast lint clean gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,11 @@ lint: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Wheels carried to a GPU machine without network access by benchmarks/gpu_check.sh: this package (no dependencies:
+# the machine's own torch / transformers serve) and pytest with its pure-Python dependencies. Not committed.
+GPU_WHEELS ?= benchmarks/wheels
+gpu-wheels: $(BIN)/python
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PIP) wheel --quiet --no-deps -w $(GPU_WHEELS) . pytest pluggy iniconfig packaging pygments
+	@du -sh $(GPU_WHEELS)

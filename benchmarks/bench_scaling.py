@@ -25,6 +25,11 @@ timed steps, as wall time and as the process's CPU time (all threads; on shared 
 jobs than the wall time does); peak memory is the ``ru_maxrss`` increase over the process after the model and
 inputs exist.
 
+SSM recompute levels (``mixer_recompute``): ``--mixer-recompute none,speed,memory`` runs every SSM point at each
+level, the levels' fresh processes interleaved (trial 1 of each level, then trial 2 of each...), so that a slow period
+of the shared machine hits all of them; each level's result also gives its time and CPU time relative to ``none``
+from the same rounds (median of the per-round ratios). Without the option the SSM points run at the config's default.
+
 Caps: a point whose step is predicted (from the previous, smaller point of its series at a log-log slope of 2)
 or observed in the warm-up to take more than 120 s, or whose resident memory passes 20 GB, is reported as "not run".
 Run it on an otherwise idle machine: on shared cores the wall times (and even the CPU times, which then include the
@@ -126,7 +131,8 @@ def _build(spec: dict):
     from modeling_mambavl.fusion import MambaVLSSMFusion
 
     torch.manual_seed(0)
-    config = MambaVLConfig.from_preset("features-768", **{k: spec[k] for k in ("mixer_chunk_size",) if k in spec})
+    config = MambaVLConfig.from_preset(
+        "features-768", **{k: spec[k] for k in ("mixer_chunk_size", "mixer_recompute") if k in spec})
     frames, qlen = spec["frames"], spec["question_length"]
     n_video = 1 + frames * TOKENS_PER_FRAME
     dim = config.hidden_size
@@ -177,7 +183,7 @@ def _worker(spec: dict) -> dict:
     warmup, warmup_cpu = time.perf_counter() - start, _cpu_s() - cpu
     times, cpu_times = [], []
     if warmup <= TIME_CAP_S:
-        for _ in range(REPEATS):
+        for _ in range(spec.get("repeats", REPEATS)):
             cpu, start = _cpu_s(), time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
@@ -201,10 +207,10 @@ def _worker(spec: dict) -> dict:
 # --- driver ---------------------------------------------------------------------------------------------------------
 
 
-def _default_mixer_chunk_size() -> int | None:
+def _default_config_value(name: str):
     from modeling_mambavl import MambaVLConfig
 
-    return MambaVLConfig.from_preset("features-768").mixer_chunk_size
+    return getattr(MambaVLConfig.from_preset("features-768"), name)
 
 
 def _machine() -> dict:
@@ -282,6 +288,29 @@ def _run_trials(spec: dict, trials: int) -> dict:
     return merged
 
 
+def _run_levels(spec: dict, levels: list[str], trials: int) -> dict[str, dict]:
+    """``_run_trials`` of ``spec`` at each recompute level, the levels' processes interleaved round by round; with a
+    ``"none"`` level, the others get ``time_ratio_to_none`` / ``cpu_time_ratio_to_none`` / ``peak_ratio_to_none``
+    (medians of the per-round ratios)."""
+    rounds = [{level: _run_point({**spec, "mixer_recompute": level}) for level in levels} for _ in range(trials)]
+    merged = {}
+    for level in levels:
+        results = [r[level] for r in rounds]
+        if trials == 1 or any(r.get("status") != "ok" for r in results):
+            merged[level] = next((r for r in results if r.get("status") != "ok"), results[0])
+            continue
+        merged[level] = dict(results[0])
+        for key in ("time_s", "cpu_time_s", "peak_mb"):
+            merged[level][key] = statistics.median(r[key] for r in results)
+        merged[level]["trials"] = [{k: r[k] for k in ("time_s", "cpu_time_s", "peak_mb")} for r in results]
+    if "none" in levels and all(r[level].get("status") == "ok" for r in rounds for level in levels):
+        for level in levels:
+            for key, name in (("time_s", "time"), ("cpu_time_s", "cpu_time"), ("peak_mb", "peak")):
+                merged[level][f"{name}_ratio_to_none"] = statistics.median(
+                    r[level][key] / r["none"][key] for r in rounds)
+    return merged
+
+
 def _fit_slope(xs, ys) -> float | None:
     pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and y > 0]
     if len(pts) < 2:
@@ -302,6 +331,14 @@ def _fmt(r: dict) -> tuple[str, str, str]:
     return t(r["time_s"]), t(r["cpu_time_s"]) + " CPU", f"{r['peak_mb']:.0f} MB"
 
 
+def _series(row: dict) -> str:
+    """The series a row belongs to: its method, with the SSM recompute level when one was set ("ssm[memory]") and
+    the piece size when it was not the default ("ssm[memory]/512")."""
+    level = row.get("mixer_recompute")
+    name = row["method"] if level is None else f"{row['method']}[{level}]"
+    return name if "mixer_chunk_size" not in row else f"{name}/{row['mixer_chunk_size']}"
+
+
 def _plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -309,19 +346,27 @@ def _plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {("fusion", "ssm"): ("C0", "-o"), ("fusion", "attention"): ("C3", "-o"),
-              ("model", "ssm"): ("C0", "--s"), ("model", "attention"): ("C3", "--s"),
-              ("fusion", "transformer"): ("C1", "-^"), ("model", "transformer"): ("C1", "--^")}
-    for (scope, method), (color, fmt) in styles.items():
-        rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
-                and r["result"].get("status") == "ok"]
-        if not rows:
+    colors = {"ssm": "C0", "ssm[none]": "C0", "ssm[speed]": "C2", "ssm[memory]": "C4", "attention": "C3",
+              "transformer": "C1"}
+    kinds = {"ssm": "SSM fusion", "ssm[none]": "SSM fusion, keeps all", "ssm[speed]": "SSM fusion, recompute: speed",
+             "ssm[memory]": "SSM fusion, recompute: memory", "attention": "attention layer",
+             "transformer": "Transformer block"}
+    markers = {"ssm[speed]": "v", "ssm[memory]": "D", "transformer": "^"}
+    for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
+        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method]
+        # A point stopped by the time cap after its warm-up step still measured that step's memory.
+        timed = [r for r in rows if r["result"].get("status") == "ok"]
+        measured = [r for r in rows if r["result"].get("peak_mb") is not None]
+        if not measured:
             continue
-        kind = {"ssm": "SSM fusion", "attention": "attention layer", "transformer": "Transformer block"}[method]
-        label = f"{kind} ({'block' if scope == 'fusion' else 'model'})"
-        frames = [r["frames"] for r in rows]
-        axes[0].plot(frames, [r["result"]["time_s"] for r in rows], fmt, color=color, label=label)
-        axes[1].plot(frames, [max(r["result"]["peak_mb"], 1.0) for r in rows], fmt, color=color, label=label)
+        color = colors.get(method, "C7")
+        fmt = ("-" if scope == "fusion" else "--") + markers.get(method, "o" if scope == "fusion" else "s")
+        label = f"{kinds.get(method, method)} ({'block' if scope == 'fusion' else 'model'})"
+        if timed:
+            axes[0].plot([r["frames"] for r in timed], [r["result"]["time_s"] for r in timed], fmt, color=color,
+                         label=label)
+        axes[1].plot([r["frames"] for r in measured], [max(r["result"]["peak_mb"], 1.0) for r in measured], fmt,
+                     color=color, label=label)
     for ax, ylabel in zip(axes, ("training step time (s)", "peak memory above inputs (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -329,7 +374,7 @@ def _plot(results: dict, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.suptitle("MambaVL: forward + backward of one clip (D = 768, 2 questions of 40 tokens), CPU", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -339,8 +384,8 @@ def _slopes(results: dict, quiet: bool = False) -> dict:
     """Fitted log-log slopes against frames (16 to 128) of wall time, CPU time and memory, per scope and fusion."""
     slopes = {}
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    for scope, method in sorted({(r["scope"], r["method"]) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and r["method"] == method
+    for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
+        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method
                 and r["frames"] >= 16 and r["result"].get("status") == "ok"]
         frames = [r["frames"] for r in rows]
         s = slopes[f"{scope}/{method}"] = {
@@ -364,7 +409,7 @@ def _combine(paths: list[str], out: Path) -> int:
         rows = {}
         for run in runs:
             for row in run[sweep]:
-                rows[(row["scope"], row["method"], row["frames"], row["question_length"])] = row
+                rows[(row["scope"], _series(row), row["frames"], row["question_length"])] = row
         payload[sweep] = list(rows.values())
     payload["slopes_16_to_128_frames"] = _slopes(payload)
     out.write_text(json.dumps(payload, indent=2) + "\n")
@@ -378,11 +423,17 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="8 / 16 frames and 16 / 32 question tokens only")
     parser.add_argument("--scopes", default="fusion,model")
+    parser.add_argument("--frames", help=f"comma-separated frame counts of the frames sweep (default {FRAMES})")
+    parser.add_argument("--mixer-recompute", metavar="LEVELS",
+                        help="comma-separated SSM recompute levels of none,speed,memory, run interleaved "
+                             "(default: the config's mixer_recompute only)")
     parser.add_argument("--mixer-chunk-size", metavar="N|none",
                         help="the SSM mixers' mixer_chunk_size (default: the config's; 'none': one pass)")
     parser.add_argument("--no-question-sweep", action="store_true", help="only the frames sweep")
     parser.add_argument("--methods", default="ssm,attention", help="fusions to run, of ssm,attention,transformer")
     parser.add_argument("--no-frames-sweep", action="store_true", help="only the question-length sweep")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help=f"timed steps per process after the warm-up, their median reported (default {REPEATS})")
     parser.add_argument("--trials", type=int, default=1,
                         help="fresh processes per point; the medians over them are reported (default 1)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
@@ -397,13 +448,22 @@ def main(argv=None) -> int:
         return _combine(args.combine, Path(args.out))
 
     frames_sweep = FRAMES[:2] if args.quick else FRAMES
+    if args.frames:
+        if not all(f.isdigit() and int(f) > 0 for f in args.frames.split(",")):
+            parser.error(f"--frames: comma-separated positive integers, got {args.frames!r}")
+        frames_sweep = tuple(int(f) for f in args.frames.split(","))
+    levels = [_default_config_value("mixer_recompute")]
+    if args.mixer_recompute:
+        levels = args.mixer_recompute.split(",")
+        if not set(levels) <= {"none", "speed", "memory"}:
+            parser.error(f"--mixer-recompute: comma-separated levels of none,speed,memory, got {args.mixer_recompute!r}")
     qlen_sweep = QUESTION_LENGTHS[:2] if args.quick else QUESTION_LENGTHS
     chunk_spec = {}
     if args.mixer_chunk_size is not None:
         if args.mixer_chunk_size != "none" and not args.mixer_chunk_size.isdigit():
             parser.error(f"--mixer-chunk-size: a positive integer or 'none', got {args.mixer_chunk_size!r}")
         chunk_spec["mixer_chunk_size"] = None if args.mixer_chunk_size == "none" else int(args.mixer_chunk_size)
-    chunk_size = chunk_spec["mixer_chunk_size"] if chunk_spec else _default_mixer_chunk_size()
+    chunk_size = chunk_spec["mixer_chunk_size"] if chunk_spec else _default_config_value("mixer_chunk_size")
     machine = _machine()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
           f"{machine['torch_threads']} threads", flush=True)
@@ -424,8 +484,8 @@ def main(argv=None) -> int:
                                     "max_1min": max(entry[0] for entry in load)},
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
-                         "repeats": REPEATS, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
-                         "mixer_chunk_size": chunk_size,
+                         "repeats": args.repeats, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
+                         "mixer_chunk_size": chunk_size, "mixer_recompute_levels": levels,
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
@@ -446,23 +506,33 @@ def main(argv=None) -> int:
                     spec = {"scope": scope, "method": method,
                             "frames": value if sweep == "frames" else DEFAULT_FRAMES,
                             "question_length": value if sweep == "question_length" else DEFAULT_QUESTION_LENGTH,
-                            **chunk_spec}
+                            **chunk_spec, **({} if args.repeats == REPEATS else {"repeats": args.repeats})}
+                    method_levels = levels if method == "ssm" else [None]
                     if previous and previous[1].get("status") == "ok" and (
                             previous[1]["time_s"] * (value / previous[0]) ** 2 > TIME_CAP_S):
                         predicted = previous[1]["time_s"] * (value / previous[0]) ** 2
                         result = {"status": "not run",
                                   "note": f"predicted {predicted:.0f} s per step (slope 2 from {previous[0]}) "
                                           f"> {TIME_CAP_S:.0f} s"}
+                        by_level = {level: result for level in method_levels}
                     elif previous and previous[1].get("status") == "not run":
                         result = {"status": "not run", "note": f"the smaller point ({previous[0]}) was not run"}
+                        by_level = {level: result for level in method_levels}
+                    elif method_levels == [None]:
+                        by_level = {None: _run_trials(spec, args.trials)}
                     else:
-                        result = _run_trials(spec, args.trials)
+                        by_level = _run_levels(spec, method_levels, args.trials)
                     load.append(os.getloadavg())
-                    previous = (value, result)
-                    results[sweep].append({**spec, "result": result})
-                    time_s, cpu_s, mem = _fmt(result)
-                    print(f"{scope:6s} {method:9s} frames {spec['frames']:3d} qlen {spec['question_length']:3d}: "
-                          f"{time_s:>9s} {cpu_s:>13s} {mem:>9s} {result.get('note') or ''}", flush=True)
+                    previous = (value, by_level[method_levels[0]])
+                    for level, result in by_level.items():
+                        row = {**spec, **({} if level is None else {"mixer_recompute": level}), "result": result}
+                        results[sweep].append(row)
+                        time_s, cpu_s, mem = _fmt(result)
+                        ratio = (f" ({result['time_ratio_to_none']:.2f}x time, {result['cpu_time_ratio_to_none']:.2f}x "
+                                 f"CPU of none)" if "time_ratio_to_none" in result else "")
+                        print(f"{scope:6s} {_series(row):12s} frames {spec['frames']:3d} qlen "
+                              f"{spec['question_length']:3d}: {time_s:>9s} {cpu_s:>13s} {mem:>9s}{ratio} "
+                              f"{result.get('note') or ''}", flush=True)
                     write(complete=False)
 
     write(complete=True)

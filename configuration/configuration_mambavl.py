@@ -40,6 +40,10 @@ CUSTOM_PIPELINES = {
                     "pt": ["AutoModelForVideoClassification"], "tf": [], "type": "multimodal"},
 }
 
+# What a fusion mixer keeps for the backward (modeling_mambavl.mixer.RECOMPUTE_LEVELS; not imported: the configuration
+# does not depend on the modeling code).
+MIXER_RECOMPUTE_LEVELS = ("none", "speed", "memory")
+
 # Token layout of transformers video backbones: (has CLS, order of the patch tokens, frames per temporal token).
 # TimeSformer emits [CLS] + patch-major / time-minor tokens, one per frame; VideoMAE and ViViT are already (t, h, w)
 # over tubelets.
@@ -181,7 +185,13 @@ class MambaVLConfig(PreTrainedConfig):
             On the CPU the fusion mixers run sequences longer than this in pieces of this many tokens, carrying the
             convolution and scan states across (the same outputs up to float rounding): a piece's activations stay
             in the CPU cache, which keeps the cost linear in the number of frames. `None` runs every sequence in one
-            pass; GPU tensors always run in one pass.
+            pass; GPU tensors run in one pass unless `mixer_recompute` recomputes.
+        mixer_recompute (`str`, defaults to `"none"`):
+            What the fusion mixers keep for the backward of a training step: `"none"` every intermediate; `"speed"`
+            the input projection's output (as mamba-ssm's `mamba_inner_fn`), recomputing the convolution, Δ, the
+            scan's output and the gate in the backward; `"memory"` only the mixer's input, recomputing the input
+            projection too. Recomputation runs one `mixer_chunk_size` piece at a time (on every device), with the
+            same outputs and gradients.
     """
 
     model_type = "mambavl"
@@ -240,6 +250,7 @@ class MambaVLConfig(PreTrainedConfig):
     authors_text_encoder: bool = False
     scan_backend: str = "auto"
     mixer_chunk_size: int | None = 2048
+    mixer_recompute: str = "none"
 
     def __post_init__(self, **kwargs):
         self._check_choices()
@@ -290,6 +301,8 @@ class MambaVLConfig(PreTrainedConfig):
             ("question_pooling", self.question_pooling, QUESTION_POOLINGS),
             ("video_token_order", self.video_token_order, VIDEO_TOKEN_ORDERS),
             ("initializer", self.initializer, INITIALIZERS),
+
+            ("mixer_recompute", self.mixer_recompute, MIXER_RECOMPUTE_LEVELS),
         ):
             if value not in allowed:
                 _fail(name, f"got {value!r}; allowed: {', '.join(map(repr, allowed))}")

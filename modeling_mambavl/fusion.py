@@ -59,7 +59,7 @@ class MambaVLSSMFusionLayer(GradientCheckpointingLayer):
             return MambaVLMixer(
                 config.hidden_size, config.intermediate_size, config.state_size, config.conv_kernel, config.dt_rank,
                 owns_state_matrix=not self.share_state_matrix, scan_backend=config.scan_backend,
-                chunk_size=config.mixer_chunk_size,
+                chunk_size=config.mixer_chunk_size, recompute=config.mixer_recompute,
             )
 
         self.video_mixer = mixer()

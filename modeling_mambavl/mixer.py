@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
+from torch.utils.checkpoint import checkpoint
 
+from .configuration.configuration_mambavl import MIXER_RECOMPUTE_LEVELS
 from .ops import selective_scan
 
 
@@ -30,8 +32,14 @@ class MambaVLMixer(nn.Module):
     ``conv_kernel - 1`` inputs of the convolution and the scan's state carried from one piece to the next. The outputs
     and gradients are those of one pass (up to float rounding), but a piece's (d_inner, piece) activations are still
     in the CPU's cache when the next operation reads them, where a whole video's go out to memory and back between
-    every two operations. This keeps the cost linear in the length on CPUs (see BENCHMARKS.md); GPU tensors always
-    run in one pass.
+    every two operations. This keeps the cost linear in the length on CPUs (see BENCHMARKS.md).
+
+    ``recompute`` (``"none"``, ``"speed"`` or ``"memory"``, as the config's ``mixer_recompute``) trades time for memory when gradients are needed: at ``"speed"`` a
+    piece keeps for the backward only its input projection's output (batch, piece, 2 * intermediate_size), at
+    ``"memory"`` only its input (batch, piece, hidden_size); the backward recomputes the rest one piece at a time
+    (non-reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs),
+    so its transient memory is that of one piece. With recomputation, tensors on any device run in pieces; without
+    it, GPU tensors run in one pass.
     """
 
     def __init__(
@@ -44,9 +52,14 @@ class MambaVLMixer(nn.Module):
         owns_state_matrix: bool = False,
         scan_backend: str = "auto",
         chunk_size: int | None = None,
+        recompute: str = "none",
     ) -> None:
         super().__init__()
+        if recompute not in MIXER_RECOMPUTE_LEVELS:
+            raise ValueError(f"MambaVLMixer: recompute={recompute!r} is not one of "
+                             f"{', '.join(MIXER_RECOMPUTE_LEVELS)}")
         self.chunk_size = chunk_size
+        self.recompute = recompute
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.state_size = state_size
@@ -87,43 +100,86 @@ class MambaVLMixer(nn.Module):
         A_log = self.A_log if A_log is None else A_log
         A = -torch.exp(A_log.float())
         mask = None if attention_mask is None else attention_mask.to(hidden_states.dtype)
+        recompute = self.recompute if torch.is_grad_enabled() else "none"
         seq_len = hidden_states.shape[1]
-        if not self.chunk_size or seq_len <= self.chunk_size or hidden_states.device.type != "cpu":
-            return self._mix(hidden_states, mask, A)[0]
+        on_cpu = hidden_states.device.type == "cpu"
+        # mamba-ssm's kernel takes no initial state, so it cannot continue a piece: one pass there.
+        in_pieces = (self.chunk_size and seq_len > self.chunk_size and (on_cpu or recompute != "none")
+                     and self.scan_backend != "cuda")
+        if not in_pieces:
+            return self._run_piece(recompute, hidden_states, mask, A)[0]
         # Pieces of equal length (no short last one), at most chunk_size each.
         n_pieces = -(-seq_len // self.chunk_size)
         step = -(-seq_len // n_pieces)
         # split, not slicing: its backward is one cat, where each slice's would write a full-length gradient.
         pieces = hidden_states.split(step, dim=1)
         masks = [None] * len(pieces) if mask is None else mask.split(step, dim=1)
-        outputs, carry = [], None
+        outputs, carry = [], (None, None)
         for i, (piece, piece_mask) in enumerate(zip(pieces, masks)):
-            out, carry = self._mix(piece, piece_mask, A, carry, keep_state=i < len(pieces) - 1)
+            out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=i < len(pieces) - 1)
             outputs.append(out)
         return torch.cat(outputs, dim=1)
+
+    def _run_piece(
+        self,
+        recompute: str,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        A: torch.Tensor,
+        conv_context: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        keep_state: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """One piece at the given recompute level; arguments and results as ``_mix``, the carry as two tensors."""
+        if recompute == "none":
+            return self._mix(hidden_states, mask, A, conv_context, state, keep_state)
+        if recompute == "speed":
+            projected = self._project(hidden_states, mask)
+            return checkpoint(self._mix_projected, projected, mask, A, conv_context, state, keep_state,
+                              use_reentrant=False, preserve_rng_state=False)
+        return checkpoint(self._mix, hidden_states, mask, A, conv_context, state, keep_state,
+                          use_reentrant=False, preserve_rng_state=False)
 
     def _mix(
         self,
         hidden_states: torch.Tensor,
         mask: torch.Tensor | None,
         A: torch.Tensor,
-        carry: tuple[torch.Tensor, torch.Tensor] | None = None,
+        conv_context: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
         keep_state: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """One pass over (batch, L, hidden_size), continuing from ``carry`` = (the convolution's last
-        ``conv_kernel - 1`` inputs (batch, d_inner, conv_kernel - 1), the scan state (batch, d_inner, N)) when given.
-        Returns the output (batch, L, hidden_size) and, with ``keep_state``, the carry for the tokens after these."""
-        seq_len = hidden_states.shape[1]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """One pass over (batch, L, hidden_size), continuing from the convolution's last ``conv_kernel - 1`` inputs
+        ``conv_context`` (batch, d_inner, conv_kernel - 1) and the scan ``state`` (batch, d_inner, N) when given.
+        Returns the output (batch, L, hidden_size) and, with ``keep_state``, the same two for the tokens after these
+        (else ``(None, None)``)."""
+        return self._mix_projected(self._project(hidden_states, mask), mask, A, conv_context, state, keep_state)
+
+    def _project(self, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(batch, L, hidden_size) -> the input projection (batch, L, 2 * d_inner), padded positions zeroed first."""
         if mask is not None:
             hidden_states = hidden_states * mask[:, :, None]
-            mask = mask[:, None, :]  # (b, 1, L)
+        return self.in_proj(hidden_states)
 
-        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
-        if carry is None:
-            conv_in, state = x, None
+    def _mix_projected(
+        self,
+        projected: torch.Tensor,
+        mask: torch.Tensor | None,
+        A: torch.Tensor,
+        conv_context: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        keep_state: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """``_mix`` after the input projection: ``projected`` (batch, L, 2 * d_inner)."""
+        seq_len = projected.shape[1]
+        if mask is not None:
+            mask = mask[:, None, :]  # (b, 1, L)
+        x, z = projected.transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
+        if conv_context is None:
+            conv_in = x
             x = self.conv1d(x)[..., :seq_len]
         else:
-            conv_in, state = torch.cat([carry[0], x], dim=-1), carry[1]
+            conv_in = torch.cat([conv_context, x], dim=-1)
             x = F.conv1d(conv_in, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
         x = F.silu(x)
         if mask is not None:
@@ -147,9 +203,9 @@ class MambaVLMixer(nn.Module):
                                    backend=self.scan_backend, initial_state=state)
         if keep_state:
             y, state = y
-        out = self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
+        out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
         if not keep_state:
-            return out, None
+            return out, (None, None)
         # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding).
         context = self.conv1d.kernel_size[0] - 1
         conv_in = F.pad(conv_in, (max(context - conv_in.shape[-1], 0), 0))

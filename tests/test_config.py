@@ -127,6 +127,7 @@ def test_preset_overrides_merge_nested_dicts():
         ({"initializer": "authors_with_text", "fusion_type": "none"}, "initializer"),
         ({"question_pad_token_id": 50265}, "question_pad_token_id"),
         ({"authors_text_encoder": True}, "authors_text_encoder"),
+        ({"mixer_recompute": "all"}, "mixer_recompute"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(kwargs, field):

@@ -207,3 +207,126 @@ def test_mixer_chunk_size_comes_from_the_config():
     assert fusion.layers[0].video_mixer.chunk_size is None
     with pytest.raises(ValueError, match="mixer_chunk_size"):
         MambaVLConfig(mixer_chunk_size=0)
+
+
+# --- recomputation: the same outputs and gradients, less kept for the backward --------------------------------------
+
+
+def run_mixer_levels(backend: str, length: int = 50, chunk_size: int = 7, dtype=None, device: str = "cpu",
+                     levels=("none", "speed", "memory")) -> dict:
+    """Output, input gradient, parameter gradients and the gradients of a given initial (conv context, scan state)
+    of one mixer at each recompute level: (batch 2, ``length``) tokens with padding at both ends, run in pieces of
+    ``chunk_size``, under autocast to ``dtype`` when given. Returns {level: (out, grads dict)}."""
+    torch.manual_seed(0)
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, scan_backend=backend, chunk_size=chunk_size)
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    mixer.to(device)
+    x = torch.randn(2, length, D, device=device)
+    mask = torch.ones(2, length, dtype=torch.long, device=device)
+    mask[0, :5] = 0
+    mask[1, -9:] = 0
+    context0 = torch.randn(2, EXPAND * D, 3, device=device)
+    state0 = torch.randn(2, EXPAND * D, N, device=device)
+    weights = torch.randn(2, length, D, device=device)
+    results = {}
+    for level in levels:
+        mixer.recompute = level
+        mixer.zero_grad()
+        leaves = [t.clone().requires_grad_() for t in (x, context0, state0)]
+        with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            A = -torch.exp(mixer.A_log.float())
+            # A piece continuing from a given state, as the pieces after the first do, then the whole sequence.
+            head, _ = mixer._run_piece(level, leaves[0][:, :5], mask[:, :5], A, leaves[1], leaves[2])
+            out = mixer(leaves[0], mask)
+        ((out.float() * weights).sum() + (head.float() * weights[:, :5]).sum()).backward()
+        grads = {name: p.grad.clone() for name, p in mixer.named_parameters()}
+        grads.update(x=leaves[0].grad, conv_context=leaves[1].grad, initial_state=leaves[2].grad)
+        results[level] = (out.detach(), grads)
+    return results
+
+
+def assert_levels_match(results: dict, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    ref_out, ref_grads = results["none"]
+    assert all(g.abs().max() > 0 for g in ref_grads.values())  # every gradient is exercised
+    for level, (out, grads) in results.items():
+        torch.testing.assert_close(out, ref_out, rtol=rtol, atol=atol, msg=level)
+        assert set(grads) == set(ref_grads)
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, ref_grads[name], rtol=10 * rtol, atol=10 * atol,
+                                       msg=f"{level}: {name}")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "portable", "reference"])
+def test_recompute_levels_give_the_same_outputs_and_gradients(backend):
+    """Keeping only the input projection ("speed") or only the input ("memory") and recomputing the rest piece by
+    piece gives the outputs and every gradient of keeping everything: pieces, padding, a given initial state."""
+    assert_levels_match(run_mixer_levels(backend))
+
+
+def test_recompute_levels_under_bf16_autocast():
+    results = run_mixer_levels("cpu", length=30, chunk_size=8, dtype=torch.bfloat16)
+    assert results["none"][0].dtype == torch.bfloat16
+    # The recomputation replays the same bf16 operations: the results are those of keeping everything.
+    assert_levels_match(results, rtol=1e-2, atol=1e-3)
+
+
+def test_recompute_levels_with_gradient_checkpointing():
+    """The fusion layer's own activation checkpointing wraps the mixers' per-piece recomputation."""
+    grads = {}
+    for level in ("none", "memory", "speed"):
+        model = _ssm_model(mixer_recompute=level, mixer_chunk_size=5)
+        model.train()
+        model.activation_checkpointing_enable()
+        assert model.fusion.layers[0].gradient_checkpointing
+        assert {m.recompute for m in (model.fusion.layers[0].video_mixer, model.fusion.layers[0].text_mixer)} == {
+            level}
+        torch.manual_seed(1)
+        inputs = dict(video_features=torch.randn(2, 23, 24), question_input_ids=torch.randint(3, 64, (2, 2, 7)),
+                      question_attention_mask=torch.tensor([[1] * 7, [1] * 5 + [0] * 2]).expand(2, 2, 7))
+        out = model(**inputs)
+        (out.last_hidden_state.square().sum() + out.question_last_hidden_state.square().sum()).backward()
+        grads[level] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert len(grads["none"]) > 10
+    for level in ("memory", "speed"):
+        assert set(grads[level]) == set(grads["none"])
+        for name, grad in grads[level].items():
+            torch.testing.assert_close(grad, grads["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+def test_recompute_keeps_only_the_input_or_its_projection(monkeypatch):
+    """What a piece's checkpoint holds for the backward: the piece's input at "memory", the input projection's output
+    at "speed"; the intermediates are recomputed when the backward reaches the piece."""
+    import modeling_mambavl.mixer as mixer_module
+
+    held = []
+
+    def spy(fn, *args, **kwargs):
+        held.append((fn.__name__, args[0].shape))
+        return checkpoint(fn, *args, **kwargs)
+
+    from torch.utils.checkpoint import checkpoint
+
+    monkeypatch.setattr(mixer_module, "checkpoint", spy)
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+    x = torch.randn(1, 20, D)
+    for level, (name, width) in {"memory": ("_mix", D), "speed": ("_mix_projected", 4 * D)}.items():
+        held.clear()
+        mixer.recompute = level
+        mixer(x).sum().backward()
+        assert held == [(name, (1, 7, width))] * 2 + [(name, (1, 6, width))], level
+    held.clear()
+    with torch.no_grad():  # nothing to keep: no checkpoint
+        mixer(x)
+    mixer.recompute = "none"
+    mixer(x).sum().backward()
+    assert held == []
+    with pytest.raises(ValueError, match="recompute='all' is not one of none, speed, memory"):
+        MambaVLMixer(D, EXPAND * D, recompute="all")
+
+
+def test_mixer_recompute_comes_from_the_config():
+    assert MambaVLConfig().mixer_recompute == "memory"
+    for level in ("none", "speed", "memory"):
+        fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
+                                                mixer_recompute=level))
+        assert {m.recompute for m in (fusion.layers[0].video_mixer, fusion.layers[0].text_mixer)} == {level}

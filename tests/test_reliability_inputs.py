@@ -74,6 +74,7 @@ BAD_FIELD_VALUES = {
     "initializer": "xavier",
     "question_pad_token_id": -1,
     "authors_text_encoder": True,  # needs text_encoder="full"; the default SSM model runs the embeddings only
+    "mixer_recompute": "everything",
 }
 # Fields that hold a number checked for range: NaN and infinity are refused too.
 FLOAT_FIELDS = ("text_embedding_dropout", "time_step_min", "time_step_max", "time_step_floor", "fuser_mlp_ratio",

@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 import torch
+from test_model_mixer import assert_levels_match, run_mixer_levels  # the mixer's recompute-level comparison
 from test_selective_scan import make_inputs, rel_err, run_scan  # shared input and comparison helpers
 
 from modeling_mambavl.ops import dispatch, selective_scan, selective_scan_reference
@@ -135,6 +136,22 @@ def test_bitwise_deterministic(kernel, device):
     second = run_scan(_triton, inputs, True)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
+
+
+@needs_kernels
+@pytest.mark.parametrize("device", _devices())
+def test_recomputing_mixer_matches_keeping_everything(kernel, device):
+    """The mixer's memory level on this backend, continuing from a given initial state and with padding: the same
+    outputs and gradients as keeping every intermediate (which matches the reference scan within TOL). One piece
+    each, to keep the interpreter's kernel launches few; pieces and the speed level are compared on the other
+    backends in test_model_mixer.py."""
+    levels = ("none", "memory")
+    results = run_mixer_levels("triton", length=12, chunk_size=12, device=device, levels=levels)
+    assert_levels_match(results)
+    reference = run_mixer_levels("reference", length=12, chunk_size=12, levels=("none",))["none"]
+    assert rel_err(results["none"][0].cpu(), reference[0]) < TOL
+    for name, grad in reference[1].items():
+        assert rel_err(results["none"][1][name].cpu(), grad) < TOL, name
 
 
 def test_auto_prefers_mamba_ssm_then_triton_on_cuda(kernel, monkeypatch):
