@@ -20,12 +20,14 @@ Definitions follow the official evaluation code:
 Equal scores (``ties``, README "Metrics"): by default (``"lower_id"``) the lower class id ranks first, and pairs are
 ranked by the float64 sum of their verb and noun logits, which orders them exactly as the product of the two softmax
 probabilities but keeps mathematically equal products equal (float products differ in their last bits). EK100 ids
-run from frequent to rare classes, so this rule is slightly optimistic. ``ties="official"`` reproduces the official
-order instead: numpy's default ``argsort`` reversed over the verb scores, the noun scores and the float64 product
-matrix (C3's softmax), then again over the kept 100 pairs, as the evaluators rank their {pair: score} entries. That
-order is numpy's: it can change with the numpy version and the CPU's sort instructions, as the official code's does.
-C1's ``evaluate.py`` takes scipy's softmax over the whole array (and keeps float32 scores float32), so pairs whose
-products agree to the last bits can come out in another order there.
+run from frequent to rare classes, so this rule favours the more frequent class of a tie (which raises or lowers the
+numbers, depending on the model: README). ``ties="official"`` reproduces the official order instead: numpy's default
+``argsort`` reversed over the verb scores, the noun scores and the float64 product matrix, then again over the kept
+100 pairs, as the evaluators rank their {pair: score} entries. The products' last bits, which order mathematically
+equal products, are made as the official code makes them: C1's ``evaluate.py`` (recognition) with scipy's softmax
+over the whole array, C3's script (anticipation) with a softmax per row. The order is numpy's: it can change with the
+numpy version and the CPU's sort instructions, as the official code's does. (C1 keeps float32 scores float32; the
+metric works in float64, as C3 does with the JSON it reads.)
 """
 
 from __future__ import annotations
@@ -99,9 +101,18 @@ def _stable_topk(values: np.ndarray, k: int) -> np.ndarray:
         cols = np.nonzero(candidates[plain])[1].reshape(-1, k)  # ascending column order
         order = np.argsort(-np.take_along_axis(values[plain], cols, axis=1), axis=1, kind="stable")
         out[plain] = np.take_along_axis(cols, order, axis=1)
-    for row in np.nonzero(~plain)[0]:
-        cols = np.nonzero(candidates[row])[0]
-        out[row] = cols[np.argsort(-values[row, cols], kind="stable")[:k]]
+    if not plain.all():
+        # Rows with ties at the k-th value: their candidates, packed left in column order and padded with +inf,
+        # then a stable sort.
+        tied = ~plain
+        rows, cols = np.nonzero(candidates[tied])
+        counts = counts[tied]
+        slots = np.arange(len(cols)) - np.repeat(np.cumsum(counts) - counts, counts)
+        keys = np.full((int(tied.sum()), int(counts.max())), np.inf)
+        ids = np.zeros(keys.shape, dtype=np.int64)
+        keys[rows, slots] = -values[tied][rows, cols]
+        ids[rows, slots] = cols
+        out[tied] = np.take_along_axis(ids, np.argsort(keys, axis=1, kind="stable")[:, :k], axis=1)
     return out
 
 
@@ -161,14 +172,16 @@ def _lower_id_pairs(verb, noun, k, top_v, top_no):
     if side < min(top_v, top_no):
         v_ids, n_ids = _stable_topk(verb, side + 1), _stable_topk(noun, side + 1)
         v_val, n_val = np.take_along_axis(verb, v_ids, axis=1), np.take_along_axis(noun, n_ids, axis=1)
-        sums = (v_val[:, :side, None] + n_val[:, None, :side]).reshape(batch, -1)
-        grid_v = np.broadcast_to(v_ids[:, :side, None], (batch, side, side)).reshape(batch, -1)
-        grid_n = np.broadcast_to(n_ids[:, None, :side], (batch, side, side)).reshape(batch, -1)
-        best = np.lexsort((grid_n, grid_v, -sums), axis=-1)[:, :k]
-        out_v[:], out_n[:] = np.take_along_axis(grid_v, best, 1), np.take_along_axis(grid_n, best, 1)
         # The best pair outside the corner pairs a verb or noun just past it with the best of the other kind (sums
         # are monotone in each term, rounding included).
         outside = np.maximum(v_val[:, side] + n_val[:, 0], v_val[:, 0] + n_val[:, side])
+        # The corner's ids in id order, so that a stable sort of its flattened sums breaks ties by (verb, noun).
+        v_order, n_order = np.argsort(v_ids[:, :side], axis=1), np.argsort(n_ids[:, :side], axis=1)
+        v_ids, v_val = np.take_along_axis(v_ids, v_order, 1), np.take_along_axis(v_val, v_order, 1)
+        n_ids, n_val = np.take_along_axis(n_ids, n_order, 1), np.take_along_axis(n_val, n_order, 1)
+        sums = (v_val[:, :, None] + n_val[:, None, :]).reshape(batch, -1)
+        best = np.argsort(-sums, axis=1, kind="stable")[:, :k]
+        out_v[:], out_n[:] = np.take_along_axis(v_ids, best // side, 1), np.take_along_axis(n_ids, best % side, 1)
         done = np.take_along_axis(sums, best[:, -1:], axis=1)[:, 0] > outside
     rest = np.nonzero(~done)[0]
     for lo in range(0, len(rest), _CHUNK):
