@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_mambavl.ek100 import EK100Metric, EK100Vocabulary
-from modeling_mambavl.ek100.metric import official_action_topk
+from modeling_mambavl.ek100.metric import official_action_topk, rank_action_pairs, rank_topk
 
 V, N, BASE = 97, 300, -20.0
 
@@ -183,13 +183,18 @@ def _joint_ranking(verb_scores, noun_scores, top_v, top_n):
     return sorted(products, key=lambda pair: (-key[pair], pair)), products
 
 
-def _brute_force(verb_logits, noun_logits, verb_labels, noun_labels, participants, vocab, task):
+def _brute_force(verb_logits, noun_logits, verb_labels, noun_labels, participants, vocab, task, rankings=None):
+    """The metric table from per-row rankings: the lower-id rule's (worked out here), or ``rankings`` = (top-5 verbs,
+    top-5 nouns, top-5 (verb, noun) pairs) per row."""
     n = len(verb_labels)
     rows = []
     for i in range(n):
-        vr = _order(verb_logits[i], range(V))
-        nr = _order(noun_logits[i], range(N))
-        joint = _joint_ranking(verb_logits[i], noun_logits[i], vr[:100], nr[:100])[0][:5]
+        if rankings is None:
+            vr = _order(verb_logits[i], range(V))
+            nr = _order(noun_logits[i], range(N))
+            joint = _joint_ranking(verb_logits[i], noun_logits[i], vr[:100], nr[:100])[0][:5]
+        else:
+            vr, nr, joint = (list(r[i]) for r in rankings)
         gv, gn = int(verb_labels[i]), int(noun_labels[i])
         rows.append(
             {
@@ -278,3 +283,140 @@ def test_official_action_topk_matches_full_sort():
         assert np.allclose([float(products[pair]) for pair in ranking[:100]], p[i], rtol=1e-12)
         ties += len(ranking[:100]) - len({verb_logits[i][a] + noun_logits[i][b] for a, b in ranking[:100]})
     assert ties > 50  # the case that needs the lower-id rule really occurs
+
+
+# ---------------------------------------------------------------------------------------------- equal scores
+def _official_rankings(verb_logits, noun_logits, softmax_over):
+    """Top-5 verbs, nouns and pairs per row, computed step by step as the official code does: numpy's default
+    argsort reversed over the scores (C1 / C3 ``top_scores``, ``_scores_array_to_ranks``), softmax of the 100 best
+    scores (C3: per row; C1: scipy's softmax without an axis, over the whole array), products of every (verb, noun)
+    pair, argsort reversed over the flattened product matrix keeping 100 pairs (``compute_action_scores``), and
+    argsort reversed again over those 100 scores, one row at a time (``_scores_dict_to_ranks``)."""
+    def top_scores(scores):
+        ids = np.argsort(scores)[:, ::-1][:, :100]
+        return ids, scores[np.arange(len(scores)).reshape(-1, 1), ids]
+
+    def softmax(x):
+        axis = 1 if softmax_over == "rows" else None
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+    (verb_ids, verb_top), (noun_ids, noun_top) = top_scores(verb_logits), top_scores(noun_logits)
+    matrix = (softmax(verb_top)[:, :, None] * softmax(noun_top)[:, None, :]).reshape(len(verb_logits), -1)
+    kept = matrix.argsort(axis=-1)[:, ::-1][:, :100]
+    pairs = []
+    for row in range(len(matrix)):
+        scores = matrix[row, kept[row]]
+        cells = kept[row][np.argsort(scores)[::-1]][:5]
+        width = noun_ids.shape[1]
+        pairs.append([(int(verb_ids[row, c // width]), int(noun_ids[row, c % width])) for c in cells])
+    return verb_logits.argsort(axis=-1)[:, ::-1][:, :5], noun_logits.argsort(axis=-1)[:, ::-1][:, :5], pairs
+
+
+def _tied_inputs(seed, n=96):
+    """A third of the rows in steps of 1/2 over a narrow range (equal verb, noun and pair scores at the top, and the
+    label among them), a third in steps of 1/16 (as bf16 logits), a third continuous."""
+    rng = np.random.default_rng(seed)
+    third = n // 3
+    verb_logits, noun_logits = rng.normal(size=(n, V)) * 2, rng.normal(size=(n, N)) * 2
+    verb_logits[:third], noun_logits[:third] = rng.integers(0, 4, (third, V)) / 2, rng.integers(0, 4, (third, N)) / 2
+    verb_logits[third : 2 * third] = np.round(verb_logits[third : 2 * third] * 16) / 16
+    noun_logits[third : 2 * third] = np.round(noun_logits[third : 2 * third] * 16) / 16
+    verb_labels = np.where(rng.random(n) < 0.7, verb_logits.argmax(1), rng.integers(0, V, n))
+    noun_labels = np.where(rng.random(n) < 0.7, noun_logits.argmax(1), rng.integers(0, N, n))
+    # In the first third the label shares the top score with other classes, so the tie decides top-1.
+    rows = np.arange(third)
+    verb_logits[rows, verb_labels[:third]] = verb_logits[:third].max(1)
+    noun_logits[rows, noun_labels[:third]] = noun_logits[:third].max(1)
+    participants = list(rng.choice(["P01", "P18", "P32", "P05"], n))
+    return verb_logits, noun_logits, verb_labels, noun_labels, participants
+
+
+@pytest.mark.parametrize("task", ["recognition", "anticipation"])
+def test_official_ties_reproduce_the_official_order_and_differ_from_lower_id(task):
+    vocab = EK100Vocabulary.default()
+    verb_logits, noun_logits, verb_labels, noun_labels, participants = _tied_inputs(4 if task == "recognition" else 5)
+    over = "array" if task == "recognition" else "rows"
+    rankings = _official_rankings(verb_logits, noun_logits, over)
+    # The rankings themselves.
+    assert np.array_equal(rank_topk(verb_logits, 5, "official"), rankings[0])
+    assert np.array_equal(rank_topk(noun_logits, 5, "official"), rankings[1])
+    v, n = rank_action_pairs(verb_logits, noun_logits, 5, "official", softmax_over=over)
+    assert [list(zip(a, b)) for a, b in zip(v.tolist(), n.tolist())] == rankings[2]
+    # Every metric key.
+    inputs = dict(verb_logits=verb_logits, noun_logits=noun_logits, verb_labels=verb_labels, noun_labels=noun_labels,
+                  participant_ids=participants)
+    official = EK100Metric(task, ties="official", keep_in_memory=True).compute(**inputs)
+    lower_id = EK100Metric(task, keep_in_memory=True).compute(**inputs)
+    expected = _brute_force(*inputs.values(), vocab, "anticipation", rankings=rankings)
+    for key, value in expected.items():
+        if key in official:
+            assert official[key] == pytest.approx(value, abs=1e-9), key
+    assert sum(key in official for key in expected) == (28 if task == "anticipation" else 16)
+    # The rules do disagree on these inputs, top-1 included (the lower-id rule against a brute force under ties:
+    # test_random_inputs_agree_with_brute_force).
+    changed = [key for key in expected if key in official and official[key] != lower_id[key]]
+    assert {"all_verb_top1", "all_noun_top1", "all_action_top1"} <= set(changed), changed
+
+
+def test_ties_direction_and_argument():
+    scores = np.zeros((1, V))
+    scores[0, [3, 50]] = 1.0  # two classes share the best score
+    assert rank_topk(scores, 2).tolist() == [[3, 50]]
+    assert rank_topk(scores, 2, "official").tolist() == [np.argsort(scores[0])[::-1][:2].tolist()]
+    with pytest.raises(ValueError, match="ties='random'"):
+        EK100Metric(ties="random")
+    with pytest.raises(ValueError, match="softmax_over"):
+        rank_action_pairs(scores, np.zeros((1, N)), ties="official", softmax_over="columns")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_action_ranking_shortcut_equals_the_whole_grid(seed):
+    """The metric's top-5 pairs (searched near the best verbs and nouns) are the whole 100 x 100 grid's."""
+    rng = np.random.default_rng(seed)
+    cases = [
+        (rng.integers(0, 4, size=(300, V)) / 2, rng.integers(0, 4, size=(300, N)) / 2),  # ties everywhere
+        (rng.normal(size=(300, V)).astype(np.float32), rng.normal(size=(300, N)).astype(np.float32)),
+        (np.round(rng.normal(size=(300, V)) * 16) / 16, np.round(rng.normal(size=(300, N)) * 16) / 16),
+    ]
+    for verb_logits, noun_logits in cases:
+        v, n, _ = official_action_topk(verb_logits, noun_logits, k=100)  # k this large ranks the whole grid
+        for k in (1, 5):
+            fast_v, fast_n = rank_action_pairs(verb_logits, noun_logits, k)
+            assert np.array_equal(fast_v, v[:, :k]) and np.array_equal(fast_n, n[:, :k])
+
+
+def test_one_example_at_a_time_and_stored_scores_are_exact():
+    verb_logits, noun_logits, verb_labels, noun_labels, ids = _inputs()
+    # Scores whose float64 bytes end in zeros, and ones that need all 64 bits.
+    verb_logits[:, 7] = [0.0, -0.0, 0.25, 1e-300, np.nextafter(1.0, 2.0), -20.0]
+    batch = EK100Metric(keep_in_memory=True).compute(
+        verb_logits=verb_logits, noun_logits=noun_logits, verb_labels=verb_labels, noun_labels=noun_labels,
+        narration_ids=ids,
+    )
+    metric = EK100Metric(keep_in_memory=True)
+    for i in range(len(ids)):
+        metric.add(verb_logits=torch.from_numpy(verb_logits[i]), noun_logits=noun_logits[i],
+                   verb_labels=int(verb_labels[i]), noun_labels=noun_labels[i], narration_ids=ids[i])
+    assert metric.compute() == batch
+    with pytest.raises(ValueError, match=r"noun_logits: shape \(1, 299\), expected \(1, 300\)"):
+        EK100Metric(keep_in_memory=True).add(verb_logits=verb_logits[0], noun_logits=noun_logits[0, :299],
+                                             verb_labels=0, noun_labels=0)
+
+
+def test_official_ties_make_products_as_c1_for_recognition_and_c3_for_anticipation():
+    """Mathematically equal products of different pairs differ in their last bits, and how depends on the softmax:
+    C1 takes it over the whole array, C3 per row. Labels are C1's best pairs; C3's order misses some of them."""
+    rng = np.random.default_rng(6)
+    verb_logits = np.round(rng.normal(size=(100, V)) * 8) / 4
+    noun_logits = np.round(rng.normal(size=(100, N)) * 8) / 4
+    c1 = _official_rankings(verb_logits, noun_logits, "array")[2]
+    c3 = _official_rankings(verb_logits, noun_logits, "rows")[2]
+    labels = np.array([pairs[0] for pairs in c1])
+    c3_hits = sum(pairs[0] == tuple(label) for pairs, label in zip(c3, labels.tolist()))
+    assert c3_hits < 95  # the two orders differ on these rows
+    inputs = dict(verb_logits=verb_logits, noun_logits=noun_logits, verb_labels=labels[:, 0], noun_labels=labels[:, 1])
+    recognition = EK100Metric(ties="official", keep_in_memory=True).compute(**inputs)
+    anticipation = EK100Metric("anticipation", ties="official", keep_in_memory=True).compute(**inputs)
+    assert recognition["all_action_top1"] == 100.0
+    assert anticipation["all_action_top1"] == pytest.approx(c3_hits)

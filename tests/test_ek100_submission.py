@@ -72,11 +72,58 @@ def test_schema_rejects_what_the_official_validator_rejects(tmp_path):
     assert broken(lambda s: s["results"][IDS[0]]["verb"].pop("96"))  # 96 verb scores
     assert broken(lambda s: s["results"][IDS[0]]["noun"].update({"300": 0.0}))  # unknown noun class
     assert broken(lambda s: s["results"][IDS[0]]["action"].pop(next(iter(s["results"][IDS[0]]["action"]))))
-    assert broken(lambda s: s["results"][IDS[1]].pop("action"))  # anticipation needs actions
+    assert broken(lambda s: s["results"][IDS[1]].pop("action"))  # actions on some segments but not all
     assert broken(lambda s: s.update(sls_pt=6))
     assert broken(lambda s: s.update(version="0.1"))
     assert broken(lambda s: s.update(challenge="action_detection"))
     assert broken(lambda s: s.pop("sls_td"))
+
+
+def _is_valid(submission):
+    return jsonschema.Draft202012Validator(submission_schema()).is_valid(submission)
+
+
+# The three rules below are the official validator's (C3 validate_submission): it checks "action" only when the
+# first segment has one, and never looks at other keys of a segment.
+def test_schema_anticipation_without_actions_is_valid(tmp_path):
+    verbs, nouns = _logits()
+    path = write_submission(tmp_path / "ant.json", IDS, verbs, nouns, "anticipation", 1, 1, 1, include_actions=False)
+    submission = json.loads(path.read_text())
+    assert submission["challenge"] == "action_anticipation"
+    assert not any("action" in entry for entry in submission["results"].values())
+    _validate(submission)
+    submission["results"][IDS[0]]["verb"].pop("0")
+    assert not _is_valid(submission)  # verbs and nouns stay required
+
+
+def test_schema_allows_extra_keys_in_a_segment(tmp_path):
+    verbs, nouns = _logits()
+    path = write_submission(tmp_path / "ant.json", IDS, verbs, nouns, "anticipation", 1, 1, 1)
+    submission = json.loads(path.read_text())
+    submission["results"][IDS[0]]["narration"] = "take plate"
+    submission["results"][IDS[1]]["verb_probabilities"] = [0.5, 0.5]
+    _validate(submission)
+    submission["results"][IDS[2]].pop("noun")
+    assert not _is_valid(submission)
+
+
+@pytest.mark.parametrize("task", ["recognition", "anticipation"])
+def test_schema_actions_on_every_segment_or_none(tmp_path, task):
+    verbs, nouns = _logits()
+    with_actions = json.loads(
+        write_submission(tmp_path / "a.json", IDS, verbs, nouns, task, 1, 1, 1, include_actions=True).read_text()
+    )
+    without = json.loads(
+        write_submission(tmp_path / "b.json", IDS, verbs, nouns, task, 1, 1, 1, include_actions=False).read_text()
+    )
+    assert _is_valid(with_actions) and _is_valid(without)
+    for missing in range(len(IDS)):  # some but not all, whichever segment lacks them
+        some = json.loads(json.dumps(with_actions))
+        some["results"][IDS[missing]].pop("action")
+        assert not _is_valid(some), missing
+        one = json.loads(json.dumps(without))
+        one["results"][IDS[missing]]["action"] = with_actions["results"][IDS[missing]]["action"]
+        assert not _is_valid(one), missing
 
 
 def test_refusals_and_argument_checks(tmp_path):

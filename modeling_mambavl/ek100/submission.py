@@ -11,7 +11,9 @@ The format is the official one, version "0.2" (epic-kitchens/C1-Action-Recogniti
                                "action": {"0,1": 0.31, ...}},        # exactly 100 "verb,noun" keys
                  ...}}
 
-``data/submission_schema.json`` states these rules as a JSON Schema.
+``action`` is optional for both challenges (the evaluator then ranks actions from the verb and noun scores) but must
+be on every segment or on none; other keys in a segment are ignored. ``data/submission_schema.json`` states these
+rules as a JSON Schema.
 """
 
 from __future__ import annotations
