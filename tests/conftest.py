@@ -1,6 +1,21 @@
-"""Fixtures shared by every test module."""
+"""Fixtures and settings shared by every test module."""
+
+import os
 
 import pytest
+from hypothesis import settings
+
+# Read by huggingface_hub, transformers and tokenizers when they are imported, so set before any test module imports
+# them (conftest.py is imported first): no test reaches the network, and the tokenizers' thread pool does not warn
+# or deadlock in forked data-loader workers. Subprocesses inherit them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Hypothesis' example database would write .hypothesis/ into the repository while
+# test_reliability_hygiene.py, on another pytest-xdist worker, checks that nothing writes there.
+settings.register_profile("mambavl", database=None)
+settings.load_profile("mambavl")
 
 
 @pytest.fixture(autouse=True)
