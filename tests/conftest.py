@@ -27,3 +27,35 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On a pytest-xdist worker, the cores are shared with the other workers: without this, n workers (and the
+    subprocesses they start) each run one PyTorch / OpenMP thread per core and wait on each other's descheduled
+    threads."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        threads = max(1, (os.cpu_count() or 1) // int(worker["workercount"]))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own; only when xdist is installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` (`make test`): a module's tests go to one worker only when they share module state;
+    see helpers/scheduling.py."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from helpers.scheduling import ModuleStateScheduling
+
+    return ModuleStateScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker the ``slow`` tests come first (a stable sort: the rest keep their order), so that
+    the scheduler hands out the long runs at once. Every worker sorts the same collection the same way, as xdist
+    requires; a run in one process keeps the file order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

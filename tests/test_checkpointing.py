@@ -46,6 +46,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     return _final(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fault, last_complete",
     [
