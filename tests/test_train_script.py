@@ -15,7 +15,7 @@ def train_module():
     yield from import_script(TRAIN, "train_ek100_for_train_script")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 
