@@ -29,6 +29,18 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_saved(tmp_path_factory):
+    """(folder, model, processor): a seeded ``tiny`` model and its processor saved together, built once a session
+    (once a worker under pytest-xdist) for the tests that only read them; a test that writes into the folder makes
+    its own with helpers/tiny_checkpoint.py."""
+    from helpers.tiny_checkpoint import tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-saved")
+    model, processor = tiny_checkpoint(folder)
+    return folder, model, processor
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """On a pytest-xdist worker, the cores are shared with the other workers: without this, n workers (and the
     subprocesses they start) each run one PyTorch / OpenMP thread per core and wait on each other's descheduled

@@ -3,7 +3,7 @@ against a direct ``model(**processor(videos=[clip]))`` forward."""
 
 import pytest
 import torch
-from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video
+from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, write_test_video
 from transformers import pipeline
 
 import modeling_mambavl  # noqa: F401 (registers the model, processors and pipeline task)
@@ -12,14 +12,12 @@ from modeling_mambavl.pipelines import TASK, VideoQuestionClassificationPipeline
 QUESTIONS = ["What is the person doing with the knife?", "What is being cut on the board?"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    model, processor = tiny_checkpoint(folder)
-    return folder, model, processor
+@pytest.fixture
+def checkpoint(tiny_saved):
+    return tiny_saved
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory):
     return write_test_video(tmp_path_factory.mktemp("video") / "clip.mp4")
 
