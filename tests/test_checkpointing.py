@@ -71,6 +71,7 @@ def test_kill_then_resume_equals_uninterrupted(tmp_path, uninterrupted, fault, l
     _assert_same_state(_final(tmp_path), uninterrupted)
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_previous_checkpoint(tmp_path):
     assert _run(tmp_path, 2).returncode == 0
     before = checkpointing.list_checkpoints(tmp_path)
