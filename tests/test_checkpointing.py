@@ -46,6 +46,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     return _final(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fault, last_complete",
     [
@@ -70,6 +71,7 @@ def test_kill_then_resume_equals_uninterrupted(tmp_path, uninterrupted, fault, l
     _assert_same_state(_final(tmp_path), uninterrupted)
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_previous_checkpoint(tmp_path):
     assert _run(tmp_path, 2).returncode == 0
     before = checkpointing.list_checkpoints(tmp_path)

@@ -6,13 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+from helpers.tiny_checkpoint import BBB, METRICS, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video
+from huggingface_hub import ModelCard
 
-import pytest  # noqa: E402
-from helpers.tiny_checkpoint import BBB, METRICS, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video  # noqa: E402
-from huggingface_hub import ModelCard  # noqa: E402
-
-from modeling_mambavl.cli import build_parser, main  # noqa: E402
+from modeling_mambavl.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")

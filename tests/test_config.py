@@ -1,15 +1,12 @@
 import json
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from transformers import AutoConfig, BertConfig, TimesformerConfig, VideoMAEConfig
 
-import pytest  # noqa: E402
-from huggingface_hub.errors import StrictDataclassFieldValidationError  # noqa: E402
-from transformers import AutoConfig, BertConfig, TimesformerConfig, VideoMAEConfig  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig  # noqa: E402
-from modeling_mambavl.configuration import PRESETS  # noqa: E402
-from modeling_mambavl.ek100 import EK100Vocabulary  # noqa: E402
+from modeling_mambavl import MambaVLConfig
+from modeling_mambavl.configuration import PRESETS
+from modeling_mambavl.ek100 import EK100Vocabulary
 
 
 def _reload(config: MambaVLConfig, tmp_path) -> MambaVLConfig:

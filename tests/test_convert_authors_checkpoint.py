@@ -4,18 +4,15 @@ recurrence, means that include the padding), for both of their model layouts."""
 
 import json
 import math
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers.scripts import import_script
+from safetensors.torch import load_file
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from helpers.scripts import import_script  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "convert_authors_checkpoint.py"
 D, D_TEXT, N, VOCAB, Q_LEN, PAD = 32, 16, 4, 50, 40, 1

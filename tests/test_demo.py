@@ -10,7 +10,7 @@ from helpers.train_run import REPO, TRAIN, run, script_args, synthetic_cache
 NUMBER = r"-?\d+\.\d"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 

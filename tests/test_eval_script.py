@@ -15,7 +15,7 @@ from helpers.train_run import EVAL, TRAIN, data_args, run, script_args, syntheti
 from modeling_mambavl.ek100.submission import submission_schema
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 

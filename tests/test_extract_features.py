@@ -8,14 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+from helpers.scripts import import_script
+from helpers.train_run import two_cpu_processes
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from helpers.scripts import import_script  # noqa: E402
-
-from modeling_mambavl import MambaVLVideoProcessor  # noqa: E402
-from modeling_mambavl.ek100 import (  # noqa: E402
+from modeling_mambavl import MambaVLVideoProcessor
+from modeling_mambavl.ek100 import (
     EK100FeatureReader,
     EK100FeatureWriter,
     load_ek100,
@@ -216,9 +215,7 @@ def test_two_processes_share_the_rows_and_the_main_process_writes_the_index(data
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true",
            "PYTHONPATH": str(REPO)}
     env.pop("MAMBAVL_FAULT", None)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
-               *_args(synthetic, root / "videomae", out)]
+    command = [*two_cpu_processes(), str(SCRIPT), *_args(synthetic, root / "videomae", out)]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "12 to go on 2 process(es)" in run.stdout

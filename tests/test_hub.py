@@ -16,16 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import av  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-import transformers  # noqa: E402
-from helpers.tiny_checkpoint import METRICS, tiny_checkpoint, write_test_video  # noqa: E402
-from hub_server import HubServer  # noqa: E402
-from huggingface_hub import ModelCard  # noqa: E402
+import av
+import pytest
+import torch
+import torchvision
+import transformers
+from helpers.tiny_checkpoint import METRICS, tiny_checkpoint, write_test_video
+from hub_server import HubServer
+from huggingface_hub import ModelCard
 
 REPO = "mambavl-org/mambavl-tiny"
 BLOCKER = '''"""Refuse to import the mambavl package: this environment stands for one where it is not installed."""

@@ -1,12 +1,9 @@
 """The fusion cost at the paper's size stays within 15% of the poster's increments (benchmarks/bench_cost.py)."""
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-from helpers.scripts import import_script  # noqa: E402
+import pytest
+from helpers.scripts import import_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cost.py"
 

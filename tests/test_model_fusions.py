@@ -1,13 +1,10 @@
 """Every fusion type and control, on features and on tiny VideoMAE / TimeSformer backbones; padding invariance."""
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
 
 FUSIONS = ["ssm", "transformer", "mlp", "none", "mean_mlp"]
 TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -1,14 +1,11 @@
 """Heads, joint action scores, loss and labels, default questions, argument checks, gradient checkpointing."""
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+import torch.nn.functional as F
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel
 
 TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}

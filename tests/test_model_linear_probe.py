@@ -1,15 +1,12 @@
 """The linear-probe baseline (``fusion_type="linear_probe"``) and the identity vision adapter it reads through."""
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+import torch.nn.functional as F
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
-from modeling_mambavl.training.optimization import build_param_groups  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
+from modeling_mambavl.training.optimization import build_param_groups
 
 VISION = {"image_size": 32, "patch_size": 16, "num_frames": 4, "hidden_size": 16, "num_hidden_layers": 1,
           "num_attention_heads": 2, "intermediate_size": 32}

@@ -1,17 +1,14 @@
 """The Mamba mixers against transformers' MambaMixer, and the one shared state matrix of SSM fusion."""
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+from transformers import MambaConfig
+from transformers.models.mamba.modeling_mamba import MambaMixer
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers import MambaConfig  # noqa: E402
-from transformers.models.mamba.modeling_mamba import MambaMixer  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLModel  # noqa: E402
-from modeling_mambavl.fusion import MambaVLSSMFusion  # noqa: E402
-from modeling_mambavl.mixer import MambaVLMixer  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLModel
+from modeling_mambavl.fusion import MambaVLSSMFusion
+from modeling_mambavl.mixer import MambaVLMixer
 
 D, N, EXPAND = 16, 8, 2
 

@@ -1,14 +1,11 @@
 """save_pretrained / Auto loading round trips, initialisation of missing weights, and from_backbones."""
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import (  # noqa: E402
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
     AutoModel,
     AutoModelForVideoClassification,
     AutoTokenizer,
@@ -17,7 +14,7 @@ from transformers import (  # noqa: E402
     VideoMAEModel,
 )
 
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel
 
 TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}

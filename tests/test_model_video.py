@@ -1,16 +1,13 @@
 """The vision adapter: canonical token order ([CLS] + frame-major t, h, w) whatever the backbone, and its inputs."""
 
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+from torch import nn
+from transformers import CONFIG_MAPPING
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import CONFIG_MAPPING  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLModel  # noqa: E402
-from modeling_mambavl.vision import to_canonical_order  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLModel
+from modeling_mambavl.vision import to_canonical_order
 
 FRAMES, SIZE, PATCH, WIDTH = 4, 48, 16, 8
 GRID = SIZE // PATCH  # 3 x 3 patches per frame

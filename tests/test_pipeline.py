@@ -1,29 +1,23 @@
 """pipeline("video-classification") and the package's "video-question-classification" task on MambaVL checkpoints,
 against a direct ``model(**processor(videos=[clip]))`` forward."""
 
-import os
+import pytest
+import torch
+from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, write_test_video
+from transformers import pipeline
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video  # noqa: E402
-from transformers import pipeline  # noqa: E402
-
-import modeling_mambavl  # noqa: E402, F401 (registers the model, processors and pipeline task)
-from modeling_mambavl.pipelines import TASK, VideoQuestionClassificationPipeline  # noqa: E402
+import modeling_mambavl  # noqa: F401 (registers the model, processors and pipeline task)
+from modeling_mambavl.pipelines import TASK, VideoQuestionClassificationPipeline
 
 QUESTIONS = ["What is the person doing with the knife?", "What is being cut on the board?"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    model, processor = tiny_checkpoint(folder)
-    return folder, model, processor
+@pytest.fixture
+def checkpoint(tiny_saved):
+    return tiny_saved
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory):
     return write_test_video(tmp_path_factory.mktemp("video") / "clip.mp4")
 

@@ -2,15 +2,12 @@
 weight decay and schedule the file states, every value carries a source comment, and the deviations are listed."""
 
 import json
-import os
 import re
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from helpers.scripts import import_script  # noqa: E402
+import pytest
+import yaml
+from helpers.scripts import import_script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "examples" / "recipes"

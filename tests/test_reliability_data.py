@@ -31,7 +31,7 @@ def eval_module():
     yield from import_script(EVAL, "eval_ek100_reliability")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 

@@ -29,7 +29,7 @@ EXTRA = ("--max_train_steps", "4", "--per_device_train_batch_size", "6", "--chec
 RESUME = ("--resume_from_checkpoint", "latest")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 

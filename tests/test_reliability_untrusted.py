@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.tiny_checkpoint import tiny_checkpoint
 from transformers import AutoModelForVideoClassification, pipeline
 
 import modeling_mambavl
@@ -25,10 +24,9 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    model, _ = tiny_checkpoint(folder)
+@pytest.fixture
+def saved(tiny_saved):
+    folder, model, _ = tiny_saved
     return folder, model
 
 

@@ -7,15 +7,13 @@ import os
 import sys
 import textwrap
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+from helpers.no_package import run_without_package
+from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from helpers.no_package import run_without_package  # noqa: E402
-from transformers.dynamic_module_utils import get_imports, get_relative_imports  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code  # noqa: E402
-from modeling_mambavl.ops import selective_scan  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code
+from modeling_mambavl.ops import selective_scan
 
 BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py", "processing_mambavl.py",
           "video_processing_mambavl.py", "pipeline_mambavl.py"}

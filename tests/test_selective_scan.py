@@ -70,6 +70,8 @@ def run_scan(fn, inputs, delta_softplus, *, grad_of_last_state=True, seed=1, **k
 
 
 _reference_cache: dict = {}
+# The sequential reference is slow at L = 2049 and its results are shared by every backend's test: one worker.
+pytestmark = pytest.mark.xdist_group("selective-scan-reference")
 
 
 def reference_result(key, inputs, delta_softplus, grad_of_last_state):

@@ -6,17 +6,15 @@ Needs Debian's chromium and chromium-driver (.ci/run installs them); skipped onl
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video  # noqa: E402
+import pytest
+from helpers.ports import free_port
+from helpers.tiny_checkpoint import BBB, assert_same_top_k, direct_top_k, tiny_checkpoint, write_test_video
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "space" / "app.py"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,12 +35,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-dev-shm-usage", "--window-size=1400,2000")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     from modeling_mambavl.ek100.synthetic import write_synthetic_clip
@@ -50,7 +42,7 @@ def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     model, processor = tiny_checkpoint(folder)
     write_synthetic_clip(folder / "examples" / "synthetic_take_plate.mp4", size=64, seconds=1.0)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(folder / "tmp"),
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     log = open(folder / "app.log", "w")  # noqa: SIM115 (closed below)

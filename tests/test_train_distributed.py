@@ -9,11 +9,11 @@ import pytest
 from helpers.train_run import (
     SYNTHETIC,
     TRAIN,
-    TWO_CPU_PROCESSES,
     TWO_CPU_PROCESSES_ENV,
     run,
     script_args,
     synthetic_cache,
+    two_cpu_processes,
 )
 
 from modeling_mambavl.training import checkpointing
@@ -32,7 +32,7 @@ def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path_factory, tm
     # batch is short and gather_for_metrics must drop the padding the sampler adds.
     common = ("--per_device_train_batch_size", "6", "--per_device_eval_batch_size", "5", "--lr_schedule", "constant",
               "--checkpointing_steps", "epoch", "--checkpoints_total_limit", "1")
-    proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", *common), launcher=TWO_CPU_PROCESSES,
+    proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", *common), launcher=two_cpu_processes(),
                env=TWO_CPU_PROCESSES_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Num processes: 2" in proc.stderr and "Process index: 1" in proc.stderr
@@ -48,7 +48,7 @@ def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path_factory, tm
     assert [p.name for p in checkpointing.list_checkpoints(out)] == ["checkpoint-00000001"]
 
     proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "2", "--resume_from_checkpoint", "latest",
-                                  *common), launcher=TWO_CPU_PROCESSES, env=TWO_CPU_PROCESSES_ENV)
+                                  *common), launcher=two_cpu_processes(), env=TWO_CPU_PROCESSES_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "checkpoint-00000001: epoch 1, batch 0, step 1" in proc.stderr
     summary = json.loads((out / "train_summary.json").read_text())

@@ -73,6 +73,7 @@ def test_adapters_only_and_merge(apply_lora, tmp_path):
     assert not torch.allclose(fused.verb_logits, plain.verb_logits, atol=1e-3)  # the adapters count
 
 
+@pytest.mark.slow
 def test_training_script_saves_adapters(tmp_path_factory, tmp_path):
     cache = synthetic_cache(tmp_path_factory)
     out = tmp_path / "lora"

@@ -18,7 +18,7 @@ from modeling_mambavl.saving import save_model_and_processor
 REPO_ID = "mambavl-org/train-test"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 

@@ -15,7 +15,7 @@ def train_module():
     yield from import_script(TRAIN, "train_ek100_for_train_script")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 
@@ -77,6 +77,7 @@ def test_recipe_errors_name_the_file_and_key(train_module, tmp_path, fresh_accel
         train_module.parse_args(["--recipe", str(bad)])
 
 
+@pytest.mark.slow
 def test_run_outputs(cache, tmp_path):
     out = tmp_path / "run"
     proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
@@ -105,6 +106,7 @@ def test_run_outputs(cache, tmp_path):
     assert stored["args"]["seed"] == 0 and stored["seeds"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_the_last_checkpoint(cache, tmp_path):
     out = tmp_path / "nan"
     args = script_args(cache, out, "--max_train_steps", "3", "--per_device_train_batch_size", "6",
@@ -119,6 +121,7 @@ def test_nonfinite_loss_stops_naming_the_last_checkpoint(cache, tmp_path):
     assert summary["nonfinite_steps_skipped"] == [2] and summary["global_step"] == 3
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_uninterrupted(cache, tmp_path):
     """Killed right after optimizer step 3 (mid-epoch 2: 2 steps an epoch), resumed from checkpoint 2."""
     extra = ("--max_train_steps", "5", "--per_device_train_batch_size", "6", "--checkpointing_steps", "1",

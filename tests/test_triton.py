@@ -184,6 +184,7 @@ def test_explicit_triton_without_triton_says_what_to_do(kernel, monkeypatch):
     assert "triton" not in dispatch.available_backends("cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(triton_backend.INTERPRETED, reason="checked by the main run")
 def test_package_imports_and_scans_without_triton(tmp_path):
     """A machine without triton: importing the package, ``auto`` and the fused CPU path still work."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train_ek100.py"
@@ -70,10 +71,15 @@ def environment(fault: str | None = None, extra: dict[str, str] | None = None) -
     return env
 
 
-# Two real processes on a CPU machine: `--cpu --num_processes 2` starts only one; `--multi_gpu` with no visible GPU
-# starts two on gloo.
-TWO_CPU_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+def two_cpu_processes() -> list[str]:
+    """The `accelerate launch` command of two real processes on a CPU machine: `--cpu --num_processes 2` starts only
+    one; `--multi_gpu` with no visible GPU starts two on gloo. Each launch gets its own free rendezvous port, so that
+    two launches at once (pytest-xdist workers) do not meet on accelerate's default 29500."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+            "--dynamo_backend", "no"]
+
+
 TWO_CPU_PROCESSES_ENV = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
 
 
