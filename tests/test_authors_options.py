@@ -4,17 +4,14 @@ and their baselines' text branch (``authors_text_encoder``)."""
 
 import logging
 import math
-import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import logging as hf_logging
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
 
 TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 32, "max_position_embeddings": 40}

@@ -12,12 +12,10 @@ import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from helpers.tiny_checkpoint import tiny_checkpoint  # noqa: E402
-from packaging.requirements import Requirement  # noqa: E402
+import pytest
+import yaml
+from helpers.tiny_checkpoint import tiny_checkpoint
+from packaging.requirements import Requirement
 
 SPACE = Path(__file__).resolve().parents[1] / "examples" / "space"
 
