@@ -305,7 +305,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     if evals:
         axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # path may be a temporary whose name ends in .<pid>@<host>
     plt.close(fig)
 
 

@@ -5,12 +5,13 @@
     mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP | --synthetic-example] [--metrics PATH]
 
 A user error prints one line naming the file or option and the fix (exit status 2); ``--debug`` shows the traceback.
-The CLI loads checkpoints with the package's own classes and never passes ``trust_remote_code``.
+The CLI loads checkpoints with the package's own classes and never runs code bundled with a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -71,9 +72,15 @@ def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -
     except USER_ERRORS as e:
         if "--debug" in argv:
             raise
-        print(f"{prog}: {user_error_message(e)} (--debug shows the traceback)", file=sys.stderr)
-        return 2
-    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+        message = user_error_message(e)
+    else:
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+    # The traceback is gone once the except block ends: progress bars held by the failed call's frames close (and
+    # draw their last line) now, so the message stays the last line the user sees.
+    gc.collect()
+    sys.stderr.flush()
+    print(f"{prog}: {message} (--debug shows the traceback)", file=sys.stderr)
+    return 2
 
 
 def _model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:

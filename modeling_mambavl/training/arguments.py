@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-__all__ = ["HF_ALIASES", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "apply_warmup_ratio",
+__all__ = ["HF_ALIASES", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "add_run_arguments", "apply_warmup_ratio",
            "finish_parser"]
 
 # Script option (its dest) -> the transformers TrainingArguments names that mean the same thing. Names the scripts

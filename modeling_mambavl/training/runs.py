@@ -84,6 +84,7 @@ class RunLock:
             "command": " ".join(sys.argv),
         }
         self.held = False
+        self.created_dir = False
 
     def _read_owner(self) -> dict[str, Any] | None:
         try:
@@ -117,6 +118,8 @@ class RunLock:
         Raises:
             RunRefused: a live process holds the lock, or one on another host does and ``break_lock`` is False.
         """
+        # A run that stops before writing anything (bad annotations, a refused resume) leaves no folder behind.
+        self.created_dir = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(self.owner, indent=2) + "\n"
         with _directory_mutex(self.output_dir):
@@ -151,6 +154,9 @@ class RunLock:
         """Remove the lock file if this process still holds it."""
         if self.held and (self._read_owner() or {}).get("token") == self.owner["token"]:
             atomic.discard(self.path)
+            if self.created_dir:
+                with contextlib.suppress(OSError):  # not empty (the run wrote something), or already gone
+                    self.output_dir.rmdir()
         self.held = False
 
 
