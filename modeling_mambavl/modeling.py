@@ -106,6 +106,12 @@ def _authors_reinit_(module: nn.Module, std: float = 0.02) -> None:
     for param in module.parameters(recurse=False):
         if param.dim() >= 2:
             init.xavier_uniform_(param)
+    _reset_linear_or_norm_(module, std)
+
+
+def _reset_linear_or_norm_(module: nn.Module, std: float) -> None:
+    """An ``nn.Linear``: trunc-normal weight of std ``std``, zero bias; a LayerNorm / RMSNorm: weight 1, bias 0 (the
+    scheme shared by this package's init and the authors'); other modules are left alone."""
     if isinstance(module, nn.Linear):
         init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
@@ -340,15 +346,9 @@ class MambaVLPreTrainedModel(PreTrainedModel):
             for param in (module.cls_token_video, module.cls_token_text, module.pos_embed_video,
                           module.pos_embed_text, module.type_video, module.type_text):
                 init.trunc_normal_(param, std=std)
-        elif isinstance(module, nn.Linear):
+        else:
             # Mixer projections are visited first (children before parents) and re-initialised with their mixer.
-            init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
-            init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+            _reset_linear_or_norm_(module, std)
 
     @classmethod
     def from_backbones(

@@ -16,30 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import av
 import pytest
 import torch
-import torchvision
-import transformers
+from helpers.no_package import isolated_python
 from helpers.tiny_checkpoint import METRICS, tiny_checkpoint, write_test_video
 from hub_server import HubServer
 from huggingface_hub import ModelCard
 
 REPO = "mambavl-org/mambavl-tiny"
-BLOCKER = '''"""Refuse to import the mambavl package: this environment stands for one where it is not installed."""
-import importlib.abc
-import sys
-
-
-class _NotInstalled(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-
-
-sys.meta_path.insert(0, _NotInstalled())
-'''
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +45,6 @@ def _run(python: str, script: str, env: dict[str, str], cwd: Path, *args: str) -
                             timeout=600)
     assert result.returncode == 0, f"{path.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     return result.stdout
-
-
-def _isolated_python(root: Path) -> str:
-    """A fresh venv seeing the current environment's packages but not this package."""
-    venv = root / "venv-without-mambavl"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = next((venv / "lib").glob("python*/site-packages"))
-    deps = sorted({str(Path(m.__file__).resolve().parents[1]) for m in (torch, torchvision, transformers, av)})
-    (site / "environment.pth").write_text("\n".join(deps) + "\n")
-    (site / "sitecustomize.py").write_text(BLOCKER)
-    return str(venv / "bin" / "python")
 
 
 _PUSH = """
@@ -171,7 +144,7 @@ def test_push_then_load_by_repo_id_without_the_package(hub, tmp_path):
     assert first == hub.repo(REPO).tags["v1"]
 
     # Isolated environment: by tag, saved again and reloaded; main gives the second model; then offline from cache.
-    python = _isolated_python(tmp_path)
+    python = isolated_python(tmp_path)
     cwd = tmp_path / "isolated"
     cwd.mkdir()
     resaved = tmp_path / "resaved"

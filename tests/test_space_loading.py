@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.no_package import BLOCKER
 from helpers.tiny_checkpoint import tiny_checkpoint
 from packaging.requirements import Requirement
 
@@ -21,18 +22,9 @@ SPACE = Path(__file__).resolve().parents[1] / "examples" / "space"
 
 _LOAD = textwrap.dedent(
     """
-    import importlib.abc, importlib.util, json, sys
+    import importlib.util, json, sys
 
     app_path, folder, mode = sys.argv[1:4]
-    if mode == "without-package":
-        class _NotInstalled(importlib.abc.MetaPathFinder):
-            # Behave as if the mambavl package were not installed at all.
-            def find_spec(self, name, path=None, target=None):
-                if name == "modeling_mambavl" or name.startswith("modeling_mambavl."):
-                    raise ModuleNotFoundError(f"No module named {name!r}")
-                return None
-
-        sys.meta_path.insert(0, _NotInstalled())
     spec = importlib.util.spec_from_file_location("space_app", app_path)
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
@@ -56,7 +48,8 @@ def checkpoint(tmp_path_factory):
 
 def _load(folder: Path, mode: str, tmp_path: Path) -> dict:
     script = tmp_path / "load.py"
-    script.write_text(_LOAD)
+    # Without the package: the same blocker as the package-free venv's, as if it had never been installed.
+    script.write_text((BLOCKER if mode == "without-package" else "") + _LOAD)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"),
                GRADIO_ANALYTICS_ENABLED="False")
     result = subprocess.run([sys.executable, str(script), str(SPACE / "app.py"), str(folder), mode], env=env,
