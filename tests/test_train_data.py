@@ -10,9 +10,11 @@ from helpers.train_run import SYNTHETIC, synthetic_cache
 
 from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
 from modeling_mambavl.ek100 import load_ek100, set_ek100_epoch
+from modeling_mambavl.ek100.media import WindowReader
 from modeling_mambavl.processors import MediaError, sample_frame_indices
+from modeling_mambavl.processors.sampling import view_indices
 from modeling_mambavl.training.builders import build_clip_dataset, load_rows, resolve_data
-from modeling_mambavl.training.data import ClipCache, EK100ClipDataset, EpochSampler, WindowReader, view_indices
+from modeling_mambavl.training.data import ClipCache, EK100ClipDataset, EpochSampler
 
 
 @pytest.fixture(scope="module")
