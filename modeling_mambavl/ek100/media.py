@@ -313,7 +313,7 @@ class EK100Clips:
                 views.append(vp.process_frames([clip], training=False)["pixel_values"][0])
                 continue
             resized = vp.process_frames([clip], training=False, do_center_crop=False)["pixel_values"][0]
-            views.extend(spatial_crops(resized, crop_size(vp, resized), self.spatial_crops))
+            views.extend(_spatial_crops(resized, _crop_size(vp, resized), self.spatial_crops))
         return {"pixel_values": views[0] if len(views) == 1 else torch.stack(views)}
 
     def blank(self, row: dict) -> dict[str, Any]:
@@ -326,12 +326,12 @@ class EK100Clips:
             h, w = self.source.frame_size(row)
             shape = (self.num_frames, h, w, 3)
             return {"video": np.zeros((self.temporal_views, *shape) if self.temporal_views > 1 else shape, np.uint8)}
-        h, w = crop_size(self.video_processor, None)
+        h, w = _crop_size(self.video_processor, None)
         shape = (self.num_frames, 3, h, w)
         return {"pixel_values": torch.zeros((self.num_views, *shape) if self.num_views > 1 else shape)}
 
 
-def crop_size(video_processor: Any, resized: Any = None) -> tuple[int, int]:
+def _crop_size(video_processor: Any, resized: Any = None) -> tuple[int, int]:
     """(height, width) of the processor's crops: its ``crop_size``, else the resized clip's ``(…, H, W)``, else its
     ``size["shortest_edge"]`` squared."""
     crop = getattr(video_processor, "crop_size", None)
@@ -346,7 +346,7 @@ def crop_size(video_processor: Any, resized: Any = None) -> tuple[int, int]:
     return int(edge), int(edge)
 
 
-def spatial_crops(video: Any, crop: tuple[int, int], num: int) -> list:
+def _spatial_crops(video: Any, crop: tuple[int, int], num: int) -> list:
     """``num`` crops of ``crop`` (h, w) spread evenly along the longer side of ``video`` (T, C, H, W), centred on the
     shorter one (the usual 3-crop test: left / centre / right of a landscape frame)."""
     h, w = video.shape[-2:]
