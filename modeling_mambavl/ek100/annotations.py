@@ -186,6 +186,14 @@ def _validate_row(
     def fail(field: str, message: str) -> None:
         raise EK100AnnotationError(f"{path}, line {line}, field {field!r}: {message}")
 
+    _validate_ids(values, line, seen, fail)
+    _validate_times(values, fail)
+    if labelled:
+        _validate_labels(values, vocab, fail)
+
+
+def _validate_ids(values: dict[str, Any], line: int, seen: dict[str, int], fail: Callable[[str, str], None]) -> None:
+    """The narration, participant and video ids of a row (stripped in place; ``seen`` maps ids to their line)."""
     narration_id = values["narration_id"].strip()
     if not narration_id:
         fail("narration_id", "empty")
@@ -201,6 +209,9 @@ def _validate_row(
         fail("video_id", f"{video!r} does not belong to participant {participant!r} (expected '{participant}_NN')")
     values.update(narration_id=narration_id, participant_id=participant, video_id=video)
 
+
+def _validate_times(values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+    """Timestamps (``start_sec`` / ``stop_sec`` added) and frame numbers of a row, converted in place."""
     for field, key in (("start_timestamp", "start_sec"), ("stop_timestamp", "stop_sec")):
         try:
             values[key] = parse_timestamp(values[field])
@@ -224,9 +235,10 @@ def _validate_row(
         fail("stop_timestamp", f"stop {values['stop_timestamp']} is before start {values['start_timestamp']}")
     if values["stop_frame"] < values["start_frame"]:
         fail("stop_frame", f"stop frame {values['stop_frame']} is before start frame {values['start_frame']}")
-    if not labelled:
-        return
 
+
+def _validate_labels(values: dict[str, Any], vocab: EK100Vocabulary, fail: Callable[[str, str], None]) -> None:
+    """Verb / noun classes (against ``vocab``) and the ``all_nouns`` / ``all_noun_classes`` lists of a labelled row."""
     for field, size in (("verb_class", vocab.num_verbs), ("noun_class", vocab.num_nouns)):
         try:
             values[field] = int(values[field])
