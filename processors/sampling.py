@@ -23,6 +23,9 @@ Conventions (the same for every kind of source; ``fps`` is the source's own fram
   When the window holds fewer frames than the clip spans (``p_0 < s``), the clip starts at ``s`` and positions past
   ``e - 1`` repeat frame ``e - 1``.
 * Indices past the source's last frame repeat the last frame (the decoders clamp them).
+* Evaluation may read ``K`` temporal views of a window instead of one clip (:func:`view_indices`): view ``k`` takes
+  the frame at offset ``(k + 1/2) / K`` inside each ``segment``, or spreads the ``dense`` clip starts evenly over the
+  window; ``K = 1`` is the single evaluation clip above.
 * Every random choice comes from :func:`clip_generator` ``(seed, epoch, index)``, never from global or worker state,
   so a clip is the same in every process, worker and rerun.
 
@@ -46,6 +49,7 @@ __all__ = [
     "sample_frame_indices",
     "segment_indices",
     "dense_indices",
+    "view_indices",
 ]
 
 SAMPLING_MODES = ("segment", "dense")
@@ -223,3 +227,45 @@ def _check_range(start: int, end: int, n: int) -> None:
         raise ValueError(f"num_frames must be >= 1, got {n}")
     if start < 0 or end <= start:
         raise ValueError(f"the frame range must satisfy 0 <= start < end; got [{start}, {end})")
+
+
+def view_indices(
+    length: int,
+    num_frames: int,
+    *,
+    sampling: str = "segment",
+    training: bool = False,
+    generator: np.random.Generator | None = None,
+    stride: int = 4,
+    target_fps: float = 30.0,
+    fps: float | None = None,
+    anchor: str = "center",
+    view: int = 0,
+    num_views: int = 1,
+) -> np.ndarray:
+    """Frame indices, relative to the window ``[0, length)``, of view ``view`` of ``num_views`` of one clip.
+
+    Training (and ``num_views == 1``) is exactly :func:`sample_frame_indices` (so exactly ``load_clip``). Evaluation
+    with ``num_views = K`` temporal views takes view ``k`` at offset ``(k + 1/2) / K`` inside each segment
+    (``segment``: ``floor(b_i + (k + 1/2) (b_{i+1} - b_i) / K)``), or spreads the ``dense`` clip starts evenly over
+    the window (``p_0 = (k + 1/2) / K * (length - 1 - (n - 1) step)``). End-anchored (anticipation) clips have one
+    view. Returns ``(num_frames,)`` int64.
+    """
+    if training or num_views == 1:
+        return sample_frame_indices(
+            0, length, num_frames, sampling=sampling, training=training, stride=stride, target_fps=target_fps,
+            fps=fps, anchor=anchor, generator=generator,
+        )
+    if not 0 <= view < num_views:
+        raise ValueError(f"view {view} out of range for {num_views} views")
+    if sampling == "segment":
+        i = np.arange(num_frames, dtype=np.int64)
+        # floor(L (2 K i + 2 k + 1) / (2 K n)), exact in integers
+        return (length * (2 * num_views * i + 2 * view + 1)) // (2 * num_views * num_frames)
+    if anchor == "end":
+        raise ValueError("end-anchored (anticipation) clips have a single temporal view; use temporal_views=1")
+    step = stride * (float(fps) if fps is not None else float(target_fps)) / float(target_fps)
+    room = (length - 1) - (num_frames - 1) * step
+    p0 = max(0.0, room * (view + 0.5) / num_views)
+    idx = np.floor(p0 + step * np.arange(num_frames) + _FRAME_EPS).astype(np.int64)
+    return np.minimum(idx, length - 1)

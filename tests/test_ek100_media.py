@@ -207,7 +207,7 @@ def test_zero_length_segment_reads_its_frame(tmp_path):
 # ------------------------------------------------------------------------------------- paths built from video ids
 @pytest.mark.parametrize("video_id", ["P01_../../../secret", "P01_01/../../x", "../P01_01", "P01_01.MP4"])
 def test_media_paths_refuse_ids_that_are_not_ek100_ids(tmp_path, video_id):
-    from modeling_mambavl.ek100.media import frame_folder, video_file
+    from modeling_mambavl.ek100.layout import frame_folder, video_file
 
     for build in (frame_folder, video_file):
         with pytest.raises(ValueError) as info:
@@ -216,7 +216,8 @@ def test_media_paths_refuse_ids_that_are_not_ek100_ids(tmp_path, video_id):
 
 
 def test_media_paths_refuse_a_link_out_of_the_media_root(tmp_path):
-    from modeling_mambavl.ek100.media import EK100Transform, frame_folder, video_file
+    from modeling_mambavl.ek100.layout import frame_folder, video_file
+    from modeling_mambavl.ek100.media import EK100Transform
 
     outside = tmp_path / "outside"
     outside.mkdir()

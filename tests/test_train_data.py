@@ -9,10 +9,12 @@ import torch
 from helpers.train_run import SYNTHETIC, synthetic_cache
 
 from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
-from modeling_mambavl.ek100 import load_ek100, set_ek100_epoch
-from modeling_mambavl.processors import MediaError, sample_frame_indices
-from modeling_mambavl.training.builders import build_clip_dataset, load_rows, resolve_data
-from modeling_mambavl.training.data import ClipCache, EK100ClipDataset, EpochSampler, WindowReader, view_indices
+from modeling_mambavl.ek100 import load_ek100, make_synthetic_ek100, set_ek100_epoch
+from modeling_mambavl.ek100.media import WindowReader
+from modeling_mambavl.processors import MediaError, load_clip, sample_frame_indices
+from modeling_mambavl.processors.sampling import view_indices
+from modeling_mambavl.training.builders import DataSpec, build_clip_dataset, load_rows, resolve_data
+from modeling_mambavl.training.data import ClipCache, EK100ClipDataset, EpochSampler
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,48 @@ def test_clips_equal_load_ek100(data, processor, training, tmp_path):
         assert torch.equal(got, expected), f"cache={cache_dir}"
         questions = dataset[0]["question_input_ids"]
         assert questions.shape[0] == 2 and torch.equal(questions, reference[0]["question_input_ids"][: , :questions.shape[1]])
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """A small synthetic data set written both as frame folders and as MP4s."""
+    return make_synthetic_ek100(tmp_path_factory.mktemp("layouts"), num_train=12, num_validation=12, num_test=12,
+                                clips_per_video=4, size=32, seed=2, features=False)
+
+
+@pytest.mark.parametrize("media", ["frames", "video"])
+@pytest.mark.parametrize("task", ["recognition", "anticipation"])
+def test_a_clip_is_the_same_through_load_ek100_and_training(layouts, processor, media, task, tmp_path):
+    """One pipeline: `load_ek100(processor=...)` and the training / evaluation dataset (decoding on access or from
+    the cache) give the same tensors, and the same frames as `load_clip` reading the row's window directly."""
+    spec = DataSpec(layouts.annotations_dir, layouts.media_root, media, "synthetic-ek100")
+    rows = load_rows(spec, "train", task)
+    reader = WindowReader(spec.media_root, media, task, "train")
+    sampling, anchor = ("dense", "end") if task == "anticipation" else ("segment", "center")
+    for training in (False, True):
+        frames = load_ek100(spec.annotations_dir, "train", spec.media_root, media=media, task=task, num_frames=4,
+                            training=training, seed=5)
+        set_ek100_epoch(frames, 1)
+        for row, clip in zip(rows, frames[:]["video"]):
+            start, end = reader.seconds(row)
+            if end <= start:  # nothing observable before the anticipation gap
+                assert clip.shape == (4, 32, 32, 3) and not clip.any()
+                continue
+            direct = load_clip(str(reader.source(row["video_id"])), window=(start, end), num_frames=4,
+                               sampling=sampling, anchor=anchor, training=training, seed=5, epoch=1,
+                               index=row["sample_index"], fps=60 if media == "frames" else None)
+            assert np.array_equal(clip, direct), (row["narration_id"], training)
+        reference = load_ek100(spec.annotations_dir, "train", spec.media_root, media=media, task=task,
+                               processor=processor, training=training, seed=5)
+        set_ek100_epoch(reference, 1)
+        expected = reference[:]["pixel_values"]
+        assert expected.shape == (len(rows), 4, 3, 32, 32)
+        for cache_dir in (None, tmp_path / f"clips-{training}"):
+            dataset = build_clip_dataset(rows, spec, processor, split="train", task=task, training=training,
+                                         seed=5, cache_dir=cache_dir)
+            dataset.set_epoch(1)
+            got = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+            assert torch.equal(got, expected), (training, cache_dir)
 
 
 def test_cache_is_reused_and_holds_whole_windows(data, tmp_path):

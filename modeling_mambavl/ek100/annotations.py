@@ -20,6 +20,7 @@ from typing import Any
 
 import datasets
 
+from .layout import VIDEO_ID_PATTERN, frames_fps
 from .vocabulary import EK100Vocabulary
 
 __all__ = [
@@ -74,9 +75,6 @@ _TASKS = ("recognition", "anticipation")
 # Minutes and seconds below 60: "00:00:75.00" is refused rather than read as 75 s.
 _TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d*)?)$")
 _PARTICIPANT = re.compile(r"^P\d+$")
-# Video ids become paths (rgb_frames/PXX/<video_id>, videos/PXX/<video_id>.MP4): only the EK100 form is accepted,
-# never separators or "..".
-VIDEO_ID_PATTERN = re.compile(r"^P\d+_\d+$")
 _QUOTED_LIST = re.compile(r"^\[(?:'[^'\\]*'(?:, '[^'\\]*')*)?\]$")
 
 
@@ -91,12 +89,6 @@ def parse_timestamp(text: str) -> float:
         raise ValueError(f"{text!r} is not a HH:MM:SS.ss timestamp (minutes and seconds 00-59)")
     hours, minutes, seconds = match.groups()
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def frames_fps(video_id: str) -> int:
-    """Frame rate of the released JPEG frames of a video: 60 for ``PXX_YY``, 50 for ``PXX_1YY`` (EK100 extension)."""
-    suffix = video_id.rsplit("_", 1)[-1]
-    return 50 if len(suffix) == 3 else 60
 
 
 def anticipation_window(
@@ -194,6 +186,14 @@ def _validate_row(
     def fail(field: str, message: str) -> None:
         raise EK100AnnotationError(f"{path}, line {line}, field {field!r}: {message}")
 
+    _validate_ids(values, line, seen, fail)
+    _validate_times(values, fail)
+    if labelled:
+        _validate_labels(values, vocab, fail)
+
+
+def _validate_ids(values: dict[str, Any], line: int, seen: dict[str, int], fail: Callable[[str, str], None]) -> None:
+    """The narration, participant and video ids of a row (stripped in place; ``seen`` maps ids to their line)."""
     narration_id = values["narration_id"].strip()
     if not narration_id:
         fail("narration_id", "empty")
@@ -209,6 +209,9 @@ def _validate_row(
         fail("video_id", f"{video!r} does not belong to participant {participant!r} (expected '{participant}_NN')")
     values.update(narration_id=narration_id, participant_id=participant, video_id=video)
 
+
+def _validate_times(values: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+    """Timestamps (``start_sec`` / ``stop_sec`` added) and frame numbers of a row, converted in place."""
     for field, key in (("start_timestamp", "start_sec"), ("stop_timestamp", "stop_sec")):
         try:
             values[key] = parse_timestamp(values[field])
@@ -232,9 +235,10 @@ def _validate_row(
         fail("stop_timestamp", f"stop {values['stop_timestamp']} is before start {values['start_timestamp']}")
     if values["stop_frame"] < values["start_frame"]:
         fail("stop_frame", f"stop frame {values['stop_frame']} is before start frame {values['start_frame']}")
-    if not labelled:
-        return
 
+
+def _validate_labels(values: dict[str, Any], vocab: EK100Vocabulary, fail: Callable[[str, str], None]) -> None:
+    """Verb / noun classes (against ``vocab``) and the ``all_nouns`` / ``all_noun_classes`` lists of a labelled row."""
     for field, size in (("verb_class", vocab.num_verbs), ("noun_class", vocab.num_nouns)):
         try:
             values[field] = int(values[field])
@@ -360,6 +364,62 @@ def load_ek100(
         ``dataset.info.description`` holds a JSON summary (rows, clipped windows, unknown actions).
     """
     annotations_dir = Path(annotations_dir)
+    _check_arguments(split, media, task, anticipation_time, observation_time, question_source, unknown_actions)
+    if not annotations_dir.is_dir():
+        raise FileNotFoundError(f"{annotations_dir}: annotations folder not found (an epic-kitchens-100-annotations checkout)")
+    vocab = vocab or _default_vocabulary(annotations_dir)
+    path = annotations_dir / SPLIT_FILES[split]
+    columns = read_ek100_csv(path, vocab)
+    labelled = "verb_class" in columns
+    if split != "test" and not labelled:
+        raise EK100AnnotationError(f"{path}: the {split} split needs the label columns {list(LABELLED_COLUMNS[8:])}")
+    if split == "test" and labelled:
+        logger.warning("%s: the test split carries labels; they are dropped", path)
+        columns = {c: columns[c] for c in (*TEST_COLUMNS, "start_sec", "stop_sec")}
+        labelled = False
+    num_rows = len(columns["narration_id"])
+    summary: dict[str, Any] = {"file": str(path), "split": split, "task": task, "num_rows": num_rows}
+    if labelled:
+        summary["num_unknown_actions"] = _add_action_classes(columns, vocab, path, unknown_actions)
+    if task == "anticipation":
+        summary.update(_add_anticipation_windows(columns, anticipation_time, observation_time, path))
+    columns["sample_index"] = list(range(num_rows))
+    if question_source is not None:
+        summary["question_source"] = question_source if isinstance(question_source, str) else "custom"
+        if question_source == "oracle":
+            summary["label"] = ORACLE_QUESTIONS
+
+    features = _features(labelled, task == "anticipation", vocab)
+    info = datasets.DatasetInfo(description=json.dumps(summary), features=features)
+    dataset = datasets.Dataset.from_dict({k: columns[k] for k in features}, features=features, info=info)
+    if media_root is None:
+        return dataset
+
+    # Imported here: the media pipeline pulls torch and safetensors, which annotations alone do not need.
+    from .media import EK100Transform
+
+    transform = EK100Transform(
+        media_root=media_root, media=media, task=task, split=split, processor=processor, num_frames=num_frames,
+        sampling=sampling, stride=stride, target_fps=target_fps, training=training, seed=seed,
+        question_source=question_source, questions_path=questions_path, question_types=tuple(question_types),
+        vocab=vocab,
+    )
+    if check_media:
+        transform.check(dataset)
+    transform.check_questions(dataset["narration_id"])
+    return dataset.with_transform(transform)
+
+
+def _check_arguments(
+    split: str,
+    media: str,
+    task: str,
+    anticipation_time: float,
+    observation_time: float,
+    question_source: Any,
+    unknown_actions: str,
+) -> None:
+    """`load_ek100`'s argument checks: ``ValueError`` naming the argument, its value and what is allowed."""
     if split not in SPLIT_FILES:
         raise ValueError(f"split={split!r}: expected one of {sorted(SPLIT_FILES)}")
     if media not in _MEDIA:
@@ -377,92 +437,47 @@ def load_ek100(
             "question_source='oracle' builds questions from the ground-truth narration and is refused for the "
             "test split; use 'generic', 'file' or 'predicted'"
         )
-    if not annotations_dir.is_dir():
-        raise FileNotFoundError(f"{annotations_dir}: annotations folder not found (an epic-kitchens-100-annotations checkout)")
-    vocab = vocab or _default_vocabulary(annotations_dir)
-    path = annotations_dir / SPLIT_FILES[split]
-    columns = read_ek100_csv(path, vocab)
-    labelled = "verb_class" in columns
-    if split != "test" and not labelled:
-        raise EK100AnnotationError(f"{path}: the {split} split needs the label columns {list(LABELLED_COLUMNS[8:])}")
-    if split == "test" and labelled:
-        logger.warning("%s: the test split carries labels; they are dropped", path)
-        columns = {c: columns[c] for c in (*TEST_COLUMNS, "start_sec", "stop_sec")}
-        labelled = False
-    num_rows = len(columns["narration_id"])
-    summary: dict[str, Any] = {"file": str(path), "split": split, "task": task, "num_rows": num_rows}
 
-    if labelled:
-        actions, unknown = [], 0
-        for i, (verb, noun) in enumerate(zip(columns["verb_class"], columns["noun_class"])):
-            if vocab.has_action(verb, noun):
-                actions.append(vocab.action_id(verb, noun))
-                continue
-            if unknown_actions == "error":
-                raise EK100AnnotationError(
-                    f"{path}, narration {columns['narration_id'][i]}: (verb {verb}, noun {noun}) is not one of the "
-                    f"{vocab.num_actions} action classes; pass unknown_actions='ignore' to keep it as {UNKNOWN_ACTION}"
-                )
-            actions.append(UNKNOWN_ACTION)
-            unknown += 1
-        columns["action_class"] = actions
-        summary["num_unknown_actions"] = unknown
-        if unknown:
-            logger.warning(
-                "%s: %d of %d rows have a (verb, noun) pair outside the %d-class action table; their "
-                "action_class is %d", path, unknown, num_rows, vocab.num_actions, UNKNOWN_ACTION,
+
+def _add_action_classes(columns: dict[str, list], vocab: EK100Vocabulary, path: Path, unknown_actions: str) -> int:
+    """Add the ``action_class`` column (``UNKNOWN_ACTION`` for a pair outside the action table, or raise with
+    ``unknown_actions="error"``); returns how many rows are unknown."""
+    actions, unknown = [], 0
+    for i, (verb, noun) in enumerate(zip(columns["verb_class"], columns["noun_class"])):
+        if vocab.has_action(verb, noun):
+            actions.append(vocab.action_id(verb, noun))
+            continue
+        if unknown_actions == "error":
+            raise EK100AnnotationError(
+                f"{path}, narration {columns['narration_id'][i]}: (verb {verb}, noun {noun}) is not one of the "
+                f"{vocab.num_actions} action classes; pass unknown_actions='ignore' to keep it as {UNKNOWN_ACTION}"
             )
-
-    if task == "anticipation":
-        windows = [anticipation_window(s, anticipation_time, observation_time) for s in columns["start_sec"]]
-        columns["observation_start"] = [w[0] for w in windows]
-        columns["observation_end"] = [w[1] for w in windows]
-        columns["observation_clipped"] = [w[2] for w in windows]
-        clipped = sum(columns["observation_clipped"])
-        empty = sum(1 for w in windows if w[1] <= 0.0)
-        summary.update(
-            anticipation_time=anticipation_time,
-            observation_time=observation_time,
-            num_clipped_windows=clipped,
-            num_empty_windows=empty,
+        actions.append(UNKNOWN_ACTION)
+        unknown += 1
+    columns["action_class"] = actions
+    if unknown:
+        logger.warning(
+            "%s: %d of %d rows have a (verb, noun) pair outside the %d-class action table; their "
+            "action_class is %d", path, unknown, len(actions), vocab.num_actions, UNKNOWN_ACTION,
         )
-        if clipped:
-            logger.info(
-                "%s: %d anticipation windows start before 0 s and were clipped (%d are empty: the action starts "
-                "within %.3f s of the video start)", path, clipped, empty, anticipation_time,
-            )
-    columns["sample_index"] = list(range(num_rows))
-    if question_source is not None:
-        summary["question_source"] = question_source if isinstance(question_source, str) else "custom"
-        if question_source == "oracle":
-            summary["label"] = ORACLE_QUESTIONS
+    return unknown
 
-    features = _features(labelled, task == "anticipation", vocab)
-    info = datasets.DatasetInfo(description=json.dumps(summary), features=features)
-    dataset = datasets.Dataset.from_dict({k: columns[k] for k in features}, features=features, info=info)
-    if media_root is None:
-        return dataset
 
-    from .media import EK100Transform
-
-    transform = EK100Transform(
-        media_root=media_root,
-        media=media,
-        task=task,
-        split=split,
-        processor=processor,
-        num_frames=num_frames,
-        sampling=sampling,
-        stride=stride,
-        target_fps=target_fps,
-        training=training,
-        seed=seed,
-        question_source=question_source,
-        questions_path=questions_path,
-        question_types=tuple(question_types),
-        vocab=vocab,
-    )
-    if check_media:
-        transform.check(dataset)
-    transform.check_questions(dataset["narration_id"])
-    return dataset.with_transform(transform)
+def _add_anticipation_windows(
+    columns: dict[str, list], anticipation_time: float, observation_time: float, path: Path
+) -> dict[str, Any]:
+    """Add the ``observation_start`` / ``observation_end`` / ``observation_clipped`` columns; returns their summary
+    (the times, how many windows were clipped at 0 s and how many are empty)."""
+    windows = [anticipation_window(s, anticipation_time, observation_time) for s in columns["start_sec"]]
+    columns["observation_start"] = [w[0] for w in windows]
+    columns["observation_end"] = [w[1] for w in windows]
+    columns["observation_clipped"] = [w[2] for w in windows]
+    clipped = sum(columns["observation_clipped"])
+    empty = sum(1 for w in windows if w[1] <= 0.0)
+    if clipped:
+        logger.info(
+            "%s: %d anticipation windows start before 0 s and were clipped (%d are empty: the action starts "
+            "within %.3f s of the video start)", path, clipped, empty, anticipation_time,
+        )
+    return {"anticipation_time": anticipation_time, "observation_time": observation_time,
+            "num_clipped_windows": clipped, "num_empty_windows": empty}

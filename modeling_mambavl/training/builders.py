@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..ek100.annotations import load_ek100
-from .data import ClipCache, EK100ClipDataset, EpochSampler, WindowReader
+from ..ek100.media import WindowReader, open_features
+from .data import ClipCache, EK100ClipDataset, EpochSampler
 
 __all__ = [
     "DataSpec",
@@ -160,13 +161,7 @@ def build_clip_dataset(
     anchor = "end" if task == "anticipation" else "center"
     source: dict[str, Any] = {}
     if data.media == "features":
-        from ..ek100 import EK100FeatureReader
-
-        reader = EK100FeatureReader(data.media_root)
-        if reader.task is not None and reader.task != task:
-            raise ValueError(f"{data.media_root}: features extracted for {reader.task!r} cannot train or evaluate "
-                             f"{task!r} (recognition features see the action itself)")
-        source["features"] = reader
+        source["features"] = open_features(data.media_root, task)
     else:
         if data.media_root is None:
             raise ValueError("--media_root is needed with --annotations_dir (the folder holding rgb_frames/ or "
