@@ -396,7 +396,8 @@ def make_generator(model_path: str, *, max_new_tokens: int = 40, device: str = "
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--annotations", help="EK100 annotation CSV (train / validation format)")
-    parser.add_argument("--model", help="local folder of a transformers causal LM and its tokenizer")
+    parser.add_argument("--model", help="a transformers causal LM and its tokenizer: a local folder, or a Hub id "
+                                        "already in the local cache (never downloaded)")
     parser.add_argument("--output", help="question file to write (.csv or .jsonl)")
     parser.add_argument("--report", help="JSON report to write (also printed)")
     parser.add_argument("--limit", type=int, help="only the first N narrations")

@@ -324,6 +324,13 @@ def test_a_checkpoint_keeps_its_pool_and_reproduces_its_questions(tmp_path):
     assert torch_equal(tokenize_questions(rows, loaded, "predicted", "validation", path=predictions), pooled)
     apply_question_pool(loaded, None, "generic")  # no --question_pool: the checkpoint's pool stays
     assert loaded.question_pool == POOL
+    # the datasets path (load_ek100(processor=...), mambavl eval) phrases them from the same pool
+    from modeling_mambavl.ek100.media import EK100Transform
+
+    transform = EK100Transform(media_root=tmp_path, media="video", task="recognition", split="validation",
+                               processor=loaded, question_source="predicted", questions_path=predictions)
+    encoded = loaded.tokenize_questions([transform.questions(row) for row in rows], return_tensors="pt")
+    assert torch_equal((encoded["question_input_ids"], encoded["question_attention_mask"]), pooled)
     with pytest.raises(ValueError, match=r"MambaVLProcessor\(question_pool=...\): question pool version 2"):
         MambaVLProcessor(question_pool={**POOL, "version": 2})
 
