@@ -293,3 +293,51 @@ def test_pool_arguments_are_checked(script, capsys):
     with pytest.raises(SystemExit):
         script.main(["--model", "m", "--pool", "p.json", "--pool-size", "0"])
     assert "--pool-size must be 1..10" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_a_pool_is_evaluated_with_it(script, tmp_path, tmp_path_factory):
+    """--question_pool through the training script: the pool is saved with the processor, and eval_ek100.py without
+    --question_pool phrases the same questions from it."""
+    from helpers.train_run import EVAL, TRAIN, data_args, run, script_args, synthetic_cache, synthetic_root
+
+    from modeling_mambavl.processors import MambaVLProcessor
+    from modeling_mambavl.training.builders import tokenize_questions
+
+    cache = synthetic_cache(tmp_path_factory)
+    pool_path = tmp_path / "pool.json"
+    script.main(["--model", str(bigram_lm(tmp_path / "lm")), "--pool", str(pool_path), "--pool-size", "1",
+                 "--pool-limit", "1", "--max-new-tokens", "12", "--no-progress"])
+    files = {}
+    for split in ("train", "validation"):
+        with open(synthetic_root(cache) / "annotations" / f"EPIC_100_{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        files[split] = tmp_path / f"predictions_{split}.json"
+        files[split].write_text(json.dumps({r["narration_id"]: [[0, 0, 0.9], [1, 1, 0.1]] for r in rows}))
+    out = tmp_path / "run"
+    proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
+                                  "--question_source", "predicted", "--train_questions_file", str(files["train"]),
+                                  "--eval_questions_file", str(files["validation"]),
+                                  "--question_pool", str(pool_path)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((out / "best_model" / "processor_config.json").read_text())["question_pool"]
+    assert saved["pools"] == json.loads(pool_path.read_text())["pools"]
+    loaded = MambaVLProcessor.from_pretrained(out / "best_model")
+    ids, _ = tokenize_questions([{"narration_id": n} for n in json.loads(files["validation"].read_text())], loaded,
+                                "predicted", "validation", path=files["validation"])
+    assert "where do you [MASK] this tap?" in loaded.tokenizer.decode(ids[0, 0])  # the verb pool of verb 0
+    proc = run(EVAL, ["--model_name_or_path", str(out / "best_model"), "--split", "validation", "--output_dir",
+                      str(tmp_path / "eval"), "--question_source", "predicted", "--questions_file",
+                      str(files["validation"]), *data_args(cache)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    theirs = json.loads((out / "best_model" / "metrics.json").read_text())
+    for key in ("all_verb_top1", "all_noun_top1", "all_verb_top5", "all_noun_top5"):  # the same questions
+        assert ours["metrics"][key] == pytest.approx(theirs["metrics"][key], abs=1e-6), key
+    # a pool with another source is a one-line user error
+    proc = run(EVAL, ["--model_name_or_path", str(out / "best_model"), "--split", "validation", "--output_dir",
+                      str(tmp_path / "eval2"), "--question_pool", str(pool_path), *data_args(cache)])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"eval_ek100.py: --question_pool {pool_path}: a question pool phrases the questions of "
+                           "--question_source predicted, not generic; add --question_source predicted"), line
