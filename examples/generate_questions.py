@@ -1,5 +1,6 @@
-"""Write a question file (a verb and a noun question per narration) for an EK100 annotation CSV with any local
-transformers text-generation model, then mask the answers out.
+"""Write a question file (a verb and a noun question per narration) for an EK100 annotation CSV, and/or a question
+pool (several questions per action, verb and noun class), with any local transformers text-generation model, then
+mask the answers out.
 
 The authors asked an LLM for a verb question and a noun question per narration. This script does the same with a
 local causal LM, one prompt per question (``PROMPT_TEMPLATE``, shown with ``--show-prompt``)::
