@@ -29,6 +29,7 @@ from accelerate.logging import get_logger
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
 from modeling_mambavl.training.builders import (
+    apply_question_pool,
     build_clip_dataset,
     build_dataloader,
     check_processor_fits,
@@ -100,6 +101,7 @@ def main(argv=None) -> dict:
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
     if args.media != "features":
         check_processor_fits(processor, model.config, args.model_name_or_path)
+    apply_question_pool(processor, args.question_pool, args.question_source)
     model.eval()
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(

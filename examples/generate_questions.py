@@ -1,5 +1,6 @@
-"""Write a question file (a verb and a noun question per narration) for an EK100 annotation CSV with any local
-transformers text-generation model, then mask the answers out.
+"""Write a question file (a verb and a noun question per narration) for an EK100 annotation CSV, and/or a question
+pool (several questions per action, verb and noun class), with any local transformers text-generation model, then
+mask the answers out.
 
 The authors asked an LLM for a verb question and a noun question per narration. This script does the same with a
 local causal LM, one prompt per question (``PROMPT_TEMPLATE``, shown with ``--show-prompt``)::
@@ -23,6 +24,28 @@ Usage::
 
 The output (CSV or JSONL by suffix: ``narration_id,verb_question,noun_question``) is what
 ``make_question_source("file", split=..., path=...)`` reads.
+
+**Question pools** (``--pool pool.json``): several questions per class of the vocabulary — per action (the
+authors' recognition setting: an LLM's descriptions of an action class, e.g. ten of "open door"), per verb and per
+noun — that ``question_source="predicted"`` phrases its questions from (``--question_pool`` of the training and
+evaluation scripts). One prompt per class and aspect (``POOL_PROMPT_TEMPLATE``, ``POOL_SUBJECTS``; the first
+``--pool-size`` of the ten ``POOL_ASPECTS`` give ``--pool-size`` different prompts, so greedy decoding still gives
+different entries)::
+
+    You write questions about short first-person cooking videos.
+    The clip shows {subject}.
+    Write one short question about {aspect}, without naming the {named}.
+    Question:
+
+Each continuation is parsed as above; one that is not a question is dropped (a pool holds generated questions only),
+every other is masked with the **strict** policy for its own class (the verb and noun of an action, the verb of a
+verb class, the noun of a noun class; the cross-only ``paper`` rule would leave a class's own name in its pool), and
+repeats within a class are dropped. The pool is written atomically every ``--pool-save-every`` classes and when the
+run stops, so a rerun with the same settings resumes where it stopped (a file written with other settings is refused);
+the format is documented in ``modeling_mambavl.processors.questions``::
+
+    python examples/generate_questions.py --model path/to/causal-lm --pool pool.json [--pool-size 10] \\
+        [--pool-kinds action verb noun] [--pool-limit 20] [--report report.json]
 """
 
 from __future__ import annotations
@@ -34,9 +57,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from modeling_mambavl import atomic
 from modeling_mambavl.ek100 import EK100Vocabulary
 from modeling_mambavl.processors import GENERIC_TEMPLATES, mask_answer, write_question_file
+from modeling_mambavl.processors.questions import POOL_FORMAT, POOL_KINDS, check_question_pool, pool_key
 from modeling_mambavl.training.arguments import HelpFormatter, finish_parser
 
 PROMPT_TEMPLATE = (
@@ -48,6 +74,32 @@ PROMPT_TEMPLATE = (
 TARGETS = {"verb": "which action the hands perform", "noun": "which object the hands use"}
 QUESTION_TYPES = ("verb", "noun")
 MIN_WORDS, MAX_WORDS = 3, 30
+
+POOL_PROMPT_TEMPLATE = (
+    "You write questions about short first-person cooking videos.\n"
+    "The clip shows {subject}.\n"
+    "Write one short question about {aspect}, without naming the {named}.\n"
+    "Question:"
+)
+# kind -> (what the clip shows, what the question must not name)
+POOL_SUBJECTS = {
+    "action": ('a person doing "{name}"', "action"),
+    "verb": ('a person doing "{name}" with something', "action"),
+    "noun": ('a person handling a "{name}"', "object"),
+}
+POOL_ASPECTS = (
+    "the movement of the hands",
+    "the object the hands touch",
+    "where in the kitchen it happens",
+    "what the person did just before",
+    "what the person will do next",
+    "the tool or utensil involved",
+    "why the person does it",
+    "how the object changes",
+    "the shape or colour of the object",
+    "how long it takes",
+)
+POOL_COUNTS = ("classes", "prompts", "parsed", "masked", "unparseable", "duplicates", "empty_classes")
 
 
 def build_prompt(narration: str, question_type: str) -> str:
@@ -162,6 +214,162 @@ def generate_questions(
     return questions, report
 
 
+# ------------------------------------------------------------------------------------------------- question pools
+def build_pool_prompt(kind: str, name: str, aspect: str) -> str:
+    """The prompt for one pool entry of a class of ``kind`` ("action" / "verb" / "noun") called ``name``."""
+    subject, named = POOL_SUBJECTS[kind]
+    return POOL_PROMPT_TEMPLATE.format(subject=subject.format(name=name), aspect=aspect, named=named)
+
+
+def pool_classes(vocab: EK100Vocabulary, kinds: Sequence[str] = POOL_KINDS, limit: int | None = None) -> list[dict]:
+    """The classes a pool covers, in order: for each kind, the vocabulary's classes by id (actions in the
+    vocabulary's action order), the first ``limit`` of each kind if given. Each is ``{kind, key, name, verb,
+    nouns}``, ``verb`` / ``nouns`` being what ``mask_answer`` masks for it."""
+    out = []
+    for kind in kinds:
+        if kind == "verb":
+            items = [(v, None) for v in range(vocab.num_verbs)]
+        elif kind == "noun":
+            items = [(None, n) for n in range(vocab.num_nouns)]
+        elif kind == "action":
+            items = list(vocab.actions)
+        else:
+            raise ValueError(f"unknown pool kind {kind!r}; expected some of {POOL_KINDS}")
+        for verb, noun in items[:limit]:
+            names = ([vocab.verb_name(verb)] if verb is not None else []) + ([vocab.noun_name(noun)]
+                                                                              if noun is not None else [])
+            name = " ".join(names)
+            out.append({"kind": kind, "key": pool_key(kind, verb, noun), "name": name, "verb": verb,
+                        "nouns": [] if noun is None else [noun]})
+    return out
+
+
+def pool_entries(cls: dict, completions: Sequence[str], counts: dict, vocab: EK100Vocabulary, mask_token: str,
+                 examples: list[dict]) -> list[str]:
+    """The pool entries of one class from its model continuations: parsed, masked strictly for the class, repeats
+    dropped; ``counts`` (of the class's kind) and ``examples`` (of masked entries, at most 10) are updated."""
+    entries: list[str] = []
+    seen = set()
+    for completion in completions:
+        counts["prompts"] += 1
+        parsed = parse_question(completion)
+        if parsed is None:
+            counts["unparseable"] += 1
+            continue
+        counts["parsed"] += 1
+        entry = mask_answer(parsed, cls["verb"], cls["nouns"], vocab, policy="strict", mask_token=mask_token)
+        counts["masked"] += entry != parsed
+        if entry.lower() in seen:
+            counts["duplicates"] += 1
+            continue
+        seen.add(entry.lower())
+        entries.append(entry)
+        if entry != parsed and len(examples) < 10:
+            examples.append({"kind": cls["kind"], "class": cls["name"], "generated": parsed, "masked": entry})
+    counts["classes"] += 1
+    counts["empty_classes"] += not entries
+    return entries
+
+
+def load_pool_for_resume(path: Path, settings: dict, mask_token: str) -> dict | None:
+    """The pool already at ``path`` (to resume), ``None`` if there is none; refuses one written with other
+    settings, naming them."""
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            pool = check_question_pool(json.load(f), str(path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the pool again") from None
+    old = {**pool.get("settings", {}), "mask_token": pool["mask_token"]}
+    new = {**settings, "mask_token": mask_token}
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(f"{path} was written with other settings ({details}); give another --pool path to start a "
+                         "new pool, or delete it")
+    return pool
+
+
+def generate_pool(
+    classes: Sequence[dict],
+    generate: Callable[[list[str]], list[str]],
+    *,
+    pool_size: int = 10,
+    vocab: EK100Vocabulary | None = None,
+    mask_token: str = "[MASK]",
+    batch_size: int = 8,
+    settings: dict | None = None,
+    resume: dict | None = None,
+    save: Callable[[dict], None] | None = None,
+    save_every: int = 100,
+    progress: bool = True,
+) -> dict:
+    """A question pool (the JSON object of ``modeling_mambavl.processors.questions``) for ``classes``
+    (:func:`pool_classes`) from ``generate(prompts) -> continuations``.
+
+    Classes already in ``resume`` (a pool of the same settings) are kept as they are. ``save(pool)`` is called every
+    ``save_every`` new classes and once more when generation ends or stops on an error, so that a long run can be
+    resumed. Its ``report`` counts, per kind, prompts, parsed and masked entries, unparseable continuations (dropped),
+    repeats (dropped) and classes left without an entry.
+    """
+    from tqdm.auto import tqdm
+
+    if not 1 <= pool_size <= len(POOL_ASPECTS):
+        raise ValueError(f"pool_size must be 1..{len(POOL_ASPECTS)} (one prompt per aspect), got {pool_size}")
+    vocab = vocab or EK100Vocabulary.default()
+    aspects = POOL_ASPECTS[:pool_size]
+    pool: dict[str, Any] = {
+        "format": POOL_FORMAT, "version": 1, "complete": False, "mask_token": mask_token, "settings": settings or {},
+        "report": {"by_kind": {}, "masked_examples": []}, "pools": {},
+    }
+    if resume is not None:
+        pool["pools"] = {kind: dict(items) for kind, items in resume["pools"].items()}
+        pool["report"] = json.loads(json.dumps(resume.get("report") or pool["report"]))
+    by_kind = pool["report"]["by_kind"]
+    examples = pool["report"]["masked_examples"]
+    todo = [c for c in classes if c["key"] not in pool["pools"].get(c["kind"], {})]
+    pool["report"].update({"requested_classes": len(classes), "reused_classes": len(classes) - len(todo),
+                           "generated_classes": 0})
+    per_step = max(1, -(-batch_size // pool_size))  # classes whose prompts make about one batch
+    bar = tqdm(total=len(classes), initial=len(classes) - len(todo), desc="question pool", unit="class",
+               disable=not progress)
+    since_save = 0
+    try:
+        for start in range(0, len(todo), per_step):
+            step = todo[start : start + per_step]
+            prompts = [build_pool_prompt(c["kind"], c["name"], a) for c in step for a in aspects]
+            completions: list[str] = []
+            for b in range(0, len(prompts), batch_size):
+                out = list(generate(prompts[b : b + batch_size]))
+                if len(out) != len(prompts[b : b + batch_size]):
+                    raise RuntimeError(f"generate returned {len(out)} continuations for "
+                                       f"{len(prompts[b : b + batch_size])} prompts")
+                completions += out
+            for i, cls in enumerate(step):
+                counts = by_kind.setdefault(cls["kind"], dict.fromkeys(POOL_COUNTS, 0))
+                entries = pool_entries(cls, completions[i * pool_size : (i + 1) * pool_size], counts, vocab,
+                                       mask_token, examples)
+                pool["pools"].setdefault(cls["kind"], {})[cls["key"]] = {"name": cls["name"], "entries": entries}
+                pool["report"]["generated_classes"] += 1
+            bar.update(len(step))
+            since_save += len(step)
+            if save is not None and since_save >= save_every:
+                save(pool)
+                since_save = 0
+        pool["complete"] = all(c["key"] in pool["pools"].get(c["kind"], {}) for c in classes)
+    finally:
+        bar.close()
+        if save is not None:
+            save(pool)
+    return pool
+
+
+def write_pool(path: str | Path, pool: dict) -> None:
+    """Write a question pool atomically (a reader never sees half a file)."""
+    atomic.write_text(path, json.dumps(pool, indent=1, ensure_ascii=False) + "\n", what="the question pool")
+
+
 def make_generator(model_path: str, *, max_new_tokens: int = 40, device: str = "cpu") -> Callable[[list[str]], list[str]]:
     """A greedy ``generate(prompts) -> continuations`` from a local causal LM folder."""
     import torch
@@ -186,38 +394,54 @@ def make_generator(model_path: str, *, max_new_tokens: int = 40, device: str = "
     return generate
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--annotations", help="EK100 annotation CSV (train / validation format)")
-    parser.add_argument("--model", help="local folder of a transformers causal LM and its tokenizer")
+    parser.add_argument("--model", help="a transformers causal LM and its tokenizer: a local folder, or a Hub id "
+                                        "already in the local cache (never downloaded)")
     parser.add_argument("--output", help="question file to write (.csv or .jsonl)")
     parser.add_argument("--report", help="JSON report to write (also printed)")
     parser.add_argument("--limit", type=int, help="only the first N narrations")
-    parser.add_argument("--batch-size", type=int, default=8, help="narrations per generation batch")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per answer at most")
     parser.add_argument("--policy", choices=("strict", "paper"), default="strict",
-                        help="answer masking: strict (both questions, every form of the verb and nouns) or the "
-                             "authors' cross-only rule")
+                        help="answer masking of --output: strict (both questions, every form of the verb and nouns) "
+                             "or the authors' cross-only rule (pools are always masked strictly)")
     parser.add_argument("--mask-token", default="[MASK]",
                         help="the mask token of the tokenizer that will read the questions (RoBERTa: <mask>)")
     parser.add_argument("--device", default="cpu", help="torch device of the language model")
-    parser.add_argument("--show-prompt", action="store_true", help="print the prompt template and exit")
+    parser.add_argument("--pool", help="question pool JSON to write (or resume): several questions per class")
+    parser.add_argument("--pool-size", type=int, default=10,
+                        help=f"pool: prompts (one per aspect) per class, 1..{len(POOL_ASPECTS)}")
+    parser.add_argument("--pool-kinds", nargs="+", choices=POOL_KINDS, default=list(POOL_KINDS),
+                        help="pool: which classes get a pool")
+    parser.add_argument("--pool-limit", type=int, help="pool: only the first N classes of each kind (quick runs)")
+    parser.add_argument("--pool-save-every", type=int, default=100,
+                        help="pool: write the pool file every N classes, so that a stopped run resumes there")
+    parser.add_argument("--no-progress", action="store_true", help="pool: no progress bar")
+    parser.add_argument("--show-prompt", action="store_true", help="print the prompt templates and exit")
     finish_parser(parser)  # --debug; refuses an option without help
     args = parser.parse_args(argv)
-    if args.show_prompt:
-        print(PROMPT_TEMPLATE)
-        return {}
-    missing = [f"--{name}" for name in ("annotations", "model", "output") if getattr(args, name) is None]
-    if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if not args.show_prompt:
+        if args.model is None:
+            parser.error("the following arguments are required: --model")
+        if args.pool is None and (args.annotations is None or args.output is None):
+            parser.error("give --annotations and --output (a question per narration), --pool (a question pool), "
+                         "or both")
+        if (args.annotations is None) != (args.output is None):
+            parser.error("--annotations and --output go together")
+        if not 1 <= args.pool_size <= len(POOL_ASPECTS):
+            parser.error(f"--pool-size must be 1..{len(POOL_ASPECTS)} (one prompt per aspect), got {args.pool_size}")
+    return args
+
+
+def write_narration_questions(args: argparse.Namespace, generate: Callable[[list[str]], list[str]]) -> dict:
+    """``--annotations`` -> ``--output``: one masked verb and noun question per narration; returns the report."""
     rows = read_annotations(args.annotations, args.limit)
-    generate = make_generator(args.model, max_new_tokens=args.max_new_tokens, device=args.device)
     questions, report = generate_questions(rows, generate, policy=args.policy, mask_token=args.mask_token,
                                            batch_size=args.batch_size)
     write_question_file(args.output, questions, QUESTION_TYPES)
-    report.update({"annotations": str(args.annotations), "model": str(args.model), "output": str(args.output)})
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report.update({"annotations": str(args.annotations), "output": str(args.output)})
     print(
         f"{report['rows']} narrations, {report['questions']} questions -> {args.output}\n"
         f"  fell back to templates (unparseable output): {report['fallback_to_template']} "
@@ -225,6 +449,47 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"  needed masking: {report['needed_masking']} of {report['parsed']} generated questions "
         f"({100 * report['needed_masking_fraction_of_parsed']:.1f}%)"
     )
+    return report
+
+
+def write_question_pool(args: argparse.Namespace, generate: Callable[[list[str]], list[str]]) -> dict:
+    """``--pool``: generate (or resume) the question pool and write it; returns its report."""
+    path = Path(args.pool)
+    settings = {"model": str(args.model), "prompt_template": POOL_PROMPT_TEMPLATE,
+                "subjects": {k: list(v) for k, v in POOL_SUBJECTS.items()},
+                "aspects": list(POOL_ASPECTS[: args.pool_size]), "pool_size": args.pool_size,
+                "max_new_tokens": args.max_new_tokens, "policy": "strict"}
+    resume = load_pool_for_resume(path, settings, args.mask_token)
+    classes = pool_classes(EK100Vocabulary.default(), args.pool_kinds, args.pool_limit)
+    pool = generate_pool(classes, generate, pool_size=args.pool_size, mask_token=args.mask_token,
+                         batch_size=args.batch_size, settings=settings, resume=resume,
+                         save=lambda p: write_pool(path, p), save_every=args.pool_save_every,
+                         progress=not args.no_progress)
+    report = {**pool["report"], "pool": str(path), "complete": pool["complete"]}
+    print(f"question pool -> {path}: {report['requested_classes']} classes ({report['generated_classes']} generated, "
+          f"{report['reused_classes']} from the file already there)")
+    for kind, c in report["by_kind"].items():
+        print(f"  {kind}: {c['classes']} classes, {c['parsed']} of {c['prompts']} continuations were questions, "
+              f"{c['masked']} needed masking, {c['duplicates']} repeats dropped, {c['empty_classes']} classes "
+              "left without an entry")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.show_prompt:
+        print(PROMPT_TEMPLATE)
+        print()
+        print(POOL_PROMPT_TEMPLATE)
+        return {}
+    generate = make_generator(args.model, max_new_tokens=args.max_new_tokens, device=args.device)
+    report: dict[str, Any] = {"model": str(args.model)}
+    if args.output is not None:
+        report.update(write_narration_questions(args, generate))
+    if args.pool is not None:
+        report["pool"] = write_question_pool(args, generate)
+    if args.report:
+        atomic.write_text(args.report, json.dumps(report, indent=2) + "\n", what="the report")
     return report
 
 

@@ -48,6 +48,7 @@ from modeling_mambavl.training.arguments import (
     finish_parser,
 )
 from modeling_mambavl.training.builders import (
+    apply_question_pool,
     build_clip_dataset,
     build_dataloader,
     build_model,
@@ -403,6 +404,7 @@ def train(args, recipe, accelerator, timings) -> dict:
         config.question_pad_token_id = processor.tokenizer.pad_token_id
     if not config.default_question_input_ids:
         config.update(processor.default_question_inputs())
+    apply_question_pool(processor, args.question_pool, args.question_source)
 
     # ------------------------------------------------------------------------------------------------ data
     t0 = time.perf_counter()

@@ -15,13 +15,13 @@ from ..configuration.configuration_mambavl import _write_code_bundle
 from .video_processing import MambaVLVideoProcessor
 
 try:  # the question templates and the shipped question tokenizer are package data
-    from .questions import _check_types, default_questions
+    from .questions import _check_types, check_question_pool, default_questions
     from .tokenizer import default_question_tokenizer
 except ImportError:
     # This file also runs as a checkpoint's code bundle, where the package is absent: a saved processor passes its
     # tokenizer, question types and questions to __init__, so only building one from nothing needs the package.
     _check_types = tuple
-    default_questions = default_question_tokenizer = None
+    default_questions = default_question_tokenizer = check_question_pool = None
 
 __all__ = ["MambaVLProcessor", "register_auto_classes"]
 
@@ -43,6 +43,10 @@ class MambaVLProcessor(ProcessorMixin):
         questions: the default question of each type (default: the generic questions,
             ``GENERIC_TEMPLATES[type][0]``), used when a call gives none.
         max_length: pad (and truncate) every question to this many tokens; ``None`` pads to the batch's longest.
+        question_pool: the question pool (the JSON object ``examples/generate_questions.py --pool`` writes) that
+            phrases ``question_source="predicted"`` questions, or ``None`` (templates). Saved in
+            ``processor_config.json``, so that a checkpoint trained with a pool builds the same questions when it is
+            evaluated; the call itself never reads it.
 
     Call: ``processor(videos=..., questions=None, return_tensors="pt", **video_kwargs)`` returns ``pixel_values``
     ``(B, T, C, H, W)``, ``question_input_ids`` and ``question_attention_mask`` ``(B, Q, L)``, padded on the right
@@ -58,6 +62,7 @@ class MambaVLProcessor(ProcessorMixin):
         question_types: Sequence[str] = ("verb", "noun"),
         questions: Sequence[str] | None = None,
         max_length: int | None = None,
+        question_pool: dict | None = None,
         **kwargs: Any,
     ) -> None:
         video_processor = video_processor if video_processor is not None else MambaVLVideoProcessor()
@@ -77,6 +82,9 @@ class MambaVLProcessor(ProcessorMixin):
         if max_length is not None and int(max_length) < 1:
             raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
         self.max_length = int(max_length) if max_length is not None else None
+        if question_pool is not None and check_question_pool is not None:
+            question_pool = check_question_pool(question_pool, "MambaVLProcessor(question_pool=...)")
+        self.question_pool = question_pool
         super().__init__(video_processor, tokenizer, **kwargs)
         if getattr(self.tokenizer, "pad_token_id", None) is None:
             raise ValueError(

@@ -10,13 +10,29 @@ the ``question_source``:
   (``examples/generate_questions.py`` writes masked ones).
 * ``"predicted"`` — built from a first-stage model's top-k actions, a JSON file
   ``{narration_id: [[verb, noun, score], ...]}`` (class ids or class keys), best first: the candidate verbs / nouns
-  are named in the question, in score order.
+  are named in the question, in score order. With a question pool (``pool=``, see :func:`read_question_pool`), each
+  question is instead one entry of the pool of the best candidate's class (the authors' design: the verb question
+  from the verb pool of the best verb, the noun question from the noun pool of the best noun, an action question
+  from the action pool of the best pair); a class the pool lacks falls back to the templates, and the source counts
+  those questions in ``pool_fallbacks``.
 * ``"oracle"`` — built from the ground-truth narration with a template that embeds it, then masked with
   :func:`~.masking.mask_answer`. Validation only: refused for the test split; anything reported with it must carry
   :data:`ORACLE_LABEL` (the source's ``label``).
 
-Templates that vary (``"oracle"``, ``"predicted"``) pick their phrasing per narration from a stable hash of
-``(seed, narration_id, question type)``.
+Templates that vary (``"oracle"``, ``"predicted"``) and pool entries pick their phrasing per narration from a stable
+hash of ``(seed, narration_id, question type)``.
+
+A **question pool** (``examples/generate_questions.py --pool``) is a JSON object::
+
+    {"format": "mambavl-question-pool", "version": 1, "complete": true, "mask_token": "[MASK]",
+     "settings": {...how it was generated...}, "report": {...counts...},
+     "pools": {"verb":   {"0": {"name": "take", "entries": ["...?", ...]}, ...},
+               "noun":   {"18": {"name": "chopping board", "entries": [...]}, ...},
+               "action": {"0,18": {"name": "take chopping board", "entries": [...]}, ...}}}
+
+keyed by class id (verbs, nouns) and ``"verb,noun"`` ids (actions, as in the challenge's submission format); any of
+the three kinds may be absent. Every entry is masked for its own class (strict policy) with ``mask_token``, which the
+source swaps for its own mask token.
 """
 
 from __future__ import annotations
@@ -48,11 +64,18 @@ __all__ = [
     "read_question_file",
     "write_question_file",
     "read_predictions",
+    "POOL_FORMAT",
+    "POOL_KINDS",
+    "check_question_pool",
+    "read_question_pool",
+    "pool_key",
 ]
 
 QUESTION_SOURCES = ("generic", "file", "predicted", "oracle")
 QUESTION_TYPES = ("verb", "noun", "action")
 ORACLE_LABEL = "ORACLE QUESTIONS"
+POOL_FORMAT = "mambavl-question-pool"
+POOL_KINDS = ("action", "verb", "noun")
 
 # The first phrasing of each type is the generic question (the authors' fixed questions for verb and noun).
 GENERIC_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -282,6 +305,73 @@ def _check_class(where: str, kind: str, value: Any, size: int, names: set[str]) 
                          f"0..{size - 1}")
 
 
+# ------------------------------------------------------------------------------------------------ question pools
+def pool_key(kind: str, verb: int | None = None, noun: int | None = None) -> str:
+    """The key of a class in a question pool: ``"<verb id>"``, ``"<noun id>"`` or ``"<verb id>,<noun id>"``."""
+    if kind == "verb":
+        return str(int(verb))
+    if kind == "noun":
+        return str(int(noun))
+    if kind == "action":
+        return f"{int(verb)},{int(noun)}"
+    raise ValueError(f"unknown pool kind {kind!r}; expected one of {POOL_KINDS}")
+
+
+def _check_pool_key(where: str, kind: str, key: Any, vocab: EK100Vocabulary) -> None:
+    parts = key.split(",") if isinstance(key, str) else []
+    sizes = {"verb": [vocab.num_verbs], "noun": [vocab.num_nouns], "action": [vocab.num_verbs, vocab.num_nouns]}[kind]
+    if len(parts) != len(sizes) or not all(p.isdigit() and int(p) < n for p, n in zip(parts, sizes)):
+        form = {"verb": f"a verb id 0..{vocab.num_verbs - 1}", "noun": f"a noun id 0..{vocab.num_nouns - 1}",
+                "action": "'<verb id>,<noun id>'"}[kind]
+        raise ValueError(f"{where}: pools.{kind} key {key!r} is not {form}")
+
+
+def check_question_pool(pool: Any, where: str = "question pool", vocab: EK100Vocabulary | None = None) -> dict:
+    """Validate a question pool (the JSON object of the module docstring) and return it.
+
+    Raises ``ValueError`` naming ``where``, the field and the bad value: another ``format`` / ``version``, an unknown
+    kind, a key that is not a class of ``vocab`` (default ``EK100Vocabulary.default()``), an entry that is not a
+    non-empty string.
+    """
+    vocab = vocab or EK100Vocabulary.default()
+    if not isinstance(pool, Mapping) or pool.get("format") != POOL_FORMAT:
+        found = pool.get("format") if isinstance(pool, Mapping) else type(pool).__name__
+        raise ValueError(f"{where}: not a question pool (format {found!r}, expected {POOL_FORMAT!r}); write one with "
+                         "examples/generate_questions.py --pool")
+    if pool.get("version") != 1:
+        raise ValueError(f"{where}: question pool version {pool.get('version')!r} is not supported (expected 1)")
+    if not isinstance(pool.get("mask_token"), str) or not pool["mask_token"]:
+        raise ValueError(f"{where}: mask_token {pool.get('mask_token')!r} must be the mask token the entries use")
+    pools = pool.get("pools")
+    if not isinstance(pools, Mapping):
+        raise ValueError(f"{where}: pools must be an object {{kind: {{class key: {{name, entries}}}}}}")
+    for kind, classes in pools.items():
+        if kind not in POOL_KINDS:
+            raise ValueError(f"{where}: unknown pool kind {kind!r}; expected some of {POOL_KINDS}")
+        if not isinstance(classes, Mapping):
+            raise ValueError(f"{where}: pools.{kind} must be an object {{class key: {{name, entries}}}}")
+        for key, item in classes.items():
+            _check_pool_key(where, kind, key, vocab)
+            entries = item.get("entries") if isinstance(item, Mapping) else None
+            if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
+                raise ValueError(f"{where}: pools.{kind}[{key!r}].entries must be a list of non-empty strings, got "
+                                 f"{entries!r}")
+    return dict(pool)
+
+
+def read_question_pool(path: str | os.PathLike, vocab: EK100Vocabulary | None = None) -> dict:
+    """Read and validate a question pool JSON (see the module docstring and :func:`check_question_pool`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"question pool {path} not found; write one with examples/generate_questions.py --pool")
+    with open(path, encoding="utf-8-sig") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return check_question_pool(data, str(path), vocab)
+
+
 # ----------------------------------------------------------------------------------------------- question sources
 @dataclass
 class QuestionSource:
@@ -302,6 +392,8 @@ class QuestionSource:
     mask_token: str = "[MASK]"
     policy: str = "strict"
     path: str | None = None
+    pool: dict | None = field(default=None, repr=False)
+    pool_fallbacks: int = 0
     _table: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -357,7 +449,36 @@ class QuestionSource:
         parts = str(noun).replace("-", " ").split(":")
         return " ".join(reversed(parts))
 
+    def _class_id(self, kind: str, value: Any) -> int:
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return int(value)
+        classes = self.vocab.verbs if kind == "verb" else self.vocab.nouns
+        # keys and instances of the vocabulary (read_predictions checked that the name is one of them)
+        return next(c.id for c in classes if value == c.key or value in c.instances)
+
+    def _from_pool(self, nid: str, question_type: str, verb: Any, noun: Any) -> str | None:
+        """One entry of the pool of the best candidate's class for ``question_type``; ``None`` if the pool lacks it."""
+        kind = question_type
+        verb_id = self._class_id("verb", verb) if kind in ("verb", "action") else None
+        noun_id = self._class_id("noun", noun) if kind in ("noun", "action") else None
+        item = self.pool["pools"].get(kind, {}).get(pool_key(kind, verb_id, noun_id))
+        if not item or not item["entries"]:
+            return None
+        entry = _pick(item["entries"], self.seed, nid, question_type)
+        pool_mask = self.pool["mask_token"]
+        return entry.replace(pool_mask, self.mask_token) if pool_mask != self.mask_token else entry
+
     def _predicted(self, nid: str, preds: Sequence[tuple[Any, Any, float]]) -> list[str]:
+        if self.pool is not None:
+            questions = [self._from_pool(nid, t, preds[0][0], preds[0][1]) for t in self.question_types]
+            self.pool_fallbacks += sum(q is None for q in questions)
+            if all(q is not None for q in questions):
+                return questions
+            templated = self._predicted_from_templates(nid, preds)
+            return [q if q is not None else t for q, t in zip(questions, templated)]
+        return self._predicted_from_templates(nid, preds)
+
+    def _predicted_from_templates(self, nid: str, preds: Sequence[tuple[Any, Any, float]]) -> list[str]:
         verbs = list(dict.fromkeys(self._verb_name(v) for v, _, _ in preds))
         nouns = list(dict.fromkeys(self._noun_name(n) for _, n, _ in preds))
         actions = list(dict.fromkeys(f"{self._verb_name(v)} {self._noun_name(n)}" for v, n, _ in preds))
@@ -398,6 +519,7 @@ def make_question_source(
     seed: int = 0,
     mask_token: str = "[MASK]",
     policy: str = "strict",
+    pool: str | os.PathLike | Mapping[str, Any] | None = None,
 ) -> Callable[[Mapping[str, Any] | None], list[str]]:
     """Build the question source for a split: a :class:`QuestionSource`, called as ``source(example) -> [str]``.
 
@@ -412,7 +534,10 @@ def make_question_source(
             ``{verbs}`` / ``{nouns}`` / ``{actions}``).
         top_k: how many predicted actions a ``"predicted"`` question names.
         seed: picks the phrasing per narration for ``"oracle"`` / ``"predicted"``.
-        mask_token, policy: masking of ``"oracle"`` questions (the tokenizer's mask token; ``"strict"``/``"paper"``).
+        mask_token, policy: masking of ``"oracle"`` questions (the tokenizer's mask token; ``"strict"``/``"paper"``);
+            ``mask_token`` also replaces a pool's own mask token in its entries.
+        pool: ``"predicted"`` only: a question pool (a JSON path or the loaded object, see
+            :func:`read_question_pool`) whose entries phrase the questions instead of the templates.
     """
     if source not in QUESTION_SOURCES:
         raise ValueError(f"question_source must be one of {QUESTION_SOURCES}, got {source!r}")
@@ -430,6 +555,9 @@ def make_question_source(
         raise ValueError("policy='paper' masks across the verb and noun questions; question_types must be verb/noun")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if pool is not None and source != "predicted":
+        raise ValueError(f"pool= phrases the questions of question_source='predicted' from the predicted classes; "
+                         f"question_source={source!r} does not use it (drop the pool or use 'predicted')")
     defaults = {"generic": GENERIC_TEMPLATES, "file": GENERIC_TEMPLATES, "predicted": PREDICTED_TEMPLATES,
                 "oracle": NARRATION_TEMPLATES}[source]
     chosen = {t: tuple(defaults[t]) for t in types}
@@ -445,6 +573,9 @@ def make_question_source(
         templates=chosen, top_k=int(top_k), seed=int(seed), mask_token=mask_token, policy=policy,
         path=str(path) if path is not None else None,
     )
+    if pool is not None:
+        qs.pool = (check_question_pool(pool, vocab=qs.vocab) if isinstance(pool, Mapping)
+                   else read_question_pool(pool, qs.vocab))
     if source == "file":
         qs._table = read_question_file(path, types)
     elif source == "predicted":

@@ -1,8 +1,10 @@
 """examples/generate_questions.py: parsing, masking and fallback accounting, and an end-to-end run with a tiny
-random causal LM saved to tmp_path."""
+random causal LM saved to tmp_path; question pools: strict masking, resuming, and the script run as a subprocess with a
+tiny local GPT-2 built from a config."""
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,216 @@ def test_annotations_without_labels_are_refused(script, tmp_path):
     path.write_text("narration_id,participant_id,video_id,start_timestamp\nP01_101_0,P01,P01_101,00:00:01.00\n")
     with pytest.raises(ValueError, match="narration"):
         script.read_annotations(path)
+
+
+# ------------------------------------------------------------------------------------------------- question pools
+def bigram_lm(folder: Path, words=("where", "do", "you", "take", "this", "tap", "?")) -> Path:
+    """A GPT-2 built from a config whose blocks and position table are zero, so that it is a bigram model: after the
+    prompt's last token ([SEP]) greedy decoding writes ``words`` and stops at [SEP]. A real transformers causal LM
+    that writes a question naming classes (take, tap), so that the pool's masking is exercised through the model."""
+    tokenizer = default_question_tokenizer()
+    tokenizer.eos_token = "[SEP]"
+    chain = [tokenizer.sep_token_id, *tokenizer.convert_tokens_to_ids(list(words)), tokenizer.sep_token_id]
+    width = 16
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=width, n_layer=1, n_head=2,
+                        tie_word_embeddings=False, bos_token_id=tokenizer.cls_token_id,
+                        eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.transformer.h.parameters():
+            p.zero_()
+        model.transformer.wpe.weight.zero_()
+        model.lm_head.weight.zero_()
+        for i, (token, following) in enumerate(zip(chain, chain[1:])):
+            model.transformer.wte.weight[token] = torch.nn.functional.one_hot(torch.tensor(i), width).float()
+            model.lm_head.weight[following] = 10.0 * torch.nn.functional.one_hot(torch.tensor(i), width).float()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _forms(kind: str, key: str) -> list[str]:
+    from modeling_mambavl.processors.masking import noun_surface_forms, verb_surface_forms
+
+    ids = [int(k) for k in key.split(",")]
+    if kind == "verb":
+        return verb_surface_forms(ids[0])
+    if kind == "noun":
+        return noun_surface_forms(ids[0])
+    return verb_surface_forms(ids[0]) + noun_surface_forms(ids[1])
+
+
+def _names_its_class(entry: str, kind: str, key: str) -> list[str]:
+    words = " " + " ".join(re.findall(r"[^\W_]+", entry.lower())) + " "
+    return [form for form in _forms(kind, key) if f" {form} " in words]
+
+
+def test_pool_classes_cover_the_vocabulary(script):
+    classes = script.pool_classes(VOCAB)
+    kinds = [c["kind"] for c in classes]
+    assert (kinds.count("action"), kinds.count("verb"), kinds.count("noun")) == (3806, 97, 300)
+    first = {c["kind"]: c for c in reversed(classes)}
+    assert first["verb"] == {"kind": "verb", "key": "0", "name": "take", "verb": 0, "nouns": []}
+    assert first["noun"] == {"kind": "noun", "key": "0", "name": "tap", "verb": None, "nouns": [0]}
+    assert first["action"] == {"kind": "action", "key": "0,0", "name": "take tap", "verb": 0, "nouns": [0]}
+    limited = script.pool_classes(VOCAB, ("noun",), limit=3)
+    assert [c["key"] for c in limited] == ["0", "1", "2"]
+    prompts = {script.build_pool_prompt("action", "open door", a) for a in script.POOL_ASPECTS}
+    assert len(prompts) == len(script.POOL_ASPECTS) == 10  # distinct prompts: greedy decoding can differ
+    assert all('"open door"' in p and p.endswith("Question:") for p in prompts)
+
+
+def test_pool_entries_are_masked_strictly_and_unparseable_ones_dropped(script):
+    classes = script.pool_classes(VOCAB, limit=2)  # actions take tap / take spoon, verbs take / put, nouns tap / spoon
+    replies = {
+        "the movement of the hands": " Do the hands grab the tap or the spoons?",
+        "the object the hands touch": " Does the person pick up the water tap?",
+        "where in the kitchen it happens": " sink sink sink",  # not a question: dropped
+        "what the person did just before": " DO THE HANDS GRAB THE TAP OR THE SPOONS?",  # a repeat once masked
+    }
+
+    def fake_generate(prompts):
+        return [next(r for a, r in replies.items() if a in p) for p in prompts]
+
+    pool = script.generate_pool(classes, fake_generate, pool_size=4, batch_size=3, progress=False)
+    assert script.check_question_pool(pool) == pool and pool["complete"] is True
+    entries = {(kind, key): item["entries"] for kind, items in pool["pools"].items() for key, item in items.items()}
+    # strict: the class's own verb and nouns, in every form (grab / pick up are instances of take, spoons of spoon)
+    assert entries["verb", "0"] == ["Do the hands [MASK] the tap or the spoons?", "Does the person [MASK] the water tap?"]
+    assert entries["noun", "0"] == ["Do the hands grab the [MASK] or the spoons?", "Does the person pick up the [MASK]?"]
+    assert entries["action", "0,0"] == ["Do the hands [MASK] the [MASK] or the spoons?", "Does the person [MASK] the [MASK]?"]
+    assert entries["noun", str(VOCAB.noun_id("spoon"))] == ["Do the hands grab the tap or the [MASK]?",
+                                                                 "Does the person pick up the water tap?"]
+    for (kind, key), items in entries.items():
+        for entry in items:
+            assert not _names_its_class(entry, kind, key), (kind, key, entry)
+    counts = pool["report"]["by_kind"]["action"]
+    assert counts == {"classes": 2, "prompts": 8, "parsed": 6, "masked": 6, "unparseable": 2, "duplicates": 2,
+                      "empty_classes": 0}
+    assert pool["pools"]["verb"]["1"]["name"] == VOCAB.verb_name(1)
+    with pytest.raises(ValueError, match="pool_size must be 1..10"):
+        script.generate_pool(classes, fake_generate, pool_size=11)
+
+
+def test_a_stopped_pool_run_resumes_where_it_stopped(script, tmp_path):
+    path = tmp_path / "pool.json"
+    classes = script.pool_classes(VOCAB, ("verb",), limit=5)
+    calls = []
+
+    def generate(prompts):
+        calls.append(len(prompts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the run
+        return [" What does the person do there?"] * len(prompts)
+
+    with pytest.raises(KeyboardInterrupt):
+        script.generate_pool(classes, generate, pool_size=2, batch_size=2, save=lambda p: script.write_pool(path, p),
+                             save_every=100, progress=False)
+    stopped = json.loads(path.read_text())  # written when the run stopped: the two classes done
+    assert stopped["complete"] is False and sorted(stopped["pools"]["verb"]) == ["0", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pool.json"]  # no temporary left behind
+    calls.clear()
+    pool = script.generate_pool(classes, lambda ps: [" What does the person do there?"] * len(ps), pool_size=2,
+                                batch_size=2, resume=script.check_question_pool(stopped), progress=False)
+    assert pool["complete"] is True and sorted(pool["pools"]["verb"]) == ["0", "1", "2", "3", "4"]
+    assert pool["report"]["reused_classes"] == 2 and pool["report"]["generated_classes"] == 3
+    assert pool["report"]["by_kind"]["verb"]["classes"] == 5  # counts carried over from the stopped run
+
+
+def test_pool_end_to_end_with_a_tiny_local_lm(script, tiny_lm, tmp_path):
+    import subprocess
+    import sys
+
+    lm = bigram_lm(tmp_path / "bigram-lm")
+    pool_path, report_path = tmp_path / "pool.json", tmp_path / "report.json"
+    args = ["--model", str(lm), "--pool", str(pool_path), "--pool-size", "2", "--batch-size", "3",
+            "--max-new-tokens", "12", "--report", str(report_path)]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--pool-limit", "1"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "question pool" in proc.stderr  # the progress bar
+    assert "question pool -> " in proc.stdout and "3 classes (3 generated, 0 from the file already there)" in proc.stdout
+    pool = script.check_question_pool(json.loads(pool_path.read_text()))
+    assert pool["complete"] is True and pool["settings"]["model"] == str(lm)
+    # the model wrote "where do you take this tap?" for every prompt; each class lost its own name only
+    assert pool["pools"] == {
+        "action": {"0,0": {"name": "take tap", "entries": ["where do you [MASK] this [MASK]?"]}},
+        "verb": {"0": {"name": "take", "entries": ["where do you [MASK] this tap?"]}},
+        "noun": {"0": {"name": "tap", "entries": ["where do you take this [MASK]?"]}},
+    }
+    report = json.loads(report_path.read_text())["pool"]
+    assert report["by_kind"]["verb"] == {"classes": 1, "prompts": 2, "parsed": 2, "masked": 2, "unparseable": 0,
+                                         "duplicates": 1, "empty_classes": 0}
+    # resumed with more classes: the first three are kept, the next three generated
+    report = script.main([*args, "--pool-limit", "2", "--no-progress"])["pool"]
+    assert (report["reused_classes"], report["generated_classes"]) == (3, 3)
+    grown = json.loads(pool_path.read_text())
+    assert grown["pools"]["verb"]["1"]["entries"] == ["where do you take this tap?"]  # "put" is not named
+    assert grown["pools"]["noun"]["0"] == pool["pools"]["noun"]["0"]
+    # a random LM writes no questions: every entry dropped, counted, the class kept empty (the source falls back)
+    other = tmp_path / "random.json"
+    report = script.main(["--model", str(tiny_lm), "--pool", str(other), "--pool-size", "1", "--pool-limit", "1",
+                          "--pool-kinds", "noun", "--max-new-tokens", "8", "--no-progress"])["pool"]
+    assert report["by_kind"]["noun"]["empty_classes"] == 1
+    assert json.loads(other.read_text())["pools"]["noun"]["0"]["entries"] == []
+    # other settings are refused, naming them
+    with pytest.raises(ValueError, match=r"pool.json was written with other settings \(aspects: .*; pool_size: 2 -> 3\)"):
+        script.main([*args, "--pool-size", "3"])
+
+
+def test_pool_arguments_are_checked(script, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--model", "m"])
+    assert "give --annotations and --output" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--model", "m", "--pool", "p.json", "--pool-size", "0"])
+    assert "--pool-size must be 1..10" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_a_pool_is_evaluated_with_it(script, tmp_path, tmp_path_factory):
+    """--question_pool through the training script: the pool is saved with the processor, and eval_ek100.py without
+    --question_pool phrases the same questions from it."""
+    from helpers.train_run import EVAL, TRAIN, data_args, run, script_args, synthetic_cache, synthetic_root
+
+    from modeling_mambavl.processors import MambaVLProcessor
+    from modeling_mambavl.training.builders import tokenize_questions
+
+    cache = synthetic_cache(tmp_path_factory)
+    pool_path = tmp_path / "pool.json"
+    script.main(["--model", str(bigram_lm(tmp_path / "lm")), "--pool", str(pool_path), "--pool-size", "1",
+                 "--pool-limit", "1", "--max-new-tokens", "12", "--no-progress"])
+    files = {}
+    for split in ("train", "validation"):
+        with open(synthetic_root(cache) / "annotations" / f"EPIC_100_{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        files[split] = tmp_path / f"predictions_{split}.json"
+        files[split].write_text(json.dumps({r["narration_id"]: [[0, 0, 0.9], [1, 1, 0.1]] for r in rows}))
+    out = tmp_path / "run"
+    proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
+                                  "--question_source", "predicted", "--train_questions_file", str(files["train"]),
+                                  "--eval_questions_file", str(files["validation"]),
+                                  "--question_pool", str(pool_path)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((out / "best_model" / "processor_config.json").read_text())["question_pool"]
+    assert saved["pools"] == json.loads(pool_path.read_text())["pools"]
+    loaded = MambaVLProcessor.from_pretrained(out / "best_model")
+    ids, _ = tokenize_questions([{"narration_id": n} for n in json.loads(files["validation"].read_text())], loaded,
+                                "predicted", "validation", path=files["validation"])
+    assert "where do you [MASK] this tap?" in loaded.tokenizer.decode(ids[0, 0])  # the verb pool of verb 0
+    proc = run(EVAL, ["--model_name_or_path", str(out / "best_model"), "--split", "validation", "--output_dir",
+                      str(tmp_path / "eval"), "--question_source", "predicted", "--questions_file",
+                      str(files["validation"]), *data_args(cache)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    theirs = json.loads((out / "best_model" / "metrics.json").read_text())
+    for key in ("all_verb_top1", "all_noun_top1", "all_verb_top5", "all_noun_top5"):  # the same questions
+        assert ours["metrics"][key] == pytest.approx(theirs["metrics"][key], abs=1e-6), key
+    # a pool with another source is a one-line user error
+    proc = run(EVAL, ["--model_name_or_path", str(out / "best_model"), "--split", "validation", "--output_dir",
+                      str(tmp_path / "eval2"), "--question_pool", str(pool_path), *data_args(cache)])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"eval_ek100.py: --question_pool {pool_path}: a question pool phrases the questions of "
+                           "--question_source predicted, not generic; add --question_source predicted"), line

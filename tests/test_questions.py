@@ -227,3 +227,113 @@ def test_predictions_with_a_byte_order_mark_are_read(tmp_path):
     path.write_bytes("\ufeff".encode() + json.dumps({"x": [[1, 2, 0.5]]}).encode())
     source = make_question_source("predicted", split="validation", path=path, top_k=1)
     assert source({"narration_id": "x"})[1].endswith(f"{VOCAB.noun_name(2)}?")
+
+
+# ------------------------------------------------------------------------------------------------- question pools
+def _pool(**pools) -> dict:
+    return {"format": "mambavl-question-pool", "version": 1, "complete": True, "mask_token": "[MASK]",
+            "settings": {}, "report": {}, "pools": pools}
+
+
+POOL = _pool(
+    verb={"1": {"name": "put down", "entries": ["Where do the hands [MASK] it?", "What is [MASK] on the counter?",
+                                                "Is it [MASK] gently?"]},
+          "0": {"name": "take", "entries": ["Which thing do the hands [MASK]?"]}},
+    noun={"18": {"name": "chopping board", "entries": ["What lies flat on the [MASK]?", "Is the [MASK] wooden?"]}},
+    action={"1,18": {"name": "put down chopping board", "entries": ["Where does the [MASK] go after [MASK]?"]}},
+)
+
+
+def test_predicted_questions_from_a_pool(tmp_path):
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps({f"P01_11_{i}": [["put-down", "board:chopping", 0.5], [0, 2, 0.2]]
+                                       for i in range(40)} | {"P01_12_0": [[0, 2, 0.9], [1, 18, 0.1]]}))
+    pool_path = tmp_path / "pool.json"
+    pool_path.write_text(json.dumps(POOL))
+    source = make_question_source("predicted", split="test", path=predictions, pool=pool_path,
+                                  question_types=("verb", "noun", "action"))
+    questions = [source({"narration_id": f"P01_11_{i}"}) for i in range(40)]
+    # the entries of the best candidate's classes (put down / chopping board, given as class keys), never a template
+    assert {q[0] for q in questions} == set(POOL["pools"]["verb"]["1"]["entries"])
+    assert {q[1] for q in questions} == set(POOL["pools"]["noun"]["18"]["entries"])
+    assert {q[2] for q in questions} == set(POOL["pools"]["action"]["1,18"]["entries"])
+    # deterministic per narration (the same hash as the templates' phrasing): a fresh source, another order
+    again = make_question_source("predicted", split="test", path=predictions, pool=POOL,
+                                 question_types=("verb", "noun", "action"))
+    assert [again({"narration_id": f"P01_11_{i}"}) for i in reversed(range(40))] == questions[::-1]
+    assert source.pool_fallbacks == 0
+    # a class the pool lacks (noun 2, action 0,2) is phrased from the templates, and counted
+    verb_q, noun_q, action_q = source({"narration_id": "P01_12_0"})
+    assert verb_q == "Which thing do the hands [MASK]?"
+    assert noun_q in ("Which object is involved: plate or chopping board?", "Is the object a plate or chopping board?")
+    assert action_q.startswith(("Which action is performed: take plate", "Is the person going to take plate"))
+    assert source.pool_fallbacks == 2
+    # the pool's mask token becomes the tokenizer's
+    roberta = make_question_source("predicted", split="test", path=predictions, pool=POOL, mask_token="<mask>")
+    assert roberta({"narration_id": "P01_12_0"})[0] == "Which thing do the hands <mask>?"
+    with pytest.raises(ValueError, match="question_source='file' does not use it"):
+        make_question_source("file", split="test", path=predictions, pool=POOL)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"format": "something"}, r"not a question pool \(format 'something', expected 'mambavl-question-pool'\)"),
+        ({"version": 2}, r"question pool version 2 is not supported"),
+        ({"pools": {"adverb": {}}}, r"unknown pool kind 'adverb'"),
+        ({"pools": {"verb": {"97": {"entries": ["q?"]}}}}, r"pools.verb key '97' is not a verb id 0..96"),
+        ({"pools": {"action": {"3": {"entries": ["q?"]}}}}, r"pools.action key '3' is not '<verb id>,<noun id>'"),
+        ({"pools": {"noun": {"3": {"entries": ["q?", " "]}}}}, r"pools.noun\['3'\].entries must be a list of non-empty"),
+    ],
+)
+def test_bad_pools_name_file_field_and_value(tmp_path, change, expected):
+    from modeling_mambavl.processors.questions import read_question_pool
+
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({**POOL, **change}))
+    with pytest.raises(ValueError, match=expected) as info:
+        read_question_pool(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_checkpoint_keeps_its_pool_and_reproduces_its_questions(tmp_path):
+    from transformers import AutoProcessor
+
+    from modeling_mambavl.processors import MambaVLProcessor
+    from modeling_mambavl.training.builders import apply_question_pool, tokenize_questions
+
+    rows = [{"narration_id": f"P01_11_{i}"} for i in range(12)]
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps({r["narration_id"]: [[1, 18, 0.9]] for r in rows}))
+    pool_path = tmp_path / "pool.json"
+    pool_path.write_text(json.dumps(POOL))
+    processor = MambaVLProcessor()
+    with pytest.raises(ValueError, match="--question_pool .*pool.json: a question pool phrases the questions of "
+                                         "--question_source predicted, not generic"):
+        apply_question_pool(processor, pool_path, "generic")
+    templated = tokenize_questions(rows, processor, "predicted", "validation", path=predictions)
+    apply_question_pool(processor, pool_path, "predicted")
+    pooled = tokenize_questions(rows, processor, "predicted", "validation", path=predictions)
+    assert not torch_equal(templated, pooled)
+    texts = processor.tokenizer.batch_decode(pooled[0][:, 0], skip_special_tokens=True)
+    assert set(texts) <= {processor.tokenizer.decode(processor.tokenizer(e)["input_ids"], skip_special_tokens=True)
+                          for e in POOL["pools"]["verb"]["1"]["entries"]}
+    processor.save_pretrained(tmp_path / "checkpoint")
+    loaded = AutoProcessor.from_pretrained(tmp_path / "checkpoint")
+    assert loaded.question_pool == POOL
+    assert torch_equal(tokenize_questions(rows, loaded, "predicted", "validation", path=predictions), pooled)
+    apply_question_pool(loaded, None, "generic")  # no --question_pool: the checkpoint's pool stays
+    assert loaded.question_pool == POOL
+    # the datasets path (load_ek100(processor=...), mambavl eval) phrases them from the same pool
+    from modeling_mambavl.ek100.media import EK100Transform
+
+    transform = EK100Transform(media_root=tmp_path, media="video", task="recognition", split="validation",
+                               processor=loaded, question_source="predicted", questions_path=predictions)
+    encoded = loaded.tokenize_questions([transform.questions(row) for row in rows], return_tensors="pt")
+    assert torch_equal((encoded["question_input_ids"], encoded["question_attention_mask"]), pooled)
+    with pytest.raises(ValueError, match=r"MambaVLProcessor\(question_pool=...\): question pool version 2"):
+        MambaVLProcessor(question_pool={**POOL, "version": 2})
+
+
+def torch_equal(a, b) -> bool:
+    return all(x.shape == y.shape and bool((x == y).all()) for x, y in zip(a, b))

@@ -168,10 +168,15 @@ _ISOLATED_PROCESSOR = textwrap.dedent(
     assert torch.equal(video(data["video"], video_fps=30.0, return_tensors="pt")["pixel_values"], data["outputs"]["pixel_values"])
     again = AutoProcessor.from_pretrained(folder + "/resaved", trust_remote_code=True)
     assert again.questions == processor.questions
+    assert again.question_pool == processor.question_pool == data["question_pool"]  # kept without the package
     assert torch.equal(again(videos=[data["video"]], video_fps=30.0)["question_input_ids"],
                        data["outputs"]["question_input_ids"])
     """
 )
+
+
+POOL = {"format": "mambavl-question-pool", "version": 1, "mask_token": "[MASK]",
+        "pools": {"verb": {"0": {"name": "take", "entries": ["Which thing do the hands [MASK]?"]}}}}
 
 
 @pytest.mark.slow
@@ -180,7 +185,8 @@ def test_processor_loads_without_the_package(tmp_path):
 
     processor = MambaVLProcessor(MambaVLVideoProcessor(num_frames=4, size={"shortest_edge": 40},
                                                        crop_size={"height": 32, "width": 32}),
-                                 questions=["Which action do the hands perform?", "Which object is used?"])
+                                 questions=["Which action do the hands perform?", "Which object is used?"],
+                                 question_pool=POOL)
     video = torch.randint(0, 256, (10, 48, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     outputs = dict(processor(videos=[video], video_fps=30.0))
     processor.save_pretrained(tmp_path)
@@ -188,7 +194,7 @@ def test_processor_loads_without_the_package(tmp_path):
     assert saved["auto_map"] == {"AutoProcessor": AUTO_MAP["AutoProcessor"]}
     assert saved["video_processor"]["auto_map"] == {"AutoVideoProcessor": AUTO_MAP["AutoVideoProcessor"]}
     assert BUNDLE <= set(os.listdir(tmp_path))  # a processor saved alone carries the whole bundle
-    torch.save({"video": video, "outputs": outputs}, tmp_path / "expected.pt")
+    torch.save({"video": video, "outputs": outputs, "question_pool": POOL}, tmp_path / "expected.pt")
     run_without_package(_ISOLATED_PROCESSOR, tmp_path, workdir=tmp_path)
 
 

@@ -457,6 +457,8 @@ class EK100Transform:
                 mask_token = getattr(getattr(self.processor, "tokenizer", None), "mask_token", None)
                 if mask_token:
                     kwargs["mask_token"] = mask_token
+                if self.question_source == "predicted":  # a checkpoint's pool phrases its predicted questions
+                    kwargs["pool"] = getattr(self.processor, "question_pool", None)
                 self._questions = make_question_source(
                     self.question_source,
                     split=self.split,

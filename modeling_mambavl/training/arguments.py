@@ -114,6 +114,10 @@ def add_data_arguments(group: argparse._ActionsContainer) -> None:
     group.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic",
                        help="where the questions come from: fixed templates, a question file, a first-stage model's "
                             "predictions, or the ground truth (oracle: an upper bound, labelled as such)")
+    group.add_argument("--question_pool", type=str, default=None,
+                       help="--question_source predicted: phrase the questions from this question pool (JSON from "
+                            "examples/generate_questions.py --pool) instead of the templates; saved with the "
+                            "processor, so a model trained with it is evaluated with it")
     group.add_argument("--data_cache_dir", type=str, default=None,
                        help="synthetic data and decoded-clip caches (default $MAMBAVL_CACHE or ~/.cache/mambavl)")
     group.add_argument("--cache_clips", action="store_true",

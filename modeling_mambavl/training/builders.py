@@ -4,6 +4,7 @@ the processor matching a model config, tokenized questions, clip datasets and da
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from ..ek100.annotations import load_ek100
 from ..ek100.media import WindowReader, open_features
 from .data import ClipCache, EK100ClipDataset, EpochSampler
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DataSpec",
+    "apply_question_pool",
     "build_clip_dataset",
     "build_model",
     "default_cache_dir",
@@ -116,16 +120,36 @@ def check_processor_fits(processor: Any, config: Any, source: str | os.PathLike)
         )
 
 
+def apply_question_pool(processor: Any, path: str | os.PathLike | None, question_source: str) -> None:
+    """``--question_pool PATH``: keep the pool on ``processor`` (saved with it, so a checkpoint's predicted questions
+    are phrased the same when it is evaluated). ``None`` leaves the processor's own pool (a checkpoint's) as it is.
+
+    Raises ``ValueError`` if ``question_source`` is not ``"predicted"`` (the only source a pool phrases)."""
+    if path is None:
+        return
+    if question_source != "predicted":
+        raise ValueError(f"--question_pool {path}: a question pool phrases the questions of --question_source "
+                         f"predicted, not {question_source}; add --question_source predicted or drop --question_pool")
+    from ..processors.questions import read_question_pool
+
+    processor.question_pool = read_question_pool(path)
+
+
 def tokenize_questions(rows: Sequence[dict], processor: Any, source: str, split: str, *,
                        path: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, Q, L)`` question ids and mask for every row, from ``make_question_source(source, split=...)``, padded
-    to the longest question of the split (or the processor's ``max_length``)."""
+    to the longest question of the split (or the processor's ``max_length``). ``"predicted"`` questions are phrased
+    from the processor's ``question_pool`` when it has one."""
     from ..processors import make_question_source
 
+    pool = getattr(processor, "question_pool", None) if source == "predicted" else None
     make = make_question_source(source, split=split, path=path, question_types=processor.question_types,
-                                mask_token=processor.mask_token)
+                                mask_token=processor.mask_token, pool=pool)
     make.check_ids([row["narration_id"] for row in rows], split)
     questions = [make(row) for row in rows]
+    if make.pool_fallbacks:
+        logger.warning(f"{split}: the question pool lacks the predicted class of {make.pool_fallbacks} of the "
+                       f"{len(questions) * len(make.question_types)} questions; those are phrased from the templates")
     encoded = processor.tokenize_questions(questions, return_tensors="pt")
     return encoded["question_input_ids"], encoded["question_attention_mask"]
 
