@@ -1,12 +1,12 @@
 """EK100 evaluation: the one code path of ``mambavl eval``, ``examples/eval_ek100.py`` and the training loop.
 
-``evaluate_ek100`` is the whole evaluation of a saved model on a split (what the CLI and the script call):
-data, views, bad clips, ``predict``, ``score``, the printed table and ``metrics.json``. ``predict`` runs a model over a prepared DataLoader of :class:`~modeling_mambavl.training.data.EK100ClipDataset`
-items on every process, averages the logits of a clip's views (K temporal x M spatial) before anything else, and
-gathers the rows with ``accelerator.gather_for_metrics`` (which drops the samples Accelerate repeats to even out the
-last batch), so the result has each row of the split exactly once. ``score`` computes ``EK100Metric`` over the clips
-that could be read; the clips that could not are reported, never silently dropped from the count
-(``num_clips`` vs ``num_clips_scored``).
+``evaluate_ek100`` is the whole evaluation of a saved model on a split (what the CLI and the script call): data,
+views, bad clips, ``predict``, ``score``, the printed table and ``metrics.json``. ``predict`` runs a model over a
+prepared DataLoader of :class:`~modeling_mambavl.training.data.EK100ClipDataset` items on every process, averages the
+logits of a clip's views (K temporal x M spatial) before anything else, and gathers the rows with
+``accelerator.gather_for_metrics`` (which drops the samples Accelerate repeats to even out the last batch), so the
+result has each row of the split exactly once. ``score`` computes ``EK100Metric`` over the clips that could be read;
+the clips that could not are reported, never silently dropped from the count (``num_clips`` vs ``num_clips_scored``).
 """
 
 from __future__ import annotations
@@ -381,8 +381,9 @@ def evaluate_ek100(
         rows, data, processor, split=split, task=task, training=False, seed=seed, question_source=question_source,
         questions_path=questions_path, sampling=sampling, stride=stride, target_fps=target_fps,
         skip_bad_clips=skip_bad_clips, cache_dir=clip_cache_dir,
-        cache_short_side=getattr(base.config, "image_size", None), temporal_views=temporal_views, spatial_crops=spatial_crops, reverse_frames=reverse_frames,
-        question_order=order, accelerator=accelerator, progress=main,
+        cache_short_side=getattr(base.config, "image_size", None), temporal_views=temporal_views,
+        spatial_crops=spatial_crops, reverse_frames=reverse_frames, question_order=order, accelerator=accelerator,
+        progress=main,
     )
     dataloader = build_dataloader(dataset, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
     if accelerator is not None:
@@ -390,25 +391,37 @@ def evaluate_ek100(
     predictions = predict(model, dataloader, accelerator, rows, description=f"eval {split}")
     result = Evaluation(predictions)
     if main:
-        if predictions_dir is not None:
-            result.predictions_paths = write_predictions(predictions_dir, predictions)
-        if predictions.bad_clips:
-            logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
-                           f"{predictions.bad_clips}")
-        if labelled:
-            observation = [r.get("observation_clipped", False) for r in rows] if task == "anticipation" else None
-            result.metrics = score(predictions, task=task, split=split, question_source=question_source,
-                                   action_rule=action_rule, observation_clipped=observation)
-            epoch, step = checkpoint_position(checkpoint)
-            result.payload = metrics_payload(result.metrics, task=task, split=split, dataset=data.dataset,
-                                             question_source=question_source, epoch=epoch, global_step=step)
-            if metrics_path is not None:
-                result.metrics_path = write_metrics_json(metrics_path, result.payload)
-            if print_table:
-                controls = [name for name, on in (("frames reversed", reverse_frames),
-                                                  ("questions shuffled", shuffle_questions)) if on]
-                title = split + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
-                print(format_metric_table(result.metrics, question_source, title=title))
+        controls = [name for name, on in (("frames reversed", reverse_frames),
+                                          ("questions shuffled", shuffle_questions)) if on]
+        title = split + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
+        _report(result, rows, data, split=split, task=task, question_source=question_source, action_rule=action_rule,
+                checkpoint=checkpoint, metrics_path=metrics_path, predictions_dir=predictions_dir,
+                title=title if print_table else None)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return result
+
+
+def _report(result: Evaluation, rows: Sequence[dict], data: DataSpec, *, split: str, task: str, question_source: str,
+            action_rule: str, checkpoint: str | os.PathLike | None, metrics_path: str | os.PathLike | None,
+            predictions_dir: str | os.PathLike | None, title: str | None) -> None:
+    """The main process's part of :func:`evaluate_ek100`: per-clip predictions, the unreadable clips named, and on a
+    labelled split the metrics, ``metrics.json`` and (``title`` given) the printed table; fills ``result``."""
+    predictions = result.predictions
+    if predictions_dir is not None:
+        result.predictions_paths = write_predictions(predictions_dir, predictions)
+    if predictions.bad_clips:
+        logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
+                       f"{predictions.bad_clips}")
+    if not any(r.get("verb_class") is not None for r in rows):
+        return
+    observation = [r.get("observation_clipped", False) for r in rows] if task == "anticipation" else None
+    result.metrics = score(predictions, task=task, split=split, question_source=question_source,
+                           action_rule=action_rule, observation_clipped=observation)
+    epoch, step = checkpoint_position(checkpoint)
+    result.payload = metrics_payload(result.metrics, task=task, split=split, dataset=data.dataset,
+                                     question_source=question_source, epoch=epoch, global_step=step)
+    if metrics_path is not None:
+        result.metrics_path = write_metrics_json(metrics_path, result.payload)
+    if title is not None:
+        print(format_metric_table(result.metrics, question_source, title=title))
