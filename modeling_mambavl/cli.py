@@ -247,9 +247,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .model_card import metrics_json_text
     from .saving import load_model_and_processor
     from .training.builders import DataSpec
-    from .training.evaluation import evaluate_ek100, metrics_json_text
+    from .training.evaluation import evaluate_ek100
 
     _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

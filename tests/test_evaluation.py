@@ -145,7 +145,8 @@ def test_cli_refuses_a_split_without_labels(cache, tiny_saved, tmp_path, capsys)
 
 def test_metrics_json_is_strict_json():
     """A NaN that escaped metrics_payload is refused instead of being written as the non-JSON constant NaN."""
-    from modeling_mambavl.training.evaluation import metrics_json_text, metrics_payload
+    from modeling_mambavl.model_card import metrics_json_text
+    from modeling_mambavl.training.evaluation import metrics_payload
 
     payload = metrics_payload({"all_verb_top1": float("nan"), "all_noun_top1": 50.0, "num_examples": 4,
                                "num_clips": 4, "num_clips_scored": 4}, task="recognition", split="validation",

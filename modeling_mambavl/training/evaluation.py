@@ -26,7 +26,7 @@ import torch
 
 from .. import atomic
 from ..ek100.annotations import ORACLE_QUESTIONS
-from ..model_card import split_metrics
+from ..model_card import metrics_json_text, split_metrics
 from .builders import DataSpec, build_clip_dataset, build_dataloader, check_processor_fits, load_rows
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "Predictions",
     "checkpoint_position",
     "evaluate_ek100",
-    "metrics_json_text",
     "metrics_payload",
     "format_metric_table",
     "predict",
@@ -236,12 +235,6 @@ def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: 
     return payload
 
 
-def metrics_json_text(payload: dict[str, Any]) -> str:
-    """The text of ``metrics.json`` for a :func:`metrics_payload` document: strict JSON (a ``NaN`` or infinity left
-    in it raises ``ValueError`` instead of being written as a non-JSON constant)."""
-    return json.dumps(payload, indent=2, allow_nan=False, default=_json_default) + "\n"
-
-
 def write_metrics_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``metrics.json`` (:func:`metrics_json_text`) atomically (a full disk: ``atomic.DiskFullError``)."""
     return atomic.write_text(path, metrics_json_text(payload))
@@ -255,16 +248,6 @@ def checkpoint_position(path: str | os.PathLike | None) -> tuple[int, int]:
         saved = json.loads(metrics.read_text(encoding="utf-8"))
         return int(saved.get("epoch", 0)), int(saved.get("global_step", 0))
     return 0, 0
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def write_predictions(folder: str | Path, predictions: Predictions, top_k: int = 5, prefix: str = "predictions") -> \
