@@ -11,40 +11,23 @@
 Prints the metric table headed by the question source (``ORACLE QUESTIONS`` when the questions were built from the
 ground truth), and writes ``metrics.json`` (labelled splits), per-clip ``predictions.json`` / ``.csv`` and, for the test
 split, the challenge submission. Clips whose media cannot be read (``--skip_bad_clips``) are listed and the table says
-over how many clips it was computed.
+over how many clips it was computed. The evaluation itself is ``modeling_mambavl.training.evaluation.evaluate_ek100``,
+the same as ``mambavl eval``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from pathlib import Path
 
-import numpy as np
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
-from modeling_mambavl.training.builders import (
-    apply_question_pool,
-    build_clip_dataset,
-    build_dataloader,
-    check_processor_fits,
-    default_cache_dir,
-    load_rows,
-    resolve_data,
-)
-from modeling_mambavl.training.evaluation import (
-    format_metric_table,
-    metrics_payload,
-    predict,
-    score,
-    write_metrics_json,
-    write_predictions,
-)
+from modeling_mambavl.training.builders import apply_question_pool, default_cache_dir, resolve_data
+from modeling_mambavl.training.evaluation import evaluate_ek100
 
 logger = get_logger(__name__)
 
@@ -84,23 +67,12 @@ def parse_args(argv=None):
     return args
 
 
-def _checkpoint_position(path: Path) -> tuple[int, int]:
-    """(epoch, global step) of a saved model, from its metrics.json when it has one."""
-    metrics = path / "metrics.json"
-    if metrics.is_file():
-        saved = json.loads(metrics.read_text(encoding="utf-8"))
-        return int(saved.get("epoch", 0)), int(saved.get("global_step", 0))
-    return 0, 0
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     accelerator = Accelerator(**({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
-    if args.media != "features":
-        check_processor_fits(processor, model.config, args.model_name_or_path)
     apply_question_pool(processor, args.question_pool, args.question_source)
     model.eval()
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
@@ -109,58 +81,34 @@ def main(argv=None) -> dict:
         synthetic={"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
                    "size": args.synthetic_size},
     )
-    rows = load_rows(data, args.split, args.task, anticipation_time=args.anticipation_time,
-                     observation_time=args.observation_time, limit=args.max_eval_samples)
-    order = np.random.default_rng([args.seed, 7]).permutation(len(rows)).tolist() if args.shuffle_questions else None
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    dataset = build_clip_dataset(
-        rows, data, processor, split=args.split, task=args.task, training=False, seed=args.seed,
-        question_source=args.question_source, questions_path=args.questions_file, sampling=args.sampling,
-        stride=args.stride, target_fps=args.target_fps, skip_bad_clips=args.skip_bad_clips,
-        cache_dir=cache_dir / "clips" if args.cache_clips else None,
-        cache_short_side=getattr(config, "image_size", None), temporal_views=args.temporal_views,
-        spatial_crops=args.spatial_crops, reverse_frames=args.reverse_frames, question_order=order,
-        accelerator=accelerator, progress=accelerator.is_local_main_process,
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
+    evaluation = evaluate_ek100(
+        model, processor, data, args.split, task=args.task, question_source=args.question_source,
+        questions_path=args.questions_file, action_rule=args.action_rule, temporal_views=args.temporal_views,
+        spatial_crops=args.spatial_crops, skip_bad_clips=args.skip_bad_clips, limit=args.max_eval_samples,
+        anticipation_time=args.anticipation_time, observation_time=args.observation_time, sampling=args.sampling,
+        stride=args.stride, target_fps=args.target_fps, batch_size=args.per_device_eval_batch_size,
+        num_workers=args.num_workers, seed=args.seed, clip_cache_dir=cache_dir / "clips" if args.cache_clips else None,
+        reverse_frames=args.reverse_frames, shuffle_questions=args.shuffle_questions,
+        checkpoint=args.model_name_or_path, metrics_path=output_dir / "metrics.json", predictions_dir=output_dir,
+        accelerator=accelerator,
     )
-    dataloader = build_dataloader(dataset, args.per_device_eval_batch_size, shuffle=False, seed=args.seed,
-                                  num_workers=args.num_workers)
-    model, dataloader = accelerator.prepare(model, dataloader)
-    predictions = predict(model, dataloader, accelerator, rows, description=f"eval {args.split}")
-
-    model_path = Path(args.model_name_or_path)
-    output_dir = Path(args.output_dir) if args.output_dir else model_path / f"eval_{args.split}"
+    predictions = evaluation.predictions
     result: dict = {"num_clips": predictions.num_clips, "num_clips_scored": predictions.num_clips_scored,
                     "bad_clips": predictions.bad_clips, "output_dir": str(output_dir)}
-    labelled = bool((predictions.verb_labels >= 0).any())
-    if accelerator.is_main_process:
-        write_predictions(output_dir, predictions)
-        if predictions.bad_clips:
-            logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
-                           f"{predictions.bad_clips}")
-        if labelled:
-            observation = [r.get("observation_clipped", False) for r in rows] if args.task == "anticipation" else None
-            metrics = score(predictions, task=args.task, split=args.split, question_source=args.question_source,
-                            action_rule=args.action_rule, observation_clipped=observation)
-            epoch, step = _checkpoint_position(model_path)
-            write_metrics_json(output_dir / "metrics.json", metrics_payload(
-                metrics, task=args.task, split=args.split, dataset=data.dataset,
-                question_source=args.question_source, epoch=epoch, global_step=step))
-            controls = [name for name, on in (("frames reversed", args.reverse_frames),
-                                              ("questions shuffled", args.shuffle_questions)) if on]
-            title = f"{args.split}" + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
-            print(format_metric_table(metrics, args.question_source, title=title))
-            result["metrics"] = metrics
-        if args.submission:
-            from modeling_mambavl.ek100 import write_submission
+    if evaluation.metrics is not None:
+        result["metrics"] = evaluation.metrics
+    if args.submission and accelerator.is_main_process:
+        from modeling_mambavl.ek100 import write_submission
 
-            keep = predictions.valid
-            if not keep.all():
-                raise RuntimeError(f"{int((~keep).sum())} clips could not be read; a submission needs every segment "
-                                   f"(e.g. {predictions.bad_clips[:5]})")
-            path = write_submission(args.submission, predictions.narration_ids, predictions.verb_logits,
-                                    predictions.noun_logits, args.task, args.sls_pt, args.sls_tl, args.sls_td)
-            logger.info(f"submission written to {path}")
-            result["submission"] = str(path)
+        keep = predictions.valid
+        if not keep.all():
+            raise RuntimeError(f"{int((~keep).sum())} clips could not be read; a submission needs every segment "
+                               f"(e.g. {predictions.bad_clips[:5]})")
+        path = write_submission(args.submission, predictions.narration_ids, predictions.verb_logits,
+                                predictions.noun_logits, args.task, args.sls_pt, args.sls_tl, args.sls_td)
+        logger.info(f"submission written to {path}")
+        result["submission"] = str(path)
     accelerator.wait_for_everyone()
     return result
 

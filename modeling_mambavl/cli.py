@@ -2,6 +2,7 @@
 
     mambavl predict VIDEO [--model ID_OR_PATH] [--questions VERB_Q NOUN_Q] [--top-k 5] [--json]
     mambavl eval --model ID_OR_PATH --annotations DIR --media-root DIR [--split validation] [--output metrics.json]
+                 [--temporal-views K] [--spatial-crops M] [--skip-bad-clips] [--json]
     mambavl card CHECKPOINT_DIR [--repo-id ORG/NAME] [--example-video CLIP | --synthetic-example] [--metrics PATH]
 
 A user error prints one line naming the file or option and the fix (exit status 2); ``--debug`` shows the traceback.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "evaluate_ek100", "run_main", "user_error_message", "USER_ERRORS"]
+__all__ = ["main", "build_parser", "run_main", "user_error_message", "USER_ERRORS"]
 
 MODEL_ENV = "MAMBAVL_MODEL"
 DEBUG_HELP = "on an error, show the full traceback instead of one line"
@@ -123,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval", help="EK100 metrics of a model on an annotated split",
-        description="Evaluate a model on an EPIC-KITCHENS-100 split (or the synthetic EK100-format data) and write "
-                    "metrics.json: the EK100Metric keys ({all,tail,unseen}_{verb,noun,action}_top{1,5}).",
+        description="Evaluate a model on an EPIC-KITCHENS-100 split (or the synthetic EK100-format data): print the "
+                    "metric table and write metrics.json (the EK100Metric keys, "
+                    "{all,tail,unseen}_{verb,noun,action}_top{1,5}). The same evaluation as "
+                    "examples/eval_ek100.py (modeling_mambavl.training.evaluation.evaluate_ek100).",
         epilog="example: mambavl eval --model ckpt --annotations epic-kitchens-100-annotations "
                "--media-root EPIC-KITCHENS --media video --output ckpt/metrics.json",
     )
@@ -133,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="folder with EPIC_100_{train,validation}.csv (and the class CSVs)")
     evaluate.add_argument("--media-root", required=True, metavar="DIR",
                           help="folder with rgb_frames/PXX/PXX_YY/ (--media frames) or videos/PXX/PXX_YY.MP4")
-    evaluate.add_argument("--media", choices=("frames", "video"), default="frames", help="media layout (default: frames)")
+    evaluate.add_argument("--media", choices=("frames", "video", "features"), default="frames",
+                          help="media layout (default: frames); features: --media-root is a folder written by "
+                               "examples/extract_features.py")
     evaluate.add_argument("--split", default="validation", help="labelled split (default: validation)")
     evaluate.add_argument("--task", choices=("recognition", "anticipation"), default="recognition")
     evaluate.add_argument("--question-source", choices=("generic", "file", "predicted", "oracle"), default="generic",
@@ -141,9 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--questions-file", default=None, metavar="PATH", help="for --question-source file/predicted")
     evaluate.add_argument("--dataset-name", default="epic-kitchens-100",
                           help="the dataset field of metrics.json (synthetic-ek100 for the synthetic data)")
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--action-rule", choices=("official", "independent"), default="official",
+                          help="action ranking: the official top-100 x top-100 product, or the authors' lenient "
+                               "verb-in-top-5 and noun-in-top-5 (default: official)")
+    evaluate.add_argument("--temporal-views", type=int, default=1, metavar="K",
+                          help="K temporal views per clip, logits averaged over K x M views (default: 1)")
+    evaluate.add_argument("--spatial-crops", type=int, default=1, metavar="M", help="M spatial crops per view "
+                          "(default: 1)")
+    evaluate.add_argument("--skip-bad-clips", action="store_true",
+                          help="score the clips that can be read: an unreadable one stays in num_clips, is left out "
+                               "of num_clips_scored and is named in a warning (default: stop with the clip named)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: 8)")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     evaluate.add_argument("--output", "-o", default=None, metavar="PATH", help="write metrics.json here")
+    evaluate.add_argument("--json", action="store_true", help="print metrics.json instead of the metric table")
     evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     evaluate.set_defaults(run=_eval)
 
@@ -228,59 +244,27 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_ek100(model: Any, processor: Any, dataset: Any, *, task: str = "recognition", split: str = "validation",
-                   question_source: str = "generic", batch_size: int = 8) -> dict[str, float]:
-    """EK100Metric of ``model`` over a ``load_ek100`` dataset loaded with ``processor`` (rows carry ``pixel_values``
-    and the question tokens). Returns the metric's dict (percentages)."""
-    import torch
-
-    from .ek100 import EK100Metric
-
-    metric = EK100Metric(task, split=split, question_source=question_source)
-    device = next(model.parameters()).device
-    keys = ("pixel_values", "question_input_ids", "question_attention_mask")
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start:start + batch_size]
-            inputs = {k: torch.as_tensor(batch[k]).to(device) for k in keys if k in batch}
-            outputs = model(**inputs)
-            metric.add_batch(verb_logits=outputs.verb_logits.float().cpu(), noun_logits=outputs.noun_logits.float().cpu(),
-                             verb_labels=batch["verb_class"], noun_labels=batch["noun_class"],
-                             narration_ids=batch["narration_id"], participant_ids=batch["participant_id"])
-    return metric.compute()
-
-
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .ek100 import load_ek100
-    from .model_card import split_metrics
+    from .model_card import metrics_json_text
     from .saving import load_model_and_processor
+    from .training.builders import DataSpec
+    from .training.evaluation import evaluate_ek100
 
     _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
-    dataset = load_ek100(args.annotations, args.split, media_root=args.media_root, media=args.media, task=args.task,
-                         processor=processor, num_frames=model.config.num_frames,
-                         question_source=args.question_source, questions_path=args.questions_file,
-                         question_types=tuple(model.config.question_types))
-    num_clips = len(dataset)
-    if args.limit is not None:
-        dataset = dataset.select(range(min(args.limit, num_clips)))
-    results = evaluate_ek100(model, processor, dataset, task=args.task, split=args.split,
-                             question_source=args.question_source, batch_size=args.batch_size)
-    metrics, counts = split_metrics(results)  # NaN of an empty subset -> null; counts apart from metrics
-    report: dict[str, Any] = {"task": args.task, "split": args.split, "dataset": args.dataset_name,
-                              "question_source": args.question_source}
-    if args.question_source == "oracle":
-        report["label"] = "ORACLE QUESTIONS"
-    report.update({"num_clips": num_clips, "num_clips_scored": len(dataset), "counts": counts,
-                   "num_empty_metrics": sum(v is None for v in metrics.values()), "metrics": metrics})
-    text = json.dumps(report, indent=2, allow_nan=False)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    data = DataSpec(Path(args.annotations), Path(args.media_root), args.media, args.dataset_name)
+    evaluation = evaluate_ek100(
+        model, processor, data, args.split, task=args.task, question_source=args.question_source,
+        questions_path=args.questions_file, action_rule=args.action_rule, temporal_views=args.temporal_views,
+        spatial_crops=args.spatial_crops, skip_bad_clips=args.skip_bad_clips, limit=args.limit,
+        batch_size=args.batch_size, require_labels=True, checkpoint=args.model, metrics_path=args.output,
+        print_table=not args.json,
+    )
+    if args.json:
+        print(metrics_json_text(evaluation.payload), end="")
     return 0
 
 

@@ -12,7 +12,6 @@ own: ``AutoModelForVideoClassification.from_pretrained(repo_id, revision=..., tr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, constants
 
-from .model_card import DEFAULT_SPACE, load_metrics, make_model_card
+from .model_card import DEFAULT_SPACE, load_metrics, make_model_card, metrics_json_text
 from .pipelines import top_k_labels
 from .saving import load_model_and_processor
 
@@ -145,7 +144,7 @@ def hub_card(
     files: dict[str, str | bytes] = {}
     widget: dict[str, Any] = {}
     if metrics is not None:
-        files["metrics.json"] = (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode()
+        files["metrics.json"] = metrics_json_text(metrics).encode()
     if example_video is not None:
         video = Path(example_video)
         if processor is None:

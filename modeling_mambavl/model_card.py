@@ -25,7 +25,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["make_model_card", "load_metrics", "split_metrics", "code_url", "CITATION", "EK100_LICENSE", "PAPER_URL"]
+__all__ = ["make_model_card", "load_metrics", "metrics_json_text", "split_metrics", "code_url", "CITATION",
+           "EK100_LICENSE", "PAPER_URL"]
 
 EK100_LICENSE = "cc-by-nc-4.0"
 EK100_DATASETS = ("epic-kitchens-100", "synthetic-ek100")
@@ -70,6 +71,19 @@ def split_metrics(values: Mapping[str, Any]) -> tuple[dict[str, float | None], d
         else:
             metrics[key] = None if value is None or not math.isfinite(float(value)) else float(value)
     return metrics, counts
+
+
+def metrics_json_text(document: Mapping[str, Any]) -> str:
+    """The text of a ``metrics.json`` document (``training.evaluation.metrics_payload``, or one read back by
+    :func:`load_metrics`): strict JSON, so a ``NaN`` or infinity left in it raises ``ValueError`` instead of being
+    written as a constant JSON readers (and the Hub) refuse; numpy scalars and arrays are written as numbers."""
+    return json.dumps(document, indent=2, allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):  # numpy scalars and arrays
+        return x.tolist()
+    return str(x)
 
 
 def load_metrics(metrics: str | os.PathLike | Mapping[str, Any] | None) -> dict[str, Any] | None:

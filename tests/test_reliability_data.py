@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from helpers.scripts import import_script
-from helpers.train_run import EVAL, TRAIN, run, script_args, synthetic_cache, synthetic_root
+from helpers.train_run import EVAL, TRAIN, break_clip, copy_dataset, run, script_args, synthetic_cache
 
 from modeling_mambavl.ek100 import EK100AnnotationError
 from modeling_mambavl.processors import MediaError
@@ -34,12 +33,6 @@ def eval_module():
 @pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
 def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
-
-
-def _copy_dataset(cache: Path, dest: Path) -> tuple[Path, Path]:
-    """A private copy of the session's synthetic data (annotations, frames) that a test may break."""
-    shutil.copytree(synthetic_root(cache), dest)
-    return dest / "annotations", dest
 
 
 def _data_args(annotations: Path, media: Path) -> list[str]:
@@ -97,7 +90,7 @@ BAD_ANNOTATIONS = {
 def test_bad_annotations_stop_the_training_script_before_training(case, cache, tmp_path, train_module,
                                                                    fresh_accelerate_state):
     filename, edit, expected = BAD_ANNOTATIONS[case]
-    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    annotations, media = copy_dataset(cache, tmp_path / "data")
     _rewrite(annotations / filename, edit)
     out = tmp_path / "run"
     with pytest.raises(EK100AnnotationError, match=str(annotations / filename).replace(".", r"\.") + ", " + expected):
@@ -107,7 +100,7 @@ def test_bad_annotations_stop_the_training_script_before_training(case, cache, t
 
 @pytest.mark.slow
 def test_bad_annotation_subprocess_exits_nonzero_naming_file_and_line(cache, tmp_path):
-    annotations, media = _copy_dataset(cache, tmp_path / "data")
+    annotations, media = copy_dataset(cache, tmp_path / "data")
     _rewrite(annotations / "EPIC_100_train.csv", _set(6, "verb_class", "-3"))
     out = tmp_path / "run"
     proc = run(TRAIN, script_args(cache, out, *_data_args(annotations, media), "--max_train_steps", "1"))
@@ -119,22 +112,10 @@ def test_bad_annotation_subprocess_exits_nonzero_naming_file_and_line(cache, tmp
     assert not out.exists()
 
 
-def _break_clip(media: Path, annotations: Path, split: str, index: int) -> str:
-    """Replace every frame of clip ``index`` of ``split`` by a non-image file; returns its narration id."""
-    with open(annotations / f"EPIC_100_{split}.csv", newline="", encoding="utf-8") as f:
-        row = list(csv.DictReader(f))[index]
-    folder = media / "rgb_frames" / row["participant_id"] / row["video_id"]
-    for frame in range(int(row["start_frame"]), int(row["stop_frame"]) + 2):
-        path = folder / f"frame_{frame:010d}.jpg"
-        if path.exists():
-            path.write_bytes(b"this is not a jpeg")
-    return row["narration_id"]
-
-
 @pytest.mark.slow
 def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, train_module, fresh_accelerate_state):
-    annotations, media = _copy_dataset(cache, tmp_path / "data")
-    broken = _break_clip(media, annotations, "train", 2)
+    annotations, media = copy_dataset(cache, tmp_path / "data")
+    broken = break_clip(media, annotations, "train", 2)
     # The broken clip's frames may be shared by a validation clip of the same video: count those too.
     common = [*_data_args(annotations, media), "--max_train_steps", "2", "--per_device_train_batch_size", "6",
               "--data_cache_dir", str(tmp_path / "cache")]
@@ -165,8 +146,8 @@ def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_m
     # A model from a clean one-step run.
     model_run = tmp_path / "model"
     train_module.main(script_args(cache, model_run, "--max_train_steps", "1", "--per_device_train_batch_size", "6"))
-    annotations, media = _copy_dataset(cache, tmp_path / "data")
-    broken = _break_clip(media, annotations, "validation", 3)
+    annotations, media = copy_dataset(cache, tmp_path / "data")
+    broken = break_clip(media, annotations, "validation", 3)
     args = ["--model_name_or_path", str(model_run / "final_model"), *_data_args(annotations, media),
             "--num_workers", "0", "--per_device_eval_batch_size", "5"]
 

@@ -1,18 +1,21 @@
-"""Evaluation shared by ``examples/train_ek100.py`` and ``examples/eval_ek100.py``.
+"""EK100 evaluation: the one code path of ``mambavl eval``, ``examples/eval_ek100.py`` and the training loop.
 
-``predict`` runs a model over a prepared DataLoader of :class:`~modeling_mambavl.training.data.EK100ClipDataset`
-items on every process, averages the logits of a clip's views (K temporal x M spatial) before anything else, and
-gathers the rows with ``accelerator.gather_for_metrics`` (which drops the samples Accelerate repeats to even out the
-last batch), so the result has each row of the split exactly once. ``score`` computes ``EK100Metric`` over the clips
-that could be read; the clips that could not are reported, never silently dropped from the count
-(``num_clips`` vs ``num_clips_scored``).
+``evaluate_ek100`` is the whole evaluation of a saved model on a split (what the CLI and the script call): data,
+views, bad clips, ``predict``, ``score``, the printed table and ``metrics.json``. ``predict`` runs a model over a
+prepared DataLoader of :class:`~modeling_mambavl.training.data.EK100ClipDataset` items on every process, averages the
+logits of a clip's views (K temporal x M spatial) before anything else, and gathers the rows with
+``accelerator.gather_for_metrics`` (which drops the samples Accelerate repeats to even out the last batch), so the
+result has each row of the split exactly once. ``score`` computes ``EK100Metric`` over the clips that could be read;
+the clips that could not are reported, never silently dropped from the count (``num_clips`` vs ``num_clips_scored``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +26,14 @@ import torch
 
 from .. import atomic
 from ..ek100.annotations import ORACLE_QUESTIONS
-from ..model_card import split_metrics
+from ..model_card import metrics_json_text, split_metrics
+from .builders import DataSpec, build_clip_dataset, build_dataloader, check_processor_fits, load_rows
 
 __all__ = [
+    "Evaluation",
     "Predictions",
+    "checkpoint_position",
+    "evaluate_ek100",
     "metrics_payload",
     "format_metric_table",
     "predict",
@@ -34,6 +41,8 @@ __all__ = [
     "write_metrics_json",
     "write_predictions",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,18 +98,24 @@ def predict(model: torch.nn.Module, dataloader: Any, accelerator: Any, rows: Seq
             progress: bool = True, description: str = "eval") -> Predictions:
     """Run ``model`` over ``dataloader`` (prepared by ``accelerator``) and gather one prediction per row of ``rows``.
 
-    Every process sees its shard; the gathered result is complete and in row order on every process.
+    Every process sees its shard; the gathered result is complete and in row order on every process. With
+    ``accelerator=None`` one process runs it on the model's device (the batches are moved there).
     """
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
+    device = None if accelerator is not None else next(model.parameters()).device
+    main = accelerator is None or accelerator.is_local_main_process
     indices, valid, verbs, nouns = [], [], [], []
-    bar = tqdm(dataloader, desc=description, disable=not (progress and accelerator.is_local_main_process),
-               leave=False)
+    bar = tqdm(dataloader, desc=description, disable=not (progress and main), leave=False)
     for batch in bar:
+        if device is not None:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         verb, noun = _forward_views(model, batch)
-        gathered = accelerator.gather_for_metrics((batch["index"], batch["valid"], verb, noun))
+        gathered = (batch["index"], batch["valid"], verb, noun)
+        if accelerator is not None:
+            gathered = accelerator.gather_for_metrics(gathered)
         for store, value in zip((indices, valid, verbs, nouns), gathered):
             store.append(value.cpu())
     model.train(was_training)
@@ -221,18 +236,18 @@ def metrics_payload(metrics: dict[str, Any], *, task: str, split: str, dataset: 
 
 
 def write_metrics_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``metrics.json`` atomically (a full disk: ``atomic.DiskFullError``)."""
-    return atomic.write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """Write ``metrics.json`` (:func:`metrics_json_text`) atomically (a full disk: ``atomic.DiskFullError``)."""
+    return atomic.write_text(path, metrics_json_text(payload))
 
 
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+def checkpoint_position(path: str | os.PathLike | None) -> tuple[int, int]:
+    """(epoch, global step) of a saved model, from the ``metrics.json`` saved beside it (``(0, 0)`` without one, or
+    for a Hub repo id)."""
+    metrics = Path(path) / "metrics.json" if path is not None else None
+    if metrics is not None and metrics.is_file():
+        saved = json.loads(metrics.read_text(encoding="utf-8"))
+        return int(saved.get("epoch", 0)), int(saved.get("global_step", 0))
+    return 0, 0
 
 
 def write_predictions(folder: str | Path, predictions: Predictions, top_k: int = 5, prefix: str = "predictions") -> \
@@ -272,3 +287,124 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_ek100` produced. ``metrics`` (:func:`score`'s dict) and ``payload`` (the ``metrics.json``
+    document) are ``None`` for a split without labels and on processes other than the main one."""
+
+    predictions: Predictions
+    metrics: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = None
+    metrics_path: Path | None = None
+    predictions_paths: tuple[Path, Path] | None = None
+
+
+def evaluate_ek100(
+    model: torch.nn.Module,
+    processor: Any,
+    data: DataSpec,
+    split: str = "validation",
+    *,
+    task: str = "recognition",
+    question_source: str = "generic",
+    questions_path: str | os.PathLike | None = None,
+    action_rule: str = "official",
+    temporal_views: int = 1,
+    spatial_crops: int = 1,
+    skip_bad_clips: bool = False,
+    limit: int | None = None,
+    anticipation_time: float = 1.0,
+    observation_time: float = 2.133,
+    sampling: str | None = None,
+    stride: int = 4,
+    target_fps: float = 30.0,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    seed: int = 0,
+    clip_cache_dir: str | os.PathLike | None = None,
+    reverse_frames: bool = False,
+    shuffle_questions: bool = False,
+    require_labels: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    metrics_path: str | os.PathLike | None = None,
+    predictions_dir: str | os.PathLike | None = None,
+    print_table: bool = True,
+    accelerator: Any = None,
+) -> Evaluation:
+    """Evaluate ``model`` on ``split`` of ``data`` (from ``training.builders.resolve_data``): ``mambavl eval`` and
+    ``examples/eval_ek100.py`` are this function.
+
+    The first ``limit`` rows of the split are read (clips decoded on access, or once into a clip cache under
+    ``clip_cache_dir``), each as ``temporal_views`` x ``spatial_crops`` views whose logits are averaged; with
+    ``skip_bad_clips`` an unreadable clip stays in ``num_clips`` and is left out of the metrics
+    (``num_clips_scored``, ``predictions.bad_clips``), else its ``MediaError`` stops the evaluation before the model
+    runs. ``reverse_frames`` / ``shuffle_questions`` (with ``seed``) are the controls. ``checkpoint`` (the folder or
+    Hub id the model came from) names the processor in a mismatch error, and its ``metrics.json`` gives ``epoch`` /
+    ``global_step``. On a labelled split the metric table is printed and, with ``metrics_path``, ``metrics.json``
+    written (strict JSON, :func:`metrics_payload`); ``predictions_dir`` receives ``predictions.json`` / ``.csv``.
+    ``require_labels`` refuses a split without labels before anything runs. With ``accelerator`` (Accelerate) the
+    model and the data loader are prepared and every process evaluates its shard; without, one process runs on the
+    model's device.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if data.media != "features":
+        check_processor_fits(processor, base.config, checkpoint if checkpoint is not None else "the model")
+    rows = load_rows(data, split, task, anticipation_time=anticipation_time, observation_time=observation_time,
+                     limit=limit)
+    labelled = any(r.get("verb_class") is not None for r in rows)
+    if require_labels and not labelled:
+        raise ValueError(f"split {split!r} of {data.annotations_dir} has no verb / noun labels to score; evaluate a "
+                         "labelled split (validation), or make a challenge submission with examples/eval_ek100.py "
+                         "--submission")
+    order = np.random.default_rng([seed, 7]).permutation(len(rows)).tolist() if shuffle_questions else None
+    main = accelerator is None or accelerator.is_main_process
+    dataset = build_clip_dataset(
+        rows, data, processor, split=split, task=task, training=False, seed=seed, question_source=question_source,
+        questions_path=questions_path, sampling=sampling, stride=stride, target_fps=target_fps,
+        skip_bad_clips=skip_bad_clips, cache_dir=clip_cache_dir,
+        cache_short_side=getattr(base.config, "image_size", None), temporal_views=temporal_views,
+        spatial_crops=spatial_crops, reverse_frames=reverse_frames, question_order=order, accelerator=accelerator,
+        progress=main,
+    )
+    dataloader = build_dataloader(dataset, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+    if accelerator is not None:
+        model, dataloader = accelerator.prepare(model, dataloader)
+    predictions = predict(model, dataloader, accelerator, rows, description=f"eval {split}")
+    result = Evaluation(predictions)
+    if main:
+        controls = [name for name, on in (("frames reversed", reverse_frames),
+                                          ("questions shuffled", shuffle_questions)) if on]
+        title = split + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
+        _report(result, rows, data, split=split, task=task, question_source=question_source, action_rule=action_rule,
+                checkpoint=checkpoint, metrics_path=metrics_path, predictions_dir=predictions_dir,
+                title=title if print_table else None)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return result
+
+
+def _report(result: Evaluation, rows: Sequence[dict], data: DataSpec, *, split: str, task: str, question_source: str,
+            action_rule: str, checkpoint: str | os.PathLike | None, metrics_path: str | os.PathLike | None,
+            predictions_dir: str | os.PathLike | None, title: str | None) -> None:
+    """The main process's part of :func:`evaluate_ek100`: per-clip predictions, the unreadable clips named, and on a
+    labelled split the metrics, ``metrics.json`` and (``title`` given) the printed table; fills ``result``."""
+    predictions = result.predictions
+    if predictions_dir is not None:
+        result.predictions_paths = write_predictions(predictions_dir, predictions)
+    if predictions.bad_clips:
+        logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
+                       f"{predictions.bad_clips}")
+    if not any(r.get("verb_class") is not None for r in rows):
+        return
+    observation = [r.get("observation_clipped", False) for r in rows] if task == "anticipation" else None
+    result.metrics = score(predictions, task=task, split=split, question_source=question_source,
+                           action_rule=action_rule, observation_clipped=observation)
+    epoch, step = checkpoint_position(checkpoint)
+    result.payload = metrics_payload(result.metrics, task=task, split=split, dataset=data.dataset,
+                                     question_source=question_source, epoch=epoch, global_step=step)
+    if metrics_path is not None:
+        result.metrics_path = write_metrics_json(metrics_path, result.payload)
+    if title is not None:
+        print(format_metric_table(result.metrics, question_source, title=title))

@@ -3,8 +3,10 @@ scripts as real subprocesses (offline, one thread, no data-loader workers)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,25 @@ def synthetic_root(cache: Path) -> Path:
     """The synthetic data set's folder (annotations/, rgb_frames/) inside the session's cache."""
     (root,) = [p for p in cache.iterdir() if p.name.startswith("synthetic-")]
     return root
+
+
+def copy_dataset(cache: Path, dest: Path) -> tuple[Path, Path]:
+    """(annotations folder, media root) of a private copy of the session's synthetic data (annotations, frames)
+    that a test may break."""
+    shutil.copytree(synthetic_root(cache), dest)
+    return dest / "annotations", dest
+
+
+def break_clip(media: Path, annotations: Path, split: str, index: int) -> str:
+    """Replace every frame of clip ``index`` of ``split`` by a non-image file; returns its narration id."""
+    with open(annotations / f"EPIC_100_{split}.csv", newline="", encoding="utf-8") as f:
+        row = list(csv.DictReader(f))[index]
+    folder = media / "rgb_frames" / row["participant_id"] / row["video_id"]
+    for frame in range(int(row["start_frame"]), int(row["stop_frame"]) + 2):
+        path = folder / f"frame_{frame:010d}.jpg"
+        if path.exists():
+            path.write_bytes(b"this is not a jpeg")
+    return row["narration_id"]
 
 
 def data_args(cache: Path) -> list[str]:
