@@ -123,6 +123,7 @@ class MambaVLMixer(nn.Module):
             # freed before the next piece runs, so the pieces' transients reuse the same memory.
             output = PlacePiece.apply(output, out, start)
             start += out.shape[1]
+            del out
         return output
 
     def _run_piece(
