@@ -38,8 +38,10 @@ class MambaVLMixer(nn.Module):
     piece keeps for the backward only its input projection's output (batch, piece, 2 * intermediate_size), at
     ``"memory"`` only its input (batch, piece, hidden_size); the backward recomputes the rest one piece at a time
     (non-reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs),
-    so its transient memory is that of one piece. With recomputation, tensors on any device run in pieces; without
-    it, GPU tensors run in one pass.
+    so its transient memory is that of one piece. Each piece's output goes into the full-length output as soon as it
+    is computed, and the carried convolution inputs are copies, so nothing of a finished piece but its input (and
+    the small carries) stays alive. With recomputation, tensors on any device run in pieces; without it, GPU tensors
+    run in one pass.
     """
 
     def __init__(
