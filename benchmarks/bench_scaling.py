@@ -364,7 +364,9 @@ def _plot(results: dict, path: Path) -> None:
              "transformer": "Transformer block"}
     markers = {"ssm[speed]": "v", "ssm[memory]": "D", "transformer": "^"}
     for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method]
+        # Sorted: merged runs list their points in the order the runs measured them.
+        rows = sorted((r for r in results["frames"] if r["scope"] == scope and _series(r) == method),
+                      key=lambda r: r["frames"])
         # A point stopped by the time cap after its warm-up step still measured that step's memory.
         timed = [r for r in rows if r["result"].get("status") == "ok"]
         measured = [r for r in rows if r["result"].get("peak_mb") is not None]
@@ -396,8 +398,8 @@ def _slopes(results: dict, quiet: bool = False) -> dict:
     slopes = {}
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method
-                and r["frames"] >= 16 and r["result"].get("status") == "ok"]
+        rows = sorted((r for r in results["frames"] if r["scope"] == scope and _series(r) == method
+                       and r["frames"] >= 16 and r["result"].get("status") == "ok"), key=lambda r: r["frames"])
         frames = [r["frames"] for r in rows]
         s = slopes[f"{scope}/{method}"] = {
             "frames_fitted": frames,
