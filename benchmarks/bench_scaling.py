@@ -30,6 +30,13 @@ level, the levels' fresh processes interleaved (trial 1 of each level, then tria
 of the shared machine hits all of them; each level's result also gives its time and CPU time relative to ``none``
 from the same rounds (median of the per-round ratios). Without the option the SSM points run at the config's default.
 
+Allocator: on Linux, glibc's malloc raises its mmap threshold to the size of each freed mmapped block (up to 32 MB),
+after which freed blocks below it stay resident in the heap, fragmented; a fused block's pieces (a few MB each) then
+raise ``ru_maxrss`` well above the live memory, where the attention layer's tensors (> 32 MB each) are mmapped and
+returned. ``--malloc-mmap-threshold BYTES`` sets glibc's ``MALLOC_MMAP_THRESHOLD_`` (a fixed threshold) in every
+worker, SSM and attention alike, so that the peak is that of the live tensors; the default leaves the environment as
+it is.
+
 Caps: a point whose step is predicted (from the previous, smaller point of its series at a log-log slope of 2)
 or observed in the warm-up to take more than 120 s, or whose resident memory passes 20 GB, is reported as "not run".
 Run it on an otherwise idle machine: on shared cores the wall times (and even the CPU times, which then include the
@@ -241,10 +248,13 @@ def _rss_of(pid: int) -> float:
     return 0.0
 
 
-def _run_point(spec: dict) -> dict:
-    """Run one point in a fresh process, killing it past the memory cap or after the warm-up plus 5 capped steps."""
+def _run_point(spec: dict, mmap_threshold: int | None = None) -> dict:
+    """Run one point in a fresh process, killing it past the memory cap or after the warm-up plus 5 capped steps;
+    with ``mmap_threshold``, glibc's fixed mmap threshold in that process."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     peak = {"mb": 0.0, "killed": None}
 
@@ -274,11 +284,11 @@ def _run_point(spec: dict) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _run_trials(spec: dict, trials: int) -> dict:
+def _run_trials(spec: dict, trials: int, mmap_threshold: int | None = None) -> dict:
     """``_run_point`` ``trials`` times (fresh processes); time, CPU time and memory are the medians over the trials,
     which the result lists. On a shared virtual machine a whole process can land on a slow period (memory bandwidth
     taken by neighbours), so one process per point makes slopes move by +-0.1 between runs."""
-    results = [_run_point(spec) for _ in range(trials)]
+    results = [_run_point(spec, mmap_threshold) for _ in range(trials)]
     if trials == 1 or any(r.get("status") != "ok" for r in results):
         return next((r for r in results if r.get("status") != "ok"), results[0])
     merged = dict(results[0])
@@ -288,11 +298,12 @@ def _run_trials(spec: dict, trials: int) -> dict:
     return merged
 
 
-def _run_levels(spec: dict, levels: list[str], trials: int) -> dict[str, dict]:
+def _run_levels(spec: dict, levels: list[str], trials: int, mmap_threshold: int | None = None) -> dict[str, dict]:
     """``_run_trials`` of ``spec`` at each recompute level, the levels' processes interleaved round by round; with a
     ``"none"`` level, the others get ``time_ratio_to_none`` / ``cpu_time_ratio_to_none`` / ``peak_ratio_to_none``
     (medians of the per-round ratios)."""
-    rounds = [{level: _run_point({**spec, "mixer_recompute": level}) for level in levels} for _ in range(trials)]
+    rounds = [{level: _run_point({**spec, "mixer_recompute": level}, mmap_threshold) for level in levels}
+              for _ in range(trials)]
     merged = {}
     for level in levels:
         results = [r[level] for r in rounds]
@@ -353,7 +364,9 @@ def _plot(results: dict, path: Path) -> None:
              "transformer": "Transformer block"}
     markers = {"ssm[speed]": "v", "ssm[memory]": "D", "transformer": "^"}
     for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method]
+        # Sorted: merged runs list their points in the order the runs measured them.
+        rows = sorted((r for r in results["frames"] if r["scope"] == scope and _series(r) == method),
+                      key=lambda r: r["frames"])
         # A point stopped by the time cap after its warm-up step still measured that step's memory.
         timed = [r for r in rows if r["result"].get("status") == "ok"]
         measured = [r for r in rows if r["result"].get("peak_mb") is not None]
@@ -385,8 +398,8 @@ def _slopes(results: dict, quiet: bool = False) -> dict:
     slopes = {}
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for scope, method in sorted({(r["scope"], _series(r)) for r in results["frames"]}):
-        rows = [r for r in results["frames"] if r["scope"] == scope and _series(r) == method
-                and r["frames"] >= 16 and r["result"].get("status") == "ok"]
+        rows = sorted((r for r in results["frames"] if r["scope"] == scope and _series(r) == method
+                       and r["frames"] >= 16 and r["result"].get("status") == "ok"), key=lambda r: r["frames"])
         frames = [r["frames"] for r in rows]
         s = slopes[f"{scope}/{method}"] = {
             "frames_fitted": frames,
@@ -439,6 +452,8 @@ def main(argv=None) -> int:
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="merge the results of several runs into --out (+ the figure); a point that a later "
                              "run measured again takes that run's result")
+    parser.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
+                        help="glibc's MALLOC_MMAP_THRESHOLD_ in every worker, both fusions (default: unset)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -485,7 +500,7 @@ def main(argv=None) -> int:
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
                          "repeats": args.repeats, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
-                         "mixer_chunk_size": chunk_size, "mixer_recompute_levels": levels,
+                         "mixer_chunk_size": chunk_size, "malloc_mmap_threshold": args.malloc_mmap_threshold, "mixer_recompute_levels": levels,
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "
@@ -519,9 +534,9 @@ def main(argv=None) -> int:
                         result = {"status": "not run", "note": f"the smaller point ({previous[0]}) was not run"}
                         by_level = {level: result for level in method_levels}
                     elif method_levels == [None]:
-                        by_level = {None: _run_trials(spec, args.trials)}
+                        by_level = {None: _run_trials(spec, args.trials, args.malloc_mmap_threshold)}
                     else:
-                        by_level = _run_levels(spec, method_levels, args.trials)
+                        by_level = _run_levels(spec, method_levels, args.trials, args.malloc_mmap_threshold)
                     load.append(os.getloadavg())
                     previous = (value, by_level[method_levels[0]])
                     for level, result in by_level.items():

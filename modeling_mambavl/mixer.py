@@ -38,8 +38,10 @@ class MambaVLMixer(nn.Module):
     piece keeps for the backward only its input projection's output (batch, piece, 2 * intermediate_size), at
     ``"memory"`` only its input (batch, piece, hidden_size); the backward recomputes the rest one piece at a time
     (non-reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs),
-    so its transient memory is that of one piece. With recomputation, tensors on any device run in pieces; without
-    it, GPU tensors run in one pass.
+    so its transient memory is that of one piece. Each piece's output goes into the full-length output as soon as it
+    is computed, and the carried convolution inputs are copies, so nothing of a finished piece but its input (and
+    the small carries) stays alive. With recomputation, tensors on any device run in pieces; without it, GPU tensors
+    run in one pass.
     """
 
     def __init__(
@@ -114,11 +116,17 @@ class MambaVLMixer(nn.Module):
         # split, not slicing: its backward is one cat, where each slice's would write a full-length gradient.
         pieces = hidden_states.split(step, dim=1)
         masks = [None] * len(pieces) if mask is None else mask.split(step, dim=1)
-        outputs, carry = [], (None, None)
+        output, carry, start = None, (None, None), 0
         for i, (piece, piece_mask) in enumerate(zip(pieces, masks)):
             out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=i < len(pieces) - 1)
-            outputs.append(out)
-        return torch.cat(outputs, dim=1)
+            if output is None:  # the dtype of the pieces' outputs (autocast's, if on)
+                output = out.new_empty(hidden_states.shape[:2] + out.shape[2:])
+            # Written into the full-length output at once (not kept for one cat at the end): each piece's output is
+            # freed before the next piece runs, so the pieces' transients reuse the same memory.
+            output = PlacePiece.apply(output, out, start)
+            start += out.shape[1]
+            del out
+        return output
 
     def _run_piece(
         self,
@@ -206,10 +214,31 @@ class MambaVLMixer(nn.Module):
         out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
         if not keep_state:
             return out, (None, None)
-        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding).
+        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding), copied: a slice
+        # would keep the whole piece's (b, d_inner, L) input alive until the backward reaches the next piece.
         context = self.conv1d.kernel_size[0] - 1
-        conv_in = F.pad(conv_in, (max(context - conv_in.shape[-1], 0), 0))
-        return out, (conv_in[..., conv_in.shape[-1] - context:], state)
+        if conv_in.shape[-1] < context:
+            conv_in = F.pad(conv_in, (context - conv_in.shape[-1], 0))
+        return out, (conv_in[..., conv_in.shape[-1] - context:].clone(), state)
+
+
+class PlacePiece(torch.autograd.Function):
+    """``output[:, start:start + piece.shape[1]] = piece``, in place, for autograd: the gradient of the piece is that
+    slice of the output's gradient (a view), and the output's gradient passes on unchanged, the slice included, since
+    the pieces written before never cover it."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, piece: torch.Tensor, start: int) -> torch.Tensor:
+        """output (batch, L, D), piece (batch, l, D) -> output, with the piece at positions start to start + l."""
+        ctx.span = (start, start + piece.shape[1])
+        ctx.mark_dirty(output)
+        output[:, start:start + piece.shape[1]] = piece
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        start, end = ctx.span
+        return grad_output, grad_output[:, start:end], None
 
 
 class MambaVLRMSNorm(nn.Module):

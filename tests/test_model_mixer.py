@@ -327,3 +327,79 @@ def test_mixer_recompute_comes_from_the_config():
         fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
                                                 mixer_recompute=level))
         assert {m.recompute for m in (fusion.layers[0].video_mixer, fusion.layers[0].text_mixer)} == {level}
+
+
+def test_pieces_keep_no_full_piece_intermediate_for_the_backward():
+    """At the recompute levels, what the graph keeps for the backward is the parameters, the pieces' inputs (views of
+    the mixer's input), their projections at "speed", the state matrix and the small carries: the carried convolution context is a copy, not a
+    slice that would keep a piece's (batch, d_inner, piece) convolution input alive."""
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    x = torch.randn(2, 20, D, requires_grad=True)
+    carry_bytes = 2 * EXPAND * D * max(N, 3) * 4
+    for level, piece_width in (("memory", D), ("speed", 2 * EXPAND * D)):
+        mixer.recompute = level
+        kept = []
+
+        def pack(t, kept=kept):
+            kept.append((tuple(t.shape), t.untyped_storage().nbytes(), t.untyped_storage().data_ptr()))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = mixer(x)
+        out.sum().backward()
+        pieces = [k for k in kept if k[2] == x.untyped_storage().data_ptr()]
+        if level == "memory":
+            assert [k[0] for k in pieces] == [(2, 7, D), (2, 7, D), (2, 6, D)]
+        parameters = {p.untyped_storage().data_ptr() for p in mixer.parameters()}
+        others = [k for k in kept if k[2] != x.untyped_storage().data_ptr() and k[2] not in parameters]
+        assert all(nbytes <= max(carry_bytes, 2 * 7 * piece_width * 4) for _, nbytes, _ in others), (level, others)
+        assert max(nbytes for shape, nbytes, _ in others if shape[-1] == 3) <= 2 * EXPAND * D * 3 * 4, level
+
+
+def test_each_piece_output_is_released_before_the_next_piece_runs(monkeypatch):
+    """Pieces write into the full-length output as they finish: no piece's output is alive while the next one runs
+    (a list of outputs for one cat at the end would keep them all), and the result and gradients are unchanged."""
+    import gc
+    import weakref
+
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute="memory")
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    x = torch.randn(2, 20, D, requires_grad=True)
+    weights = torch.randn(2, 20, D)
+    previous = []
+    run_piece = mixer._run_piece
+
+    def spy(*args, **kwargs):
+        gc.collect()
+        assert all(ref() is None for ref in previous), "a previous piece's output is still alive"
+        out, carry = run_piece(*args, **kwargs)
+        previous.append(weakref.ref(out))
+        return out, carry
+
+    monkeypatch.setattr(mixer, "_run_piece", spy)
+    out = mixer(x)
+    assert len(previous) == 3
+    (out * weights).sum().backward()
+    monkeypatch.undo()
+    reference_x = x.detach().clone().requires_grad_()
+    mixer.chunk_size = None
+    reference = mixer(reference_x)
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, reference_x.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_place_piece_writes_a_slice_and_passes_gradients_through():
+    from modeling_mambavl.mixer import PlacePiece
+
+    pieces = [torch.randn(2, n, 3, requires_grad=True) for n in (4, 4, 2)]
+    output, start = torch.empty(2, 10, 3), 0
+    for piece in pieces:
+        output = PlacePiece.apply(output, piece, start)
+        start += piece.shape[1]
+    torch.testing.assert_close(output, torch.cat(pieces, dim=1), rtol=0, atol=0)
+    weights = torch.randn(2, 10, 3)
+    (output * weights).sum().backward()
+    for piece, expected in zip(pieces, weights.split([4, 4, 2], dim=1)):
+        torch.testing.assert_close(piece.grad, expected, rtol=0, atol=0)
