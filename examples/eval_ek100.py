@@ -35,6 +35,7 @@ from modeling_mambavl.training.builders import (
     default_cache_dir,
     load_rows,
     resolve_data,
+    synthetic_settings,
 )
 from modeling_mambavl.training.evaluation import (
     format_metric_table,
@@ -104,8 +105,7 @@ def main(argv=None) -> dict:
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
-        synthetic={"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
-                   "size": args.synthetic_size},
+        synthetic=synthetic_settings(args),
     )
     rows = load_rows(data, args.split, args.task, anticipation_time=args.anticipation_time,
                      observation_time=args.observation_time, limit=args.max_eval_samples)
