@@ -695,6 +695,7 @@ SYNTHETIC_HARD_SCRIPTS: dict[str, dict[str, Any]] = {
     },
 }
 _HARD_TAIL_NOUNS = ("milk", "can", "courgette")
+_HARD_TAIL_WEIGHT = 0.25  # of a tail noun, against 1 for the others of its script
 _HARD_VERSION = 1
 
 
@@ -717,15 +718,18 @@ def synthetic_script_sequences(script: str, noun: str) -> dict[tuple[str, ...], 
     return sequences
 
 
-def _hard_actions(rng: np.random.Generator, count: int) -> list[tuple[str, str, int]]:
-    """The first ``count`` actions of a chain of scripts: (verb, noun, number of the script in the chain)."""
+def _hard_actions(rng: np.random.Generator, count: int, tail_first: bool) -> list[tuple[str, str, int]]:
+    """The first ``count`` actions of a chain of scripts: (verb, noun, number of the script in the chain); with
+    ``tail_first`` the first script acts on a tail noun (so that every split has some)."""
     names = list(SYNTHETIC_HARD_SCRIPTS)
-    weights = np.array([SYNTHETIC_HARD_SCRIPTS[n]["weight"] for n in names], dtype=np.float64)
     actions: list[tuple[str, str, int]] = []
     while len(actions) < count:
-        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        nouns = SYNTHETIC_HARD_SCRIPTS[name]["nouns"]
-        noun_weights = np.array([0.25 if n in _HARD_TAIL_NOUNS else 1.0 for n in nouns])
+        tail = tail_first and not actions
+        candidates = [n for n in names if not tail or set(SYNTHETIC_HARD_SCRIPTS[n]["nouns"]) & set(_HARD_TAIL_NOUNS)]
+        weights = np.array([SYNTHETIC_HARD_SCRIPTS[n]["weight"] for n in candidates], dtype=np.float64)
+        name = candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+        nouns = [n for n in SYNTHETIC_HARD_SCRIPTS[name]["nouns"] if not tail or n in _HARD_TAIL_NOUNS]
+        noun_weights = np.array([_HARD_TAIL_WEIGHT if n in _HARD_TAIL_NOUNS else 1.0 for n in nouns])
         noun = nouns[int(rng.choice(len(nouns), p=noun_weights / noun_weights.sum()))]
         sequences = synthetic_script_sequences(name, noun)
         keys = list(sequences)
@@ -769,7 +773,7 @@ class _HardScene:
             image.paste(colour, mask=_shape_mask(shape, self.size + 2 * m, x + m, y + m, r))
         jx, jy = (int(j) for j in self.rng.integers(-m, m + 1, size=2))
         pixels = np.asarray(image, dtype=np.float32)[m + jy: m + jy + self.size, m + jx: m + jx + self.size]
-        pixels = pixels + self.rng.normal(0.0, _HARD_NOISE, pixels.shape).astype(np.float32)
+        pixels = pixels + _HARD_NOISE * self.rng.standard_normal(pixels.shape, dtype=np.float32)
         return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
 
 
@@ -860,7 +864,7 @@ def _write_hard_split(splits: _SplitWriter, split: str, split_index: int, count:
         fps = frames_fps(video_id)
         writer = _VideoWriter(splits.root, video_id, fps, splits.size, splits.frames, splits.video)
         rest, number = None, -1
-        for i, (clip_index, (verb, noun, script)) in enumerate(zip(range(lo, hi), _hard_actions(rng, hi - lo))):
+        for i, (clip_index, (verb, noun, script)) in enumerate(zip(range(lo, hi), _hard_actions(rng, hi - lo, tail_first=v == 0))):
             if script != number:  # a new script: a new object, after a pause without one
                 number, rest = script, None
                 shape, radius = SYNTHETIC_HARD_NOUNS[noun], rng.uniform(*_HARD_RADIUS) * s
