@@ -140,11 +140,11 @@ SYNTHETIC_VARIANTS = ("default", "hard")
 # The hard variant's difficulty: the acting object's half-size (px at 112 px frames), the camera shake (px at 112 px),
 # the sensor noise (standard deviation, 0-255), the static objects of other shapes per video, and the distance a
 # translation covers (fraction of the frame).
-_HARD_RADIUS = (9.0, 13.0)
-_HARD_JITTER = 2.0
-_HARD_NOISE = 10.0
-_HARD_DISTRACTORS = 2
-_HARD_DISTANCE = (0.18, 0.32)
+_HARD_RADIUS = (14.0, 18.0)
+_HARD_JITTER = 0.0
+_HARD_NOISE = 3.0
+_HARD_DISTRACTORS = 1
+_HARD_DISTANCE = (0.25, 0.38)
 
 
 @dataclass(frozen=True)
@@ -773,7 +773,7 @@ class _HardScene:
 
     def __init__(self, rng: np.random.Generator, size: int, noise_rng: np.random.Generator) -> None:
         s = size / 112.0
-        self.size, self.margin, self.rng = size, max(1, round(_HARD_JITTER * s)), noise_rng
+        self.size, self.margin, self.rng = size, round(_HARD_JITTER * s), noise_rng
         full = size + 2 * self.margin
         self.canvas = Image.fromarray(_background(rng, full))
         angle = math.radians(rng.choice([rng.uniform(30, 60), rng.uniform(120, 150)]))
@@ -813,7 +813,7 @@ class _HardClipRenderer:
                  start: tuple[float, float] | None) -> None:
         s = size / 112.0
         self.motion, self.r = SYNTHETIC_HARD_VERBS[verb], radius
-        self.m0, self.m1 = (0.0, 1.0) if length < 8 else (rng.uniform(0, 0.25), rng.uniform(0.75, 1.0))
+        self.m0, self.m1 = (0.0, 1.0) if length < 8 else (rng.uniform(0, 0.2), rng.uniform(0.8, 1.0))
         self.gain, self.drift, self.direction = 1.0, rng.uniform(-3, 3) * s, float(rng.choice([-1.0, 1.0]))
         motion = self.motion
         if motion in ("up", "down", "up-grow", "down-shrink", "slide", "diagonal"):
@@ -896,10 +896,13 @@ def _write_hard_split(splits: _SplitWriter, split: str, split_index: int, count:
             if script != number:  # a new script: a new object, after a pause without one
                 number, rest = script, None
                 shape, radius = SYNTHETIC_HARD_NOUNS[noun], rng.uniform(*_HARD_RADIUS) * s
-                colour = _hsv(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.8, 1.0))
                 gap = int(rng.integers(18, 48))
             else:
                 gap = int(rng.integers(6, 25))
+            # A new colour for every action: a colour kept for a whole script would let a model memorise which noun
+            # a training video's colour is instead of reading the shape (measured: 52 % noun top-1 on training
+            # clips, 8 % on validation).
+            colour = _hsv(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.8, 1.0))
             length = int(rng.choice([4, 7])) if short[clip_index] else 3 * int(rng.integers(12, 31)) + 1
             renderer = _HardClipRenderer(rng, verb, radius, splits.size, length, None if rest is None else rest[2:4])
             # Boundaries on multiples of 3 frames and one extra frame each side, as in the default variant.
