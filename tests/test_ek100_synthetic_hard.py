@@ -180,7 +180,7 @@ def test_hard_grammar_is_ek100_actions():
         synthetic_script_sequences("container", "onion")
 
 
-def test_hard_frames_show_a_small_object_in_noise(hard):
+def test_hard_frames_have_sensor_noise(hard):
     from PIL import Image
 
     _, train = _rows(hard, "train")
@@ -189,8 +189,8 @@ def test_hard_frames_show_a_small_object_in_noise(hard):
     frames = [np.asarray(Image.open(folder / f"frame_{k:010d}.jpg"), dtype=np.float32)
               for k in range(int(row["start_frame"]), int(row["stop_frame"]) + 1)]
     assert frames[0].shape == (32, 32, 3)
-    # Sensor noise and camera shake: no two frames of a clip are equal, even where nothing moves.
-    assert min(np.abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 2.0
+    # Sensor noise: no two frames of a clip are equal, even while the object rests.
+    assert min(np.abs(a - b).mean() for a, b in zip(frames, frames[1:])) > 0.5
 
 
 def _parse_data_args(argv):

@@ -20,17 +20,18 @@ nothing about the noun. About 15% of clips are shorter than 8 frames. Validation
 than train, and each has an unseen participant (P32 for validation, P33 for test, as in the official unseen lists).
 
 **The hard variant** (``variant="hard"``, ``--synthetic_variant hard``) is made for measuring what questions and
-anticipation add: a tiny first stage is neither at chance nor saturated on it, and its videos have a past that tells
-the future. Differences from the default:
+anticipation add: more classes, near twins among them, and videos whose past tells the future (its measured
+difficulty is at the end of this list). Differences from the default:
 
 - 14 verbs in near twins: take / remove (up; remove also grows by 1.25-1.45x), put / insert (down; insert also
   shrinks), open / close (grow / shrink), move / pour (sideways / diagonally down at 25-45 degrees), shake / wash
   (wide slow / narrow fast sideways oscillation), mix / dry (clockwise / anticlockwise circles), cut / peel (up-down
-  oscillation / slow down-strokes with quick returns); the motion takes a random 50-100 % of the clip.
+  oscillation / slow down-strokes with quick returns); the motion takes a random 60-100 % of the clip.
 - 25 nouns, most of them a near twin of another shape (disc / hexagon / octagon, ring / thin ring, square / wide
-  rectangle / hollow square, cross / x-cross, triangle / down-triangle, star / hexagram, ...), drawn small (half-size
-  9-13 px at 112 px frames, against 15-21 in the default), with two static objects of other shapes in the scene
-  and a shaking camera (+-2 px at 112 px) with sensor noise (sigma 10 of 255) on every frame.
+  rectangle / hollow square, cross / x-cross, triangle / down-triangle, star / hexagram, ...), drawn a little smaller
+  than in the default (half-size 14-18 px at 112 px frames, against 15-21), with a static object of another shape in
+  the scene and sensor noise (sigma 3 of 255) on every frame; the colour is drawn anew for every action, so it never
+  tells the noun.
 - Each video is one kitchen (background and static objects) and a chain of scripts, consecutive clips consecutive
   actions: an action lasts 0.6-1.8 s (or is one of the ``short_fraction`` short clips), the next action of the same
   script starts 0.1-0.5 s after it ends, with the object resting in view where the last action left it, and a new
@@ -505,7 +506,7 @@ def make_synthetic_ek100(
         seed: everything is a deterministic function of the arguments.
         frames, video, features: which media layouts to write.
         variant: ``"default"`` (6 verbs, 9 nouns, independent clips) or ``"hard"`` (14 verbs, 25 nouns with
-            confusable pairs, small objects in a noisy shaking scene, videos made of action sequences that follow
+            near-twin classes, a noisy scene with a static distractor, videos made of action sequences that follow
             `SYNTHETIC_HARD_SCRIPTS`).
         overwrite: regenerate even when ``root`` holds a data set made with the same settings; without it, a
             ``root`` holding anything else raises ``FileExistsError``.
@@ -769,7 +770,8 @@ def _hard_actions(rng: np.random.Generator, count: int, tail_first: bool) -> lis
 
 class _HardScene:
     """One video's kitchen: a textured background, a static diagonal line and static objects of other shapes, filmed
-    by a shaking camera with sensor noise. ``frame`` draws the acting object (or none) and films it."""
+    by a camera that may shake (``_HARD_JITTER``) with sensor noise. ``frame`` draws the acting object (or none) and
+    films it."""
 
     def __init__(self, rng: np.random.Generator, size: int, noise_rng: np.random.Generator) -> None:
         s = size / 112.0
