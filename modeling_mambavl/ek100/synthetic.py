@@ -28,10 +28,10 @@ difficulty is at the end of this list). Differences from the default:
   (wide slow / narrow fast sideways oscillation), mix / dry (clockwise / anticlockwise circles), cut / peel (up-down
   oscillation / slow down-strokes with quick returns); the motion takes a random 60-100 % of the clip.
 - 25 nouns, most of them a near twin of another shape (disc / hexagon / octagon, ring / thin ring, square / wide
-  rectangle / hollow square, cross / x-cross, triangle / down-triangle, star / hexagram, ...), drawn a little smaller
-  than in the default (half-size 14-18 px at 112 px frames, against 15-21), with a static object of another shape in
-  the scene and sensor noise (sigma 3 of 255) on every frame; the colour is drawn anew for every action, so it never
-  tells the noun.
+  rectangle / hollow square, cross / x-cross, triangle / down-triangle, star / hexagram, ...), drawn at the default's
+  sizes; the colour is drawn anew for every action, so it never tells the noun. (The generator can also add static
+  objects of other shapes, camera shake and sensor noise; each made the tiny preset fail to learn in a short budget,
+  see ``_HARD_RADIUS``, so the variant uses none.)
 - Each video is one kitchen (background and static objects) and a chain of scripts, consecutive clips consecutive
   actions: an action lasts 0.6-1.8 s (or is one of the ``short_fraction`` short clips), the next action of the same
   script starts 0.1-0.5 s after it ends, with the object resting in view where the last action left it, and a new
@@ -53,7 +53,20 @@ difficulty is at the end of this list). Differences from the default:
   (* tail nouns, drawn at a quarter of the weight; every split's first video starts with one.) Knowing the previous
   action (true labels, bigram counted on the training split) gives 71 % verb top-1 for the next action on
   validation, against 21 % for the class prior (1,600 / 256 clips, seed 0).
-- Measured difficulty: MEASURED
+- Measured difficulty (1,200 train / 256 validation clips, 64 px, seed 0; a loaded 2-core machine), the tiny preset
+  on frames with generic questions, 1,200 steps::
+
+      python examples/train_ek100.py --preset tiny --synthetic_variant hard --media frames --task recognition \
+          --synthetic_train_clips 1200 --synthetic_validation_clips 256 --synthetic_size 64 --cache_clips \
+          --crop_scale 0.9 1.0 --lr 3e-3 --max_grad_norm 1.0 --warmup_epochs 1 --num_train_epochs 16 \
+          --label_smoothing 0 --checkpointing_steps no --eval_every_epochs 16 --num_workers 1 --num_threads 1
+
+  recognition (validation): verb top-1 / top-5 75.8 / 96.9, noun 49.6 / 86.7, action 38.7 / 72.3 (the default
+  variant: 97 / 93 top-1 after 2,400 steps). Verb top-5 is above the 95 % aimed at; harder settings left the
+  model at chance instead. Anticipation (``--task anticipation``, otherwise the same): verb top-1 / top-5 / mt5r
+  28.9 / 70.3 / 45.5, noun 12.5 / 37.9 / 31.4, action top-1 3.9, against 24.6 / 65.2 / 35.7, 3.9 / 29.3 / 20.8 and
+  0.8 for the training split's class prior; the true previous action alone (bigram counted on train) would give
+  77.0 / 97.7 / 95.8 verb and 72.7 % noun top-1, so anticipation has much left to learn from the observed past.
 
 Output (``root``)::
 
@@ -141,11 +154,14 @@ SYNTHETIC_VARIANTS = ("default", "hard")
 # The hard variant's difficulty: the acting object's half-size (px at 112 px frames), the camera shake (px at 112 px),
 # the sensor noise (standard deviation, 0-255), the static objects of other shapes per video, and the distance a
 # translation covers (fraction of the frame).
-_HARD_RADIUS = (14.0, 18.0)
+# Measured (docstring): radius 9-13 with shake 2, noise 10 and two static objects, 13-17 / 1 / 4 / one object, and
+# 14-18 / 0 / 3 / one object all left the tiny preset at the class prior (verb top-1 22-29 %) after 1,000-1,400 steps;
+# a single static object of another shape is enough to keep it there (27 %), so the variant has none.
+_HARD_RADIUS = (15.0, 21.0)
 _HARD_JITTER = 0.0
-_HARD_NOISE = 3.0
-_HARD_DISTRACTORS = 1
-_HARD_DISTANCE = (0.25, 0.38)
+_HARD_NOISE = 0.0
+_HARD_DISTRACTORS = 0
+_HARD_DISTANCE = (0.28, 0.42)
 
 
 @dataclass(frozen=True)
