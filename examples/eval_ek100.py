@@ -26,7 +26,12 @@ from accelerate.logging import get_logger
 
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
-from modeling_mambavl.training.builders import apply_question_pool, default_cache_dir, resolve_data
+from modeling_mambavl.training.builders import (
+    apply_question_pool,
+    default_cache_dir,
+    resolve_data,
+    synthetic_settings,
+)
 from modeling_mambavl.training.evaluation import evaluate_ek100
 
 logger = get_logger(__name__)
@@ -78,8 +83,7 @@ def main(argv=None) -> dict:
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
-        synthetic={"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
-                   "size": args.synthetic_size},
+        synthetic=synthetic_settings(args),
     )
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
     evaluation = evaluate_ek100(

@@ -57,6 +57,7 @@ from modeling_mambavl.training.builders import (
     init_head_bias_from_prior,
     load_rows,
     resolve_data,
+    synthetic_settings,
 )
 from modeling_mambavl.training.data import steps_per_epoch
 from modeling_mambavl.training.evaluation import (
@@ -410,8 +411,7 @@ def train(args, recipe, accelerator, timings) -> dict:
     t0 = time.perf_counter()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
-        synthetic={"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
-                   "size": args.synthetic_size},
+        synthetic=synthetic_settings(args),
     )
     window = {"anticipation_time": args.anticipation_time, "observation_time": args.observation_time}
     train_rows = load_rows(data, args.train_split, args.task, limit=args.max_train_samples, **window)

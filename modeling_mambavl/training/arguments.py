@@ -127,6 +127,9 @@ def add_data_arguments(group: argparse._ActionsContainer) -> None:
     group.add_argument("--synthetic_validation_clips", type=int, default=128,
                        help="synthetic data: validation clips")
     group.add_argument("--synthetic_size", type=int, default=112, help="synthetic data: frame size in pixels")
+    group.add_argument("--synthetic_variant", choices=("default", "hard"), default="default",
+                       help="synthetic data: 6 verbs / 9 nouns in independent clips (default), or 14 verbs / 25 nouns "
+                            "with near-twin classes, small objects, noise and videos of action sequences (hard)")
     group.add_argument("--sampling", choices=("segment", "dense"), default=None,
                        help="frame sampling (default: segment for recognition, dense end-anchored for anticipation)")
     group.add_argument("--stride", type=int, default=4, help="dense sampling: every stride-th frame at --target_fps")

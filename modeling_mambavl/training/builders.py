@@ -28,6 +28,7 @@ __all__ = [
     "init_head_bias_from_prior",
     "load_rows",
     "resolve_data",
+    "synthetic_settings",
     "tokenize_questions",
 ]
 
@@ -48,6 +49,17 @@ class DataSpec:
     dataset: str
 
 
+def synthetic_settings(args: Any) -> dict[str, Any]:
+    """The synthetic data set's settings from the parsed ``add_data_arguments`` options (``--synthetic_*``), as
+    `resolve_data` takes them; the default variant is left out, so its cache folder keeps the name it always had."""
+    settings = {"num_train": args.synthetic_train_clips, "num_validation": args.synthetic_validation_clips,
+                "size": args.synthetic_size}
+    variant = getattr(args, "synthetic_variant", "default")
+    if variant != "default":
+        settings["variant"] = variant
+    return settings
+
+
 def resolve_data(
     annotations_dir: str | os.PathLike | None,
     media_root: str | os.PathLike | None,
@@ -57,8 +69,9 @@ def resolve_data(
     synthetic: dict[str, Any] | None = None,
     accelerator: Any = None,
 ) -> DataSpec:
-    """The real data set when ``annotations_dir`` is given, else the synthetic one, built once under ``cache_dir``
-    (by the main process first; the others then find it complete and reuse it)."""
+    """The real data set when ``annotations_dir`` is given, else the synthetic one (``synthetic``: arguments of
+    `make_synthetic_ek100`, e.g. from `synthetic_settings`), built once under ``cache_dir`` (by the main process
+    first; the others then find it complete and reuse it)."""
     if annotations_dir is not None:
         annotations_dir = Path(annotations_dir)
         if not annotations_dir.is_dir():
@@ -69,7 +82,9 @@ def resolve_data(
 
     settings = dict(synthetic or {})
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    name = "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
+    # The variant is part of the folder's name, except the default, whose folders predate variants.
+    named = {k: v for k, v in settings.items() if not (k == "variant" and v == "default")}
+    name = "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(named.items()))
     root = cache_dir / name
     kwargs = dict(settings, frames=media == "frames", video=media == "video", features=media == "features")
 
