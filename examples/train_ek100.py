@@ -67,7 +67,7 @@ from modeling_mambavl.training.evaluation import (
     write_metrics_json,
     write_predictions,
 )
-from modeling_mambavl.training.losses import VerbNounLoss
+from modeling_mambavl.training.losses import LONG_TAIL_LOSSES, VerbNounLoss, class_counts
 from modeling_mambavl.training.optimization import build_optimizer, build_param_groups, build_scheduler
 from modeling_mambavl.training.recipe import parse_args_with_recipe, resolved_arguments
 from modeling_mambavl.training.steps import compute_loss, step_seed
@@ -340,6 +340,8 @@ def train(args, recipe, accelerator, timings) -> dict:
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
     if args.fusion_type:
         overrides["fusion_type"] = args.fusion_type
+    # What training uses is what the saved config says: the model's own loss reads config.label_smoothing.
+    overrides["label_smoothing"] = args.label_smoothing
     if args.init_from and args.task == "anticipation":
         logger.info(f"anticipation starts from the recognition checkpoint {args.init_from}")
     model, model_source = build_model(
@@ -471,13 +473,17 @@ def train(args, recipe, accelerator, timings) -> dict:
         schedule=args.lr_schedule, warmup_steps=round(args.warmup_epochs * num_update_steps_per_epoch),
         min_lr_ratio=args.min_lr_ratio, milestones=tuple(args.lr_milestones), factors=tuple(args.lr_factors),
     )
-    loss_fn = VerbNounLoss(args.loss, *_class_counts(train_rows, config), beta=args.class_balanced_beta,
-                           tau=args.logit_adjustment_tau)
+    loss_fn = None  # the model's own loss
+    if args.loss in LONG_TAIL_LOSSES:
+        loss_fn = VerbNounLoss(args.loss, class_counts(train_rows, "verb_class", config.num_verb_classes),
+                               class_counts(train_rows, "noun_class", config.num_noun_classes),
+                               beta=args.class_balanced_beta, tau=args.logit_adjustment_tau,
+                               label_smoothing=config.label_smoothing)
 
     record = runs.model_record(model)  # before prepare: FSDP flattens what it wraps
     model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader)
-    loss_fn = loss_fn.to(accelerator.device)
+    loss_fn = loss_fn.to(accelerator.device) if loss_fn is not None else None
     accelerator.register_for_checkpointing(lr_scheduler)
 
     metric_name = args.metric_for_best_model or default_metric_for_best_model(args.task)
@@ -592,7 +598,7 @@ def train(args, recipe, accelerator, timings) -> dict:
             generator = torch.Generator().manual_seed(step_seed(args.seed, epoch, batch_index, rank, 1))
             with accelerator.accumulate(model):
                 loss, count = compute_loss(model, batch, loss_fn, num_verbs=num_verbs, num_nouns=num_nouns,
-                                           label_smoothing=args.label_smoothing, mixup=mixup, generator=generator)
+                                           mixup=mixup, generator=generator)
                 if faults.nan_loss_step(state["global_step"] + 1):
                     loss = loss * float("nan")
                 losses = accelerator.gather(loss.detach().float().reshape(1))
@@ -723,16 +729,6 @@ def train(args, recipe, accelerator, timings) -> dict:
     if args.demo and accelerator.is_main_process:
         print_demo_summary(args, timings, training_seconds, eval_seconds, last_metrics, result.get("controls"))
     return result
-
-
-def _class_counts(rows, config) -> tuple[torch.Tensor, torch.Tensor]:
-    verbs = torch.zeros(config.num_verb_classes)
-    nouns = torch.zeros(config.num_noun_classes)
-    for row in rows:
-        if row.get("verb_class") is not None:
-            verbs[int(row["verb_class"])] += 1
-            nouns[int(row["noun_class"])] += 1
-    return verbs, nouns
 
 
 def save_best(accelerator, model, processor, folder: Path, predictions, payload: dict, merge: bool = False,

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLProcessor
-from modeling_mambavl.training.losses import VerbNounLoss
 from modeling_mambavl.training.mixup import mix_batch
 from modeling_mambavl.training.steps import compute_loss
 
@@ -48,9 +47,8 @@ def training_loss(model, batch, mixup=None) -> tuple[torch.Tensor, int]:
     """What the training loop computes for one batch (plain cross-entropy, dropout and mixup seeded)."""
     torch.manual_seed(DROPOUT_SEED)
     config = model.config
-    return compute_loss(model, batch, VerbNounLoss("ce"), num_verbs=config.num_verb_classes,
-                        num_nouns=config.num_noun_classes, label_smoothing=config.label_smoothing, mixup=mixup,
-                        generator=torch.Generator().manual_seed(MIX_SEED))
+    return compute_loss(model, batch, num_verbs=config.num_verb_classes, num_nouns=config.num_noun_classes,
+                        mixup=mixup, generator=torch.Generator().manual_seed(MIX_SEED))
 
 
 def reference_loss(verb_logits, noun_logits, verbs, nouns, smoothing: float, lam: float) -> float:
