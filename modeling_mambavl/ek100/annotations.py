@@ -299,6 +299,34 @@ def _features(labelled: bool, anticipation: bool, vocab: EK100Vocabulary) -> dat
     return datasets.Features(spec)
 
 
+def _action_classes(columns: dict[str, list], vocab: EK100Vocabulary, path: Path, unknown_actions: str) -> list[int]:
+    """The action id of every row's (verb, noun), ``UNKNOWN_ACTION`` for a pair outside the action table (or
+    ``EK100AnnotationError`` with ``unknown_actions="error"``)."""
+    actions = []
+    for i, (verb, noun) in enumerate(zip(columns["verb_class"], columns["noun_class"])):
+        if vocab.has_action(verb, noun):
+            actions.append(vocab.action_id(verb, noun))
+            continue
+        if unknown_actions == "error":
+            raise EK100AnnotationError(
+                f"{path}, narration {columns['narration_id'][i]}: (verb {verb}, noun {noun}) is not one of the "
+                f"{vocab.num_actions} action classes; pass unknown_actions='ignore' to keep it as {UNKNOWN_ACTION}"
+            )
+        actions.append(UNKNOWN_ACTION)
+    return actions
+
+
+def _add_anticipation_windows(columns: dict[str, list], anticipation_time: float,
+                              observation_time: float) -> tuple[int, int]:
+    """Add ``observation_start / _end / _clipped`` (see :func:`anticipation_window`) to ``columns``; returns the
+    numbers of windows clipped at 0 s and of empty ones."""
+    windows = [anticipation_window(s, anticipation_time, observation_time) for s in columns["start_sec"]]
+    columns["observation_start"] = [w[0] for w in windows]
+    columns["observation_end"] = [w[1] for w in windows]
+    columns["observation_clipped"] = [w[2] for w in windows]
+    return sum(columns["observation_clipped"]), sum(1 for w in windows if w[1] <= 0.0)
+
+
 def load_ek100(
     annotations_dir: str | Path,
     split: str,
@@ -393,19 +421,8 @@ def load_ek100(
     summary: dict[str, Any] = {"file": str(path), "split": split, "task": task, "num_rows": num_rows}
 
     if labelled:
-        actions, unknown = [], 0
-        for i, (verb, noun) in enumerate(zip(columns["verb_class"], columns["noun_class"])):
-            if vocab.has_action(verb, noun):
-                actions.append(vocab.action_id(verb, noun))
-                continue
-            if unknown_actions == "error":
-                raise EK100AnnotationError(
-                    f"{path}, narration {columns['narration_id'][i]}: (verb {verb}, noun {noun}) is not one of the "
-                    f"{vocab.num_actions} action classes; pass unknown_actions='ignore' to keep it as {UNKNOWN_ACTION}"
-                )
-            actions.append(UNKNOWN_ACTION)
-            unknown += 1
-        columns["action_class"] = actions
+        columns["action_class"] = _action_classes(columns, vocab, path, unknown_actions)
+        unknown = columns["action_class"].count(UNKNOWN_ACTION)
         summary["num_unknown_actions"] = unknown
         if unknown:
             logger.warning(
@@ -414,18 +431,9 @@ def load_ek100(
             )
 
     if task == "anticipation":
-        windows = [anticipation_window(s, anticipation_time, observation_time) for s in columns["start_sec"]]
-        columns["observation_start"] = [w[0] for w in windows]
-        columns["observation_end"] = [w[1] for w in windows]
-        columns["observation_clipped"] = [w[2] for w in windows]
-        clipped = sum(columns["observation_clipped"])
-        empty = sum(1 for w in windows if w[1] <= 0.0)
-        summary.update(
-            anticipation_time=anticipation_time,
-            observation_time=observation_time,
-            num_clipped_windows=clipped,
-            num_empty_windows=empty,
-        )
+        clipped, empty = _add_anticipation_windows(columns, anticipation_time, observation_time)
+        summary.update(anticipation_time=anticipation_time, observation_time=observation_time,
+                       num_clipped_windows=clipped, num_empty_windows=empty)
         if clipped:
             logger.info(
                 "%s: %d anticipation windows start before 0 s and were clipped (%d are empty: the action starts "

@@ -384,19 +384,9 @@ def make_synthetic_ek100(
             raise ValueError(f"{name}={value}: expected at least {2 * len(SYNTHETIC_VERBS)} clips")
     if clips_per_video < 1 or not 0.0 <= short_fraction <= 1.0:
         raise ValueError("clips_per_video must be >= 1 and short_fraction in [0, 1]")
-    settings = {
-        "version": _VERSION,
-        "num_train": num_train,
-        "num_validation": num_validation,
-        "num_test": num_test,
-        "clips_per_video": clips_per_video,
-        "size": size,
-        "short_fraction": short_fraction,
-        "seed": seed,
-        "frames": frames,
-        "video": video,
-        "features": features,
-    }
+    settings = {"version": _VERSION, "num_train": num_train, "num_validation": num_validation, "num_test": num_test,
+                "clips_per_video": clips_per_video, "size": size, "short_fraction": short_fraction, "seed": seed,
+                "frames": frames, "video": video, "features": features}
     marker = root / "synthetic.json"
     counts = {"train": num_train, "validation": num_validation, "test": num_test}
     result = SyntheticEK100(
