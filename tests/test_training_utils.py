@@ -125,6 +125,8 @@ def test_long_tail_losses_smooth_the_targets_once():
         loss = VerbNounLoss(kind, equal, equal, label_smoothing=0.1)(logits, logits, one_hot_smoothed(labels, 5),
                                                                      one_hot_smoothed(labels, 5))
         torch.testing.assert_close(loss, 2 * F.cross_entropy(logits, labels, label_smoothing=0.1))
+        ids = VerbNounLoss(kind, equal, equal, label_smoothing=0.1)(logits, logits, labels, labels)
+        torch.testing.assert_close(ids, loss)  # class ids or one-hot targets: the same loss
 
 
 def test_one_class_prior_for_the_head_bias_and_the_logit_adjustment():

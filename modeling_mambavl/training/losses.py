@@ -90,12 +90,17 @@ class VerbNounLoss(torch.nn.Module):
 
     def forward(self, verb_logits: torch.Tensor, noun_logits: torch.Tensor, verb_targets: torch.Tensor,
                 noun_targets: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C); targets (B, C) soft, not smoothed (one-hot or mixed one-hots)."""
+        """Logits (B, C); targets (B,) class ids or (B, C) soft targets, not smoothed (e.g. mixed one-hots)."""
         if self.kind == "logit_adjusted":
             verb_logits = verb_logits.float() + self.tau * self.verb_log_prior
             noun_logits = noun_logits.float() + self.tau * self.noun_log_prior
+        return (soft_cross_entropy(verb_logits, self.smoothed(verb_targets, verb_logits), self.verb_weight)
+                + soft_cross_entropy(noun_logits, self.smoothed(noun_targets, noun_logits), self.noun_weight))
+
+    def smoothed(self, targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(B, C) float targets on the logits' device, smoothed once: ``(1 - s) * targets + s / C``."""
+        classes = logits.shape[-1]
+        if not targets.is_floating_point():
+            targets = F.one_hot(targets.long(), classes).float()
         s = self.label_smoothing
-        verb_targets = verb_targets * (1.0 - s) + s / verb_targets.shape[-1]
-        noun_targets = noun_targets * (1.0 - s) + s / noun_targets.shape[-1]
-        return (soft_cross_entropy(verb_logits, verb_targets, self.verb_weight)
-                + soft_cross_entropy(noun_logits, noun_targets, self.noun_weight))
+        return targets.to(logits.device) * (1.0 - s) + s / classes

@@ -11,7 +11,7 @@ import torch
 from .losses import VerbNounLoss
 from .mixup import mix_batch, one_hot_smoothed
 
-__all__ = ["compute_loss", "model_inputs", "step_seed"]
+__all__ = ["compute_loss", "mix_videos_and_targets", "model_inputs", "step_seed"]
 
 _INPUT_KEYS = ("pixel_values", "video_features", "question_input_ids", "question_attention_mask")
 
@@ -57,19 +57,24 @@ def compute_loss(
     if count == 0:
         outputs = model(**inputs)
         return (outputs.verb_logits.sum() + outputs.noun_logits.sum()) * 0.0, 0
-    if count < len(valid):
-        inputs = {k: v[valid] for k, v in inputs.items()}
+    inputs = {k: v[valid] for k, v in inputs.items()}
     verbs, nouns = batch["verb_labels"][valid], batch["noun_labels"][valid]
-    mixing = mixup is not None and count >= 2
-    if mixing or loss_fn is not None:
-        verbs, nouns = one_hot_smoothed(verbs, num_verbs), one_hot_smoothed(nouns, num_nouns)
-    if mixing:
-        if generator is None:
-            raise ValueError("compute_loss: mixup needs a seeded generator")
-        key = "pixel_values" if "pixel_values" in inputs else "video_features"
-        inputs[key], (verbs, nouns), _ = mix_batch(inputs[key], [verbs, nouns], generator, **mixup)
+    if mixup is not None and count >= 2:
+        verbs, nouns = mix_videos_and_targets(inputs, one_hot_smoothed(verbs, num_verbs),
+                                              one_hot_smoothed(nouns, num_nouns), mixup, generator)
     if loss_fn is None:
         return model(**inputs, verb_labels=verbs, noun_labels=nouns).loss, count
     outputs = model(**inputs)
-    verb_logits, noun_logits = outputs.verb_logits, outputs.noun_logits
-    return loss_fn(verb_logits, noun_logits, verbs.to(verb_logits.device), nouns.to(noun_logits.device)), count
+    return loss_fn(outputs.verb_logits, outputs.noun_logits, verbs, nouns), count
+
+
+def mix_videos_and_targets(inputs: dict[str, torch.Tensor], verb_targets: torch.Tensor, noun_targets: torch.Tensor,
+        mixup: dict[str, float], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix the videos of ``inputs`` (in place of the dict's entry) and both (B, C) targets by one lambda; returns the
+    mixed targets."""
+    if generator is None:
+        raise ValueError("mixup needs a seeded generator (torch.Generator().manual_seed(...))")
+    key = "pixel_values" if "pixel_values" in inputs else "video_features"
+    targets = [verb_targets, noun_targets]
+    inputs[key], (verb_targets, noun_targets), _ = mix_batch(inputs[key], targets, generator, **mixup)
+    return verb_targets, noun_targets
