@@ -17,8 +17,8 @@ epoch), frame positions and augmentation come from each clip's generator, dropou
 epoch, batch, rank) at every step. A run resumed from a checkpoint (``--resume_from_checkpoint latest``) therefore ends
 with the same weights and optimizer state as an uninterrupted one.
 
-``main`` reads top to bottom: arguments, model, data, optimiser, the loop (training steps, evaluation, checkpoints),
-the final save. ``run_training(args, recipe, after_training=...)`` lets another script (``examples/demo.py``) run
+``main`` parses the arguments and ``train`` reads top to bottom: model, data, optimiser, the loop (training steps,
+evaluation, checkpoints), the final save. ``run_training(args, recipe, after_training=...)`` lets another script (``examples/demo.py``) run
 more evaluations on the trained model before the run ends.
 """
 
