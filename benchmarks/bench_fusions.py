@@ -5,8 +5,8 @@ std over seeds) and the frames-reversed control.
     python benchmarks/bench_fusions.py --jobs 2                          # two runs at a time (one thread each)
     python benchmarks/bench_fusions.py --fusions ssm none --seeds 0 --extra --num_train_epochs 2
 
-Each run is ``examples/train_ek100.py --demo --fusion_type F --seed S`` as a subprocess (the demo's data, preset,
-optimiser, schedule and epochs; ``--extra`` appends options), so the table measures exactly what ``make demo`` trains.
+Each run is ``examples/demo.py --fusion_type F --seed S`` as a subprocess (the demo's recipe: data, preset, optimiser,
+schedule and epochs; ``--extra`` appends options), so the table measures exactly what ``make demo`` trains.
 From each run: the final model's metrics (``train_summary.json``) and ``controls.json`` (verb top-1 on the take / put /
 open / close clips with frames reversed; the largest top-1 change with questions shuffled across clips). The seed
 changes the model's initialisation, the data order and the augmentation; the data set itself is the same for every
@@ -32,13 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "examples" / "train_ek100.py"
+DEMO = ROOT / "examples" / "demo.py"
 FUSIONS = ("ssm", "transformer", "mlp", "none", "mean_mlp")
 METRICS = ("all_verb_top1", "all_noun_top1", "all_action_top1")
 
 
 def run_one(fusion: str, seed: int, cache: Path, output: Path, extra: list[str]) -> dict:
-    cmd = [sys.executable, str(TRAIN), "--demo", "--fusion_type", fusion, "--seed", str(seed),
+    cmd = [sys.executable, str(DEMO), "--fusion_type", fusion, "--seed", str(seed),
            "--data_cache_dir", str(cache), "--output_dir", str(output), "--no_plot", "--checkpointing_steps", "no",
            *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                 "cpu_count": os.cpu_count(), "jobs": args.jobs},
-                    "settings": "examples/train_ek100.py --demo (DEMO_RECIPE) " + " ".join(args.extra),
+                    "settings": "examples/demo.py (examples/recipes/demo.yaml) " + " ".join(args.extra),
                     "runs": runs,
                     "summary": summarise(runs),
                 })

@@ -5,8 +5,8 @@ paper-size fusion on pre-extracted features (1,569 x 768 tokens, two 40-token qu
     python benchmarks/bench_train.py --cases features-768 --batches 4 --repeats 3
     python benchmarks/bench_train.py --device cuda --dtype bf16       # on a GPU, bf16 autocast
 
-One training step is what ``examples/train_ek100.py`` runs per batch: ``compute_loss`` (forward, verb + noun
-cross-entropy with label smoothing 0.1), ``backward``, ``AdamW.step`` over every parameter, ``zero_grad``. The model is
+One training step is what ``examples/train_ek100.py`` runs per batch: ``compute_loss`` (forward, the model's verb + noun
+cross-entropy with the presets' label smoothing 0.1), ``backward``, ``AdamW.step`` over every parameter, ``zero_grad``. The model is
 built from its preset with random weights (timings do not depend on them), in train mode, with the questions given as
 token ids (two questions of 40 tokens, all real tokens). Data loading is not included (see ``bench_data.py``).
 
@@ -49,7 +49,6 @@ def _one(case: str, batch: int, repeats: int, device: str, dtype: str, threads: 
     import torch
 
     from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
-    from modeling_mambavl.training.losses import VerbNounLoss
     from modeling_mambavl.training.steps import compute_loss
 
     if threads:
@@ -75,14 +74,13 @@ def _one(case: str, batch: int, repeats: int, device: str, dtype: str, threads: 
     else:
         inputs["video_features"] = torch.randn(batch, FEATURE_TOKENS, config.vision_feature_dim, generator=g)
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    loss_fn = VerbNounLoss("ce")
     cuda = device.startswith("cuda")
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
 
     def step() -> float:
         with autocast:
-            loss, _ = compute_loss(model, inputs, loss_fn, num_verbs=config.num_verb_classes,
-                                   num_nouns=config.num_noun_classes, label_smoothing=0.1)
+            loss, _ = compute_loss(model, inputs, num_verbs=config.num_verb_classes,
+                                   num_nouns=config.num_noun_classes)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

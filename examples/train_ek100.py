@@ -2,7 +2,8 @@
 """Train MambaVL on EPIC-KITCHENS-100 with Accelerate (one CPU, one or many GPUs, many nodes, FSDP, DeepSpeed).
 
 With no ``--annotations_dir`` it builds the synthetic EK100-format data set once (under ``--data_cache_dir``) and trains
-on it, so ``python examples/train_ek100.py`` runs anywhere. ``--demo`` is the CPU demonstration behind ``make demo``.
+on it, so ``python examples/train_ek100.py`` runs anywhere. The CPU demonstration behind ``make demo`` is
+``examples/demo.py`` (this script with ``examples/recipes/demo.yaml``, controls and a summary).
 
     accelerate launch examples/train_ek100.py \\
         --annotations_dir epic-kitchens-100-annotations --media_root /data/EK100 --media frames \\
@@ -15,18 +16,26 @@ Every random choice is a function of (seed, epoch, step or clip index): the data
 epoch), frame positions and augmentation come from each clip's generator, dropout and mixup are re-seeded from (seed,
 epoch, batch, rank) at every step. A run resumed from a checkpoint (``--resume_from_checkpoint latest``) therefore ends
 with the same weights and optimizer state as an uninterrupted one.
+
+``main`` parses the arguments and ``train`` reads top to bottom: model, data, optimiser, the loop (training steps,
+evaluation, checkpoints), the final save. ``run_training(args, recipe, after_training=...)`` lets another script (``examples/demo.py``) run
+more evaluations on the trained model before the run ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +57,7 @@ from modeling_mambavl.training.arguments import (
     finish_parser,
 )
 from modeling_mambavl.training.builders import (
+    DataSpec,
     apply_question_pool,
     build_clip_dataset,
     build_dataloader,
@@ -69,56 +79,17 @@ from modeling_mambavl.training.evaluation import (
     write_metrics_json,
     write_predictions,
 )
-from modeling_mambavl.training.losses import VerbNounLoss
+from modeling_mambavl.training.losses import LONG_TAIL_LOSSES, VerbNounLoss, class_counts
 from modeling_mambavl.training.optimization import build_optimizer, build_param_groups, build_scheduler
 from modeling_mambavl.training.recipe import parse_args_with_recipe, resolved_arguments
 from modeling_mambavl.training.steps import compute_loss, step_seed
 
 logger = get_logger(__name__)
 
-# `--demo` (what `make demo` runs): the tiny preset on the synthetic data, on the CPU, in minutes. No label smoothing:
-# spread over 97 verb and 300 noun classes it hides the 6 / 9 classes the synthetic data uses. Crops keep >= 90 % of
-# the frame, so the moving object stays in view. One intra-op thread: on shared or small machines more threads wait
-# on each other at every small matmul. 2,400 steps: the model reads the motion after ~700 and the shapes after
-# ~1,500; 2,000 steps at a higher LR left nouns at 90.6 % (measured), too close to the bar.
-DEMO_RECIPE = {
-    "preset": "tiny",
-    "media": "frames",
-    "question_source": "generic",
-    "synthetic_train_clips": 1600,
-    "synthetic_validation_clips": 128,
-    "synthetic_size": 64,
-    "cache_clips": True,
-    "crop_scale": [0.9, 1.0],
-    "optimizer": "adamw",
-    "lr": 3e-3,
-    "weight_decay": 0.05,
-    "lr_schedule": "cosine",
-    "max_grad_norm": 1.0,
-    "warmup_epochs": 1.0,
-    "num_train_epochs": 24,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 64,
-    "label_smoothing": 0.0,
-    "checkpointing_steps": "1000",
-    "checkpoints_total_limit": 1,
-    "eval_every_epochs": 24,
-    "num_workers": 1,
-    "num_threads": 1,
-    "controls": True,
-    "output_dir": "outputs/demo",
-}
 
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--recipe", type=str, default=None,
-                        help="YAML file of arguments (keys are these option names); the command line overrides it")
-    parser.add_argument("--demo", action="store_true",
-                        help="the CPU demo: tiny preset, synthetic data, controls and a time breakdown at the end")
-    parser.add_argument("--dry_run", action="store_true",
-                        help="print the resolved optimizer groups, optimizer and schedule as JSON, and exit")
-
+# ------------------------------------------------------------------------------------------------------- arguments
+def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data options: media, task and questions (shared with eval_ek100.py), splits, caching and augmentation."""
     data = parser.add_argument_group("data")
     add_data_arguments(data)
     data.add_argument("--train_split", type=str, default="train")
@@ -132,6 +103,9 @@ def parse_args(argv=None):
     data.add_argument("--flip_prob", type=float, default=None)
     data.add_argument("--rand_augment", type=str, default=None, help='e.g. "rand-m7-n4" (the authors\')')
 
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the model comes from (preset, config, checkpoint, backbones), its config overrides and tokenizer."""
     model = parser.add_argument_group("model")
     model.add_argument("--preset", type=str, default="tiny", help="MambaVLConfig preset for a new model")
     model.add_argument("--config_name", type=str, default=None, help="a config.json for a new model")
@@ -150,6 +124,9 @@ def parse_args(argv=None):
     model.add_argument("--init_head_bias", choices=("auto", "prior", "none"), default="auto",
                        help="set new heads' biases to the log class prior of the training split (auto: for new models)")
 
+
+def add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Optimizer, parameter groups, schedule, batch, regularisation, loss, precision and seed."""
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the 'rest' group")
@@ -191,15 +168,19 @@ def parse_args(argv=None):
                        help="skip a step whose loss is NaN / inf instead of stopping the run")
     optim.add_argument("--seed", type=int, default=0)
 
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """When and how the model is evaluated, and which metric picks the best model."""
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval_every_epochs", type=int, default=1)
     evaluation.add_argument("--temporal_views", type=int, default=1, help="K temporal views per clip")
     evaluation.add_argument("--spatial_crops", type=int, default=1, help="M spatial crops per view")
     evaluation.add_argument("--metric_for_best_model", type=str, default=None,
                             help="default all_action_top1 (recognition) / all_action_mt5r (anticipation)")
-    evaluation.add_argument("--controls", action="store_true",
-                            help="after training, evaluate with frames reversed and with questions shuffled")
 
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Output folder, checkpoints, resuming and locking, logging and threads."""
     ckpt = parser.add_argument_group("checkpoints and outputs")
     ckpt.add_argument("--output_dir", type=str, default="outputs/train_ek100")
     ckpt.add_argument("--checkpointing_steps", type=str, default="epoch", help='N optimizer steps, "epoch" or "no"')
@@ -211,8 +192,10 @@ def parse_args(argv=None):
     ckpt.add_argument("--logging_steps", type=int, default=10)
     ckpt.add_argument("--no_plot", action="store_true", help="do not write training_curves.png")
     ckpt.add_argument("--num_threads", type=int, default=None, help="torch intra-op threads per process")
-    ckpt.add_argument("--install_seconds", type=float, default=None, help=argparse.SUPPRESS)
 
+
+def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
+    """LoRA adapters (PEFT) on the backbone."""
     lora = parser.add_argument_group("LoRA (PEFT)")
     lora.add_argument("--lora_r", type=int, default=0, help="> 0: train LoRA adapters on the backbone")
     lora.add_argument("--lora_alpha", type=float, default=16.0)
@@ -221,12 +204,32 @@ def parse_args(argv=None):
                       help="module names / suffixes, or one regex (default: the vision backbone's query and value)")
     lora.add_argument("--merge_lora", action="store_true", help="also save the best model with adapters merged")
 
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pushing the best model to the Hub."""
     hub = parser.add_argument_group("Hub")
     hub.add_argument("--push_to_hub", action="store_true")
     hub.add_argument("--hub_model_id", type=str, default=None)
 
-    finish_parser(parser, TRAINING_HELP)  # help for every option, HF-standard aliases, --debug
-    args, recipe = parse_args_with_recipe(parser, argv, presets={"demo": DEMO_RECIPE})
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The script's options, in groups; ``finish_parser`` adds a help text for every option, the names transformers'
+    TrainingArguments uses as aliases, and ``--debug``."""
+    parser = argparse.ArgumentParser(description=description or __doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--recipe", type=str, default=None,
+                        help="YAML file of arguments (keys are these option names); the command line overrides it")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="print the resolved optimizer groups, optimizer and schedule as JSON, and exit")
+    for add_group in (add_training_data_arguments, add_model_arguments, add_optimisation_arguments,
+                      add_evaluation_arguments, add_output_arguments, add_lora_arguments, add_hub_arguments):
+        add_group(parser)
+    return finish_parser(parser, TRAINING_HELP)
+
+
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace, dict]:
+    """The arguments (``--recipe``'s values as defaults, the command line over them) and the recipe applied."""
+    parser = parser or build_parser()
+    args, recipe = parse_args_with_recipe(parser, argv)
     try:
         apply_warmup_ratio(args)
     except ValueError as e:
@@ -313,89 +316,149 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
-    timings = {"start": time.perf_counter()}
     args, recipe = parse_args(argv)
+    return run_training(args, recipe)
+
+
+def run_training(args: argparse.Namespace, recipe: dict,
+                 after_training: Callable[[Run], dict | None] | None = None) -> dict:
+    """Train inside the lock of ``--output_dir``. ``after_training(run)``, when given, runs on the trained model after
+    the final save (its dict joins the result)."""
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    accelerator_kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps}
-    if args.mixed_precision is not None:
-        accelerator_kwargs["mixed_precision"] = args.mixed_precision
-    tracking = args.report_to not in ("none", "", None)
-    if tracking:
-        accelerator_kwargs.update(log_with=args.report_to, project_dir=args.output_dir)
-    accelerator = Accelerator(**accelerator_kwargs)
+    accelerator = create_accelerator(args)
     with runs.lock_output_dir(accelerator, args.output_dir, enabled=not args.dry_run, break_lock=args.break_lock):
-        return train(args, recipe, accelerator, timings)
+        return train(args, recipe, accelerator, after_training)
 
 
-def train(args, recipe, accelerator, timings) -> dict:
-    """The run itself, inside the lock of its output folder."""
-    tracking = args.report_to not in ("none", "", None)
+def train(args, recipe, accelerator, after_training=None) -> dict:
+    """The run itself: model, data, optimiser, loop (training, evaluation, checkpoints), final save."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
-    output_dir = Path(args.output_dir)
-    cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
 
     # Model first (a dry run needs nothing else), built identically on every process from the run seed.
+    model, model_source = create_model(args)
+    if args.dry_run:
+        return dry_run_report(args, model, model_source, accelerator)
+    config = model.config
+    processor = create_processor(args, config)
+    data = load_data(args, processor, config, accelerator)
+    model = initialise_model(args, model, processor, data.train_rows, accelerator)
+
+    optimizer, specs = create_optimizer(args, model)
+    train_dataloader, eval_dataloader = create_dataloaders(args, data)
+    schedule = create_schedule(args, len(data.train_dataset), accelerator.num_processes)
+    lr_scheduler = build_scheduler(
+        optimizer, total_steps=schedule.max_train_steps, steps_per_epoch=schedule.steps_per_epoch,
+        schedule=args.lr_schedule, warmup_steps=round(args.warmup_epochs * schedule.steps_per_epoch),
+        min_lr_ratio=args.min_lr_ratio, milestones=tuple(args.lr_milestones), factors=tuple(args.lr_factors),
+    )
+    loss_fn = create_loss(args, config, data.train_rows, accelerator.device)
+    metadata = run_metadata(args, recipe, accelerator, model, model_source, data.spec, specs)
+
+    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader)
+    accelerator.register_for_checkpointing(lr_scheduler)
+    run = Run(args=args, accelerator=accelerator, model=model, processor=processor, optimizer=optimizer,
+              lr_scheduler=lr_scheduler, loss_fn=loss_fn, data=data, train_dataloader=train_dataloader,
+              eval_dataloader=eval_dataloader, schedule=schedule, metadata=metadata, model_source=model_source)
+    if run.tracking:
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
+        accelerator.init_trackers("mambavl", config=flat)
+
+    finished = resume(run)
+    if finished is not None:
+        return finished
+    train_loop(run)
+    result = save_final(run)
+    if after_training is not None:
+        result.update(after_training(run) or {})
+    if args.push_to_hub and accelerator.is_main_process:
+        result["hub_commit"] = push_best_model(run)
+    if run.tracking:
+        accelerator.end_training()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+def create_accelerator(args) -> Accelerator:
+    kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps}
+    if args.mixed_precision is not None:
+        kwargs["mixed_precision"] = args.mixed_precision
+    if args.report_to not in ("none", "", None):
+        kwargs.update(log_with=args.report_to, project_dir=args.output_dir)
+    return Accelerator(**kwargs)
+
+
+def create_model(args) -> tuple[Any, str]:
+    """The model to train (seeded by ``--seed``) and where it came from. Its ``config.label_smoothing`` is
+    ``--label_smoothing``: the model's own loss reads it, and the saved config says what training used."""
     set_seed(args.seed)
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    if overrides.get("label_smoothing", args.label_smoothing) != args.label_smoothing:
+        raise ValueError(f"--config_overrides sets label_smoothing={overrides['label_smoothing']} but "
+                         f"--label_smoothing is {args.label_smoothing}: give it once, with --label_smoothing")
+    overrides["label_smoothing"] = args.label_smoothing
     if args.fusion_type:
         overrides["fusion_type"] = args.fusion_type
     if args.init_from and args.task == "anticipation":
         logger.info(f"anticipation starts from the recognition checkpoint {args.init_from}")
-    model, model_source = build_model(
+    return build_model(
         preset=args.preset, config_name=args.config_name,
         model_name_or_path=args.init_from or args.model_name_or_path, vision_backbone=args.vision_backbone,
         text_backbone=args.text_backbone, config_overrides=overrides, meta=args.dry_run,
     )
-    new_model = not (args.init_from or args.model_name_or_path)
-    lrs = {"lr": args.lr, "lr_backbone": args.lr_backbone, "lr_mamba": args.lr_mamba}
 
-    if args.dry_run:
-        if args.lora_r > 0:
-            model = apply_lora(model, args, base_path="<dry run>")
-        _, specs = build_param_groups(model, **lrs, weight_decay=args.weight_decay,
-                                      state_params_group=args.state_params_group,
-                                      decay_state_params=args.decay_state_params,
-                                      decay_all=args.decay_all_params)
-        named = dict(model.named_parameters())
-        report = {
-            "model": model_source,
-            "optimizer": {"name": args.optimizer, "momentum": args.momentum, "nesterov": not args.no_nesterov,
-                          "betas": [args.adam_beta1, args.adam_beta2], "eps": args.adam_epsilon}
-            if args.optimizer == "sgd" else
-            {"name": args.optimizer, "betas": [args.adam_beta1, args.adam_beta2], "eps": args.adam_epsilon},
-            "groups": [{"name": s.name, "lr": s.lr, "weight_decay": s.weight_decay, "num_tensors": len(s.params),
-                        "num_parameters": int(sum(named[n].numel() for n in s.params))} for s in specs],
-            "schedule": {"name": args.lr_schedule, "warmup_epochs": args.warmup_epochs,
-                         "min_lr_ratio": args.min_lr_ratio, "milestones": list(args.lr_milestones),
-                         "factors": list(args.lr_factors), "num_train_epochs": args.num_train_epochs},
-            "batch": {"per_device_train_batch_size": args.per_device_train_batch_size,
-                      "gradient_accumulation_steps": args.gradient_accumulation_steps},
-            "regularisation": {"label_smoothing": args.label_smoothing, "mixup_alpha": args.mixup_alpha,
-                               "cutmix_alpha": args.cutmix_alpha, "loss": args.loss},
-            "args": resolved_arguments(args),
-        }
-        if args.optimizer == "sgd":
-            report["optimizer"]["momentum"] = args.momentum
-        if accelerator.is_main_process:
-            print(json.dumps(report, indent=2, sort_keys=True))
-        return report
 
-    config = model.config
+def is_new_model(args) -> bool:
+    return not (args.init_from or args.model_name_or_path)
+
+
+def dry_run_report(args, model, model_source: str, accelerator) -> dict:
+    """The resolved optimizer, parameter groups, schedule, batch and regularisation, printed as JSON."""
+    if args.lora_r > 0:
+        model = apply_lora(model, args, base_path="<dry run>")
+    _, specs = param_groups(args, model)
+    named = dict(model.named_parameters())
+    optimizer = {"name": args.optimizer, "betas": [args.adam_beta1, args.adam_beta2], "eps": args.adam_epsilon}
+    if args.optimizer == "sgd":
+        optimizer.update(momentum=args.momentum, nesterov=not args.no_nesterov)
+    report = {
+        "model": model_source,
+        "optimizer": optimizer,
+        "groups": [{"name": s.name, "lr": s.lr, "weight_decay": s.weight_decay, "num_tensors": len(s.params),
+                    "num_parameters": int(sum(named[n].numel() for n in s.params))} for s in specs],
+        "schedule": {"name": args.lr_schedule, "warmup_epochs": args.warmup_epochs,
+                     "min_lr_ratio": args.min_lr_ratio, "milestones": list(args.lr_milestones),
+                     "factors": list(args.lr_factors), "num_train_epochs": args.num_train_epochs},
+        "batch": {"per_device_train_batch_size": args.per_device_train_batch_size,
+                  "gradient_accumulation_steps": args.gradient_accumulation_steps},
+        "regularisation": {"label_smoothing": args.label_smoothing, "mixup_alpha": args.mixup_alpha,
+                           "cutmix_alpha": args.cutmix_alpha, "loss": args.loss},
+        "args": resolved_arguments(args),
+    }
+    if accelerator.is_main_process:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+def create_processor(args, config) -> MambaVLProcessor:
+    """The checkpoint's processor when it has a usable one, else one made for ``config`` with the options' tokenizer
+    and augmentation; the config gets the default questions and the pad id of its tokenizer."""
     processor = None
-    if not new_model:
+    source = args.init_from or args.model_name_or_path
+    if not is_new_model(args):
         try:
             from transformers import AutoProcessor
 
-            processor = AutoProcessor.from_pretrained(args.init_from or args.model_name_or_path)
+            processor = AutoProcessor.from_pretrained(source)
             processor.check_default_questions(config)
         except (OSError, ValueError, TypeError) as e:
             logger.warning(f"no usable processor saved with the checkpoint ({e}); building one from the config")
             processor = None
         if processor is not None and args.media != "features":
-            check_processor_fits(processor, config, args.init_from or args.model_name_or_path)
+            check_processor_fits(processor, config, source)
     if processor is None:
         processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
                                                  max_length=args.max_question_length, crop_scale=args.crop_scale,
@@ -406,9 +469,46 @@ def train(args, recipe, accelerator, timings) -> dict:
     if not config.default_question_input_ids:
         config.update(processor.default_question_inputs())
     apply_question_pool(processor, args.question_pool, args.question_source)
+    return processor
 
-    # ------------------------------------------------------------------------------------------------ data
+
+def initialise_model(args, model, processor, train_rows: list[dict], accelerator):
+    """New heads start from the training split's class prior (``--init_head_bias``); ``--lora_r`` wraps the model
+    with adapters (a new model's random base weights are saved first, for the adapters to point to)."""
+    if args.init_head_bias == "prior" or (args.init_head_bias == "auto" and is_new_model(args)):
+        init_head_bias_from_prior(model, train_rows)
+    if args.lora_r <= 0:
+        return model
+    base_path = args.init_from or args.model_name_or_path
+    if base_path is None:
+        base_path = str((Path(args.output_dir) / "base_model").resolve())
+        if accelerator.is_main_process:
+            save_model_and_processor(model, processor, base_path)
+    model = apply_lora(model, args, base_path=base_path)
+    if accelerator.is_main_process:
+        model.print_trainable_parameters()
+    return model
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+@dataclass
+class TrainingData:
+    """The run's annotation rows and clip datasets; ``eval_dataset_with(**options)`` builds the evaluation set again
+    with other ``build_clip_dataset`` options (frames reversed, questions reordered, ...)."""
+
+    spec: DataSpec
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    train_dataset: Any
+    eval_dataset: Any
+    eval_dataset_with: Callable[..., Any]
+    seconds: float
+
+
+def load_data(args, processor, config, accelerator) -> TrainingData:
+    """The data set (real, or the synthetic one built once), its training and evaluation rows and clip datasets."""
     t0 = time.perf_counter()
+    cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
         synthetic=synthetic_settings(args),
@@ -424,71 +524,72 @@ def train(args, recipe, accelerator, timings) -> dict:
                   progress=accelerator.is_local_main_process)
     train_dataset = build_clip_dataset(train_rows, split=args.train_split, training=True,
                                        questions_path=args.train_questions_file, **common)
-
-    def eval_dataset(**kwargs):
-        return build_clip_dataset(eval_rows, split=args.eval_split, training=False,
-                                  questions_path=args.eval_questions_file, temporal_views=args.temporal_views,
-                                  spatial_crops=args.spatial_crops, **common, **kwargs)
-
-    validation_dataset = eval_dataset()
-    for dataset in (train_dataset, validation_dataset):
+    eval_dataset_with = functools.partial(
+        build_clip_dataset, eval_rows, split=args.eval_split, training=False, questions_path=args.eval_questions_file,
+        temporal_views=args.temporal_views, spatial_crops=args.spatial_crops, **common)
+    eval_dataset = eval_dataset_with()
+    for dataset in (train_dataset, eval_dataset):
         dataset.check_labels(config.num_verb_classes, config.num_noun_classes)
-    timings["data"] = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     logger.info(f"data: {data.dataset} ({data.annotations_dir}); {len(train_dataset)} training and "
-                f"{len(validation_dataset)} {args.eval_split} clips; {timings['data']:.1f} s")
+                f"{len(eval_dataset)} {args.eval_split} clips; {seconds:.1f} s")
+    return TrainingData(data, train_rows, eval_rows, train_dataset, eval_dataset, eval_dataset_with, seconds)
 
-    if new_model and args.init_head_bias in ("auto", "prior"):
-        init_head_bias_from_prior(model, train_rows)
-    elif args.init_head_bias == "prior":
-        init_head_bias_from_prior(model, train_rows)
 
-    if args.lora_r > 0:
-        base_path = args.init_from or args.model_name_or_path
-        if base_path is None:  # a new model: the adapters need its exact (random) base weights
-            base_path = str((output_dir / "base_model").resolve())
-            if accelerator.is_main_process:
-                save_model_and_processor(model, processor, base_path)
-        model = apply_lora(model, args, base_path=base_path)
-        if accelerator.is_main_process:
-            model.print_trainable_parameters()
+def create_dataloaders(args, data: TrainingData) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    train_dataloader = build_dataloader(data.train_dataset, args.per_device_train_batch_size, shuffle=True,
+                                        seed=args.seed, num_workers=args.num_workers)
+    eval_dataloader = build_dataloader(data.eval_dataset, args.per_device_eval_batch_size, shuffle=False,
+                                       seed=args.seed, num_workers=args.num_workers)
+    return train_dataloader, eval_dataloader
 
-    groups, specs = build_param_groups(model, **lrs, weight_decay=args.weight_decay,
-                                       state_params_group=args.state_params_group,
-                                       decay_state_params=args.decay_state_params,
-                                       decay_all=args.decay_all_params)
+
+# ------------------------------------------------------------------------------------------------------- optimiser
+def param_groups(args, model):
+    lrs = {"lr": args.lr, "lr_backbone": args.lr_backbone, "lr_mamba": args.lr_mamba}
+    return build_param_groups(model, **lrs, weight_decay=args.weight_decay, state_params_group=args.state_params_group,
+                              decay_state_params=args.decay_state_params, decay_all=args.decay_all_params)
+
+
+def create_optimizer(args, model) -> tuple[torch.optim.Optimizer, list]:
+    """The optimizer over the backbone / Mamba / rest groups, and the groups' specs (names, rates, decay)."""
+    groups, specs = param_groups(args, model)
     optimizer = build_optimizer(groups, args.optimizer, momentum=args.momentum, nesterov=not args.no_nesterov,
                                 betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-    train_dataloader = build_dataloader(train_dataset, args.per_device_train_batch_size, shuffle=True,
-                                        seed=args.seed, num_workers=args.num_workers)
-    eval_dataloader = build_dataloader(validation_dataset, args.per_device_eval_batch_size, shuffle=False,
-                                       seed=args.seed, num_workers=args.num_workers)
+    return optimizer, specs
 
-    # The schedule is defined in optimizer steps of this run (all processes together) and stepped once per step.
-    num_update_steps_per_epoch = steps_per_epoch(len(train_dataset), args.per_device_train_batch_size,
-                                                 accelerator.num_processes, args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_train_epochs * num_update_steps_per_epoch
-    num_train_epochs = math.ceil(max_train_steps / num_update_steps_per_epoch)
-    lr_scheduler = build_scheduler(
-        optimizer, total_steps=max_train_steps, steps_per_epoch=num_update_steps_per_epoch,
-        schedule=args.lr_schedule, warmup_steps=round(args.warmup_epochs * num_update_steps_per_epoch),
-        min_lr_ratio=args.min_lr_ratio, milestones=tuple(args.lr_milestones), factors=tuple(args.lr_factors),
-    )
-    loss_fn = VerbNounLoss(args.loss, *_class_counts(train_rows, config), beta=args.class_balanced_beta,
-                           tau=args.logit_adjustment_tau)
 
-    record = runs.model_record(model)  # before prepare: FSDP flattens what it wraps
-    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
-        model, optimizer, train_dataloader, eval_dataloader)
-    loss_fn = loss_fn.to(accelerator.device)
-    accelerator.register_for_checkpointing(lr_scheduler)
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length in optimizer steps of all processes together (the learning-rate schedule steps once each)."""
 
-    metric_name = args.metric_for_best_model or default_metric_for_best_model(args.task)
-    checkpointing_steps = int(args.checkpointing_steps) if args.checkpointing_steps.isdigit() else None
-    mixup = None
-    if args.mixup_alpha > 0 or args.cutmix_alpha > 0:
-        mixup = {"mixup_alpha": args.mixup_alpha, "cutmix_alpha": args.cutmix_alpha, "prob": args.mixup_prob,
-                 "switch_prob": args.mixup_switch_prob}
-    metadata = {
+    steps_per_epoch: int
+    max_train_steps: int
+    num_train_epochs: int
+
+
+def create_schedule(args, num_clips: int, num_processes: int) -> Schedule:
+    per_epoch = steps_per_epoch(num_clips, args.per_device_train_batch_size, num_processes,
+                                args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * per_epoch
+    return Schedule(per_epoch, max_train_steps, math.ceil(max_train_steps / per_epoch))
+
+
+def create_loss(args, config, train_rows: list[dict], device) -> VerbNounLoss | None:
+    """None for ``--loss ce`` (the model's own ``outputs.loss``), else the long-tail loss over the training split's
+    class counts, smoothing as the model's config says."""
+    if args.loss not in LONG_TAIL_LOSSES:
+        return None
+    return VerbNounLoss(args.loss, class_counts(train_rows, "verb_class", config.num_verb_classes),
+                        class_counts(train_rows, "noun_class", config.num_noun_classes),
+                        beta=args.class_balanced_beta, tau=args.logit_adjustment_tau,
+                        label_smoothing=config.label_smoothing).to(device)
+
+
+def run_metadata(args, recipe, accelerator, model, model_source: str, data: DataSpec, specs) -> dict:
+    """What run_metadata.json and every checkpoint record: arguments, recipe, versions, seeds, world, model (its
+    record taken before ``prepare``: FSDP flattens what it wraps)."""
+    return {
         "args": resolved_arguments(args),
         "recipe": recipe,
         "versions": package_versions(),
@@ -502,239 +603,307 @@ def train(args, recipe, accelerator, timings) -> dict:
         "dataset": data.dataset,
         "parameter_groups": [{"name": s.name, "lr": s.lr, "weight_decay": s.weight_decay, "num_tensors": len(s.params)}
                              for s in specs],
-        **record,
+        **runs.model_record(model),
     }
-    if tracking:
-        flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
-        accelerator.init_trackers("mambavl", config=flat)
 
-    # ------------------------------------------------------------------------------------------------ resume
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": None,
-             "history": [], "bad_train_clips": [], "nonfinite_steps": [], "last_checkpoint": None}
+
+# ------------------------------------------------------------------------------------------------------------ loop
+def new_state() -> dict:
+    """The loop's state, saved in every checkpoint and restored on resume."""
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": None,
+            "history": [], "bad_train_clips": [], "nonfinite_steps": [], "last_checkpoint": None}
+
+
+@dataclass
+class Run:
+    """A training run in progress: what the loop, the evaluations and the saves share."""
+
+    args: argparse.Namespace
+    accelerator: Accelerator
+    model: Any
+    processor: Any
+    optimizer: Any
+    lr_scheduler: Any
+    loss_fn: VerbNounLoss | None
+    data: TrainingData
+    train_dataloader: Any
+    eval_dataloader: Any
+    schedule: Schedule
+    metadata: dict
+    model_source: str
+    state: dict = field(default_factory=new_state)
+    running: list = field(default_factory=list)  # losses since the last log line
+    last_metrics: dict | None = None
+    last_predictions: Any = None
+    training_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.args.output_dir)
+
+    @property
+    def tracking(self) -> bool:
+        return self.args.report_to not in ("none", "", None)
+
+    @property
+    def mixup(self) -> dict | None:
+        args = self.args
+        if args.mixup_alpha <= 0 and args.cutmix_alpha <= 0:
+            return None
+        return {"mixup_alpha": args.mixup_alpha, "cutmix_alpha": args.cutmix_alpha, "prob": args.mixup_prob,
+                "switch_prob": args.mixup_switch_prob}
+
+    @functools.cached_property
+    def config(self):
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        return base.config
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """``--checkpointing_steps N``: N; "epoch" / "no": None."""
+        steps = self.args.checkpointing_steps
+        return int(steps) if steps.isdigit() else None
+
+    @property
+    def metric_name(self) -> str:
+        return self.args.metric_for_best_model or default_metric_for_best_model(self.args.task)
+
+
+def resume(run: Run) -> dict | None:
+    """Restore the checkpoint ``--resume_from_checkpoint`` names, if any (refused when its settings differ); returns
+    the result of a run that had already finished, else None."""
+    args, accelerator, state, output_dir = run.args, run.accelerator, run.state, run.output_dir
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpointing.clean_stale_temporaries(output_dir)
     accelerator.wait_for_everyone()
-    resume = checkpointing.resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint and resume is None:
+    folder = checkpointing.resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    if args.resume_from_checkpoint and folder is None:
         logger.info(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no complete checkpoint in "
                     f"{output_dir}; starting from scratch")
-    if resume is not None:
-        metadata["resumptions"] = runs.check_resume(resume, metadata, args.allow_changed_args)
-        loaded = checkpointing.load_checkpoint(accelerator, resume)
-        state.update({k: loaded[k] for k in state if k in loaded})
-        state["last_checkpoint"] = str(resume)
-        logger.info(f"resumed from {resume}: epoch {state['epoch']}, batch {state['step_in_epoch']}, "
-                    f"step {state['global_step']}")
-        finished = runs.finished_summary(output_dir, state["global_step"], max_train_steps)
-        if finished is not None:
-            logger.warning(f"{output_dir}: this run already finished at step {state['global_step']} (see "
-                           f"{output_dir / runs.SUMMARY_FILE}); nothing to do. Raise --num_train_epochs or "
-                           "--max_train_steps to train it further.")
-            if tracking:
-                accelerator.end_training()
-            return {"metrics": finished.get("final_metrics"), "global_step": state["global_step"],
-                    "output_dir": str(output_dir), "bad_train_clips": finished.get("bad_training_clips", []),
-                    "finished_before": True}
+    if folder is None:
+        return None
+    run.metadata["resumptions"] = runs.check_resume(folder, run.metadata, args.allow_changed_args)
+    loaded = checkpointing.load_checkpoint(accelerator, folder)
+    state.update({k: loaded[k] for k in state if k in loaded})
+    state["last_checkpoint"] = str(folder)
+    logger.info(f"resumed from {folder}: epoch {state['epoch']}, batch {state['step_in_epoch']}, "
+                f"step {state['global_step']}")
+    finished = runs.finished_summary(output_dir, state["global_step"], run.schedule.max_train_steps)
+    if finished is None:
+        return None
+    logger.warning(f"{output_dir}: this run already finished at step {state['global_step']} (see "
+                   f"{output_dir / runs.SUMMARY_FILE}); nothing to do. Raise --num_train_epochs or "
+                   "--max_train_steps to train it further.")
+    if run.tracking:
+        accelerator.end_training()
+    return {"metrics": finished.get("final_metrics"), "global_step": state["global_step"],
+            "output_dir": str(output_dir), "bad_train_clips": finished.get("bad_training_clips", []),
+            "finished_before": True}
 
-    def save(step: int) -> None:
-        try:
-            folder = checkpointing.save_checkpoint(
-                accelerator, output_dir, step, {k: v for k, v in state.items() if k != "last_checkpoint"}, metadata,
-                total_limit=args.checkpoints_total_limit, disk_full_hint=runs.disk_full_hint(output_dir))
-        except DiskFullError:
-            raise
-        except OSError as e:  # a lost mount, say: what survived and how to go on
-            last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
-            raise OSError(e.errno, f"could not write the checkpoint of step {step} in {output_dir} ({e}); nothing "
-                                   f"of it was kept. The last good checkpoint is {last}: free space and resume with "
-                                   "--resume_from_checkpoint latest.") from e
-        state["last_checkpoint"] = str(folder)
 
-    def run_eval(dataset_kwargs=None, dataloader=None, description="eval"):
-        if dataloader is None:
-            dataset = eval_dataset(**(dataset_kwargs or {}))
-            dataloader = accelerator.prepare(build_dataloader(dataset, args.per_device_eval_batch_size,
-                                                              shuffle=False, seed=args.seed,
-                                                              num_workers=args.num_workers))
-        predictions = predict(model, dataloader, accelerator, eval_rows, description=description)
-        observation = [r.get("observation_clipped", False) for r in eval_rows] if args.task == "anticipation" else None
-        metrics = score(predictions, task=args.task, split=args.eval_split, question_source=args.question_source,
-                        observation_clipped=observation)
-        return predictions, metrics
-
-    # ------------------------------------------------------------------------------------------------ train
+def train_loop(run: Run) -> None:
+    """Epochs of training steps, an evaluation every ``--eval_every_epochs`` (and after the last), checkpoints."""
+    args, accelerator, state, schedule = run.args, run.accelerator, run.state, run.schedule
     total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
-    logger.info(f"  clips = {len(train_dataset)}, epochs = {num_train_epochs}, total batch = {total_batch}, "
-                f"optimizer steps = {max_train_steps}, model = {model_source}")
-    progress = tqdm(range(max_train_steps), disable=not accelerator.is_local_main_process, desc="train")
+    logger.info(f"  clips = {len(run.data.train_dataset)}, epochs = {schedule.num_train_epochs}, total batch = "
+                f"{total_batch}, optimizer steps = {schedule.max_train_steps}, model = {run.model_source}")
+    progress = tqdm(range(schedule.max_train_steps), disable=not accelerator.is_local_main_process, desc="train")
     progress.update(state["global_step"])
-    rank = accelerator.process_index
-    unwrapped = accelerator.unwrap_model(model)
-    base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-    num_verbs, num_nouns = base.config.num_verb_classes, base.config.num_noun_classes
     t_train = time.perf_counter()
-    eval_seconds = 0.0
-    running = []
-    last_metrics = last_predictions = None
-    for epoch in range(state["epoch"], num_train_epochs):
-        if state["global_step"] >= max_train_steps:
+    for epoch in range(state["epoch"], schedule.num_train_epochs):
+        if state["global_step"] >= schedule.max_train_steps:
             break
-        # The prepared loader passes the epoch to the sampler (and would reset it from its own counter otherwise);
-        # the dataset seeds frame positions and augmentation with it.
-        train_dataloader.set_epoch(epoch)
-        train_dataset.set_epoch(epoch)
-        model.train()
-        skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
-        active = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-        for batch_index, batch in enumerate(active, start=skip):
-            # Dropout and mixup draw from (seed, epoch, batch, rank) alone: a resumed run repeats them exactly.
-            torch.manual_seed(step_seed(args.seed, epoch, batch_index, rank))
-            generator = torch.Generator().manual_seed(step_seed(args.seed, epoch, batch_index, rank, 1))
-            with accelerator.accumulate(model):
-                loss, count = compute_loss(model, batch, loss_fn, num_verbs=num_verbs, num_nouns=num_nouns,
-                                           label_smoothing=args.label_smoothing, mixup=mixup, generator=generator)
-                if faults.nan_loss_step(state["global_step"] + 1):
-                    loss = loss * float("nan")
-                losses = accelerator.gather(loss.detach().float().reshape(1))
-                finite = bool(torch.isfinite(losses).all())
-                if finite:
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                elif args.skip_nonfinite_steps:
-                    optimizer.zero_grad()
-                    state["nonfinite_steps"].append(state["global_step"] + 1)
-                    logger.warning(f"non-finite loss at step {state['global_step'] + 1}: step skipped")
-                else:
-                    last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
-                    message = (f"non-finite loss ({losses.tolist()}) at optimizer step {state['global_step'] + 1}, "
-                               f"epoch {epoch}, batch {batch_index}; stopping. The last good checkpoint is {last}: "
-                               "resume with --resume_from_checkpoint (lower the learning rate or use "
-                               "--mixed_precision no), or pass --skip_nonfinite_steps to skip such steps.")
-                    accelerator.end_training()
-                    raise FloatingPointError(message)
-            bad = batch["index"][~batch["valid"].bool()].tolist()
-            state["bad_train_clips"].extend(train_rows[i]["narration_id"] for i in bad)
-            state["step_in_epoch"] = batch_index + 1
-            if finite:
-                running.append(float(loss.detach()))
-            if not accelerator.sync_gradients:
-                continue
-            lr_scheduler.step()
-            state["global_step"] += 1
-            progress.update(1)
-            step = state["global_step"]
-            if step % args.logging_steps == 0 or step == max_train_steps:
-                mean_loss = float(np.mean(running)) if running else float("nan")
-                lr = optimizer.param_groups[-1]["lr"]
-                state["history"].append({"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss, "lr": lr})
-                progress.set_postfix(loss=f"{mean_loss:.3f}")
-                if tracking:
-                    accelerator.log({"train/loss": mean_loss, "train/lr": lr}, step=step)
-                running = []
-            faults.kill_point("after_step", step)
-            if checkpointing_steps and step % checkpointing_steps == 0:
-                save(step)
-            if step >= max_train_steps:
-                break
-
-        # -------------------------------------------------------------------------------------- evaluate
-        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        last_epoch = epoch + 1 == num_train_epochs or state["global_step"] >= max_train_steps
+        train_epoch(run, epoch, progress)
+        last_epoch = epoch + 1 == schedule.num_train_epochs or state["global_step"] >= schedule.max_train_steps
         if (epoch + 1) % args.eval_every_epochs == 0 or last_epoch:
-            t_eval = time.perf_counter()
-            predictions, metrics = run_eval(dataloader=eval_dataloader)
-            eval_seconds += time.perf_counter() - t_eval
-            last_metrics, last_predictions = metrics, predictions
-            value = metrics.get(metric_name)
-            if value is None:
-                raise KeyError(f"--metric_for_best_model {metric_name!r} is not one of the metrics: {sorted(metrics)}")
-            state["history"].append({"kind": "eval", "step": state["global_step"], "epoch": epoch + 1,
-                                     "metrics": metrics})
-            logger.info(f"epoch {epoch + 1}: " + ", ".join(
-                f"{k} {metrics[k]:.2f}" for k in ("all_verb_top1", "all_noun_top1", "all_action_top1",
-                                                  "all_action_mt5r") if k in metrics))
-            if tracking:
-                accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                                step=state["global_step"])
-            improved = state["best_metric"] is None or (value == value and value > state["best_metric"])
-            if improved:
-                state["best_metric"], state["best_epoch"] = value, epoch + 1
-                save_best(accelerator, model, processor, output_dir / "best_model", predictions, metrics_payload(
-                    metrics, task=args.task, split=args.eval_split, dataset=data.dataset,
-                    question_source=args.question_source, epoch=epoch + 1, global_step=state["global_step"]),
-                    merge=args.merge_lora, hint=runs.disk_full_hint(output_dir))
+            evaluate_epoch(run, epoch)
         if args.checkpointing_steps == "epoch":
-            save(state["global_step"])
-    training_seconds = time.perf_counter() - t_train - eval_seconds
+            save_checkpoint(run, state["global_step"])
+    run.training_seconds = time.perf_counter() - t_train - run.eval_seconds
     progress.close()
 
-    # ------------------------------------------------------------------------------------------------ finish
+
+def train_epoch(run: Run, epoch: int, progress) -> None:
+    """One epoch (the rest of it, when resumed mid-epoch) of training steps."""
+    state = run.state
+    # The prepared loader passes the epoch to the sampler (and would reset it from its own counter otherwise); the
+    # dataset seeds frame positions and augmentation with it.
+    run.train_dataloader.set_epoch(epoch)
+    run.data.train_dataset.set_epoch(epoch)
+    run.model.train()
+    skip = state["step_in_epoch"] if epoch == state["epoch"] else 0
+    batches = run.accelerator.skip_first_batches(run.train_dataloader, skip) if skip else run.train_dataloader
+    for batch_index, batch in enumerate(batches, start=skip):
+        training_step(run, batch, epoch, batch_index)
+        if not run.accelerator.sync_gradients:
+            continue
+        if after_optimizer_step(run, epoch, progress) >= run.schedule.max_train_steps:
+            break
+    state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+
+
+def training_step(run: Run, batch: dict, epoch: int, batch_index: int) -> None:
+    """Forward, loss, backward and (at the end of an accumulation) the optimizer step of one batch. A non-finite loss
+    on any process stops the run, or with ``--skip_nonfinite_steps`` skips the step."""
+    args, accelerator, state = run.args, run.accelerator, run.state
+    rank = accelerator.process_index
+    # Dropout and mixup draw from (seed, epoch, batch, rank) alone: a resumed run repeats them exactly.
+    torch.manual_seed(step_seed(args.seed, epoch, batch_index, rank))
+    generator = torch.Generator().manual_seed(step_seed(args.seed, epoch, batch_index, rank, 1))
+    with accelerator.accumulate(run.model):
+        loss, _ = compute_loss(run.model, batch, run.loss_fn, num_verbs=run.config.num_verb_classes,
+                               num_nouns=run.config.num_noun_classes, mixup=run.mixup, generator=generator)
+        if faults.nan_loss_step(state["global_step"] + 1):
+            loss = loss * float("nan")
+        losses = accelerator.gather(loss.detach().float().reshape(1))
+        finite = bool(torch.isfinite(losses).all())
+        if finite:
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        elif args.skip_nonfinite_steps:
+            run.optimizer.zero_grad()
+            state["nonfinite_steps"].append(state["global_step"] + 1)
+            logger.warning(f"non-finite loss at step {state['global_step'] + 1}: step skipped")
+        else:
+            last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
+            message = (f"non-finite loss ({losses.tolist()}) at optimizer step {state['global_step'] + 1}, "
+                       f"epoch {epoch}, batch {batch_index}; stopping. The last good checkpoint is {last}: "
+                       "resume with --resume_from_checkpoint (lower the learning rate or use "
+                       "--mixed_precision no), or pass --skip_nonfinite_steps to skip such steps.")
+            accelerator.end_training()
+            raise FloatingPointError(message)
+    bad = batch["index"][~batch["valid"].bool()].tolist()
+    state["bad_train_clips"].extend(run.data.train_rows[i]["narration_id"] for i in bad)
+    state["step_in_epoch"] = batch_index + 1
+    if finite:
+        run.running.append(float(loss.detach()))
+
+
+def after_optimizer_step(run: Run, epoch: int, progress) -> int:
+    """Advance the schedule and the step count, log every ``--logging_steps``, checkpoint every
+    ``--checkpointing_steps``; returns the step."""
+    args, state = run.args, run.state
+    run.lr_scheduler.step()
+    state["global_step"] += 1
+    progress.update(1)
+    step = state["global_step"]
+    if step % args.logging_steps == 0 or step == run.schedule.max_train_steps:
+        mean_loss = float(np.mean(run.running)) if run.running else float("nan")
+        lr = run.optimizer.param_groups[-1]["lr"]
+        state["history"].append({"kind": "train", "step": step, "epoch": epoch, "loss": mean_loss, "lr": lr})
+        progress.set_postfix(loss=f"{mean_loss:.3f}")
+        if run.tracking:
+            run.accelerator.log({"train/loss": mean_loss, "train/lr": lr}, step=step)
+        run.running = []
+    faults.kill_point("after_step", step)
+    if run.checkpoint_every and step % run.checkpoint_every == 0:
+        save_checkpoint(run, step)
+    return step
+
+
+def save_checkpoint(run: Run, step: int) -> None:
+    """The Accelerate state and the loop's state, written whole or not at all (see ``checkpointing``)."""
+    state, output_dir = run.state, run.output_dir
+    try:
+        folder = checkpointing.save_checkpoint(
+            run.accelerator, output_dir, step, {k: v for k, v in state.items() if k != "last_checkpoint"},
+            run.metadata, total_limit=run.args.checkpoints_total_limit,
+            disk_full_hint=runs.disk_full_hint(output_dir))
+    except DiskFullError:
+        raise
+    except OSError as e:  # a lost mount, say: what survived and how to go on
+        last = state["last_checkpoint"] or "none (no checkpoint was written yet)"
+        raise OSError(e.errno, f"could not write the checkpoint of step {step} in {output_dir} ({e}); nothing "
+                               f"of it was kept. The last good checkpoint is {last}: free space and resume with "
+                               "--resume_from_checkpoint latest.") from e
+    state["last_checkpoint"] = str(folder)
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+def evaluate(run: Run, description: str = "eval", **dataset_options) -> tuple[Any, dict]:
+    """(predictions, metrics) of the model on the evaluation split; ``dataset_options`` (``build_clip_dataset``
+    arguments such as ``reverse_frames``) evaluate a variant of the split instead."""
+    args, accelerator = run.args, run.accelerator
+    dataloader = run.eval_dataloader
+    if dataset_options:
+        dataloader = accelerator.prepare(build_dataloader(run.data.eval_dataset_with(**dataset_options),
+                                                          args.per_device_eval_batch_size, shuffle=False,
+                                                          seed=args.seed, num_workers=args.num_workers))
+    eval_rows = run.data.eval_rows
+    predictions = predict(run.model, dataloader, accelerator, eval_rows, description=description)
+    observation = [r.get("observation_clipped", False) for r in eval_rows] if args.task == "anticipation" else None
+    metrics = score(predictions, task=args.task, split=args.eval_split, question_source=args.question_source,
+                    observation_clipped=observation)
+    return predictions, metrics
+
+
+def evaluate_epoch(run: Run, epoch: int) -> None:
+    """Evaluate after ``epoch``, log the metrics, and save the model when it is the best so far."""
+    args, state = run.args, run.state
+    t_eval = time.perf_counter()
+    predictions, metrics = evaluate(run)
+    run.eval_seconds += time.perf_counter() - t_eval
+    run.last_metrics, run.last_predictions = metrics, predictions
+    value = metrics.get(run.metric_name)
+    if value is None:
+        raise KeyError(f"--metric_for_best_model {run.metric_name!r} is not one of the metrics: {sorted(metrics)}")
+    state["history"].append({"kind": "eval", "step": state["global_step"], "epoch": epoch + 1, "metrics": metrics})
+    logger.info(f"epoch {epoch + 1}: " + ", ".join(
+        f"{k} {metrics[k]:.2f}" for k in ("all_verb_top1", "all_noun_top1", "all_action_top1", "all_action_mt5r")
+        if k in metrics))
+    if run.tracking:
+        run.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                            step=state["global_step"])
+    if state["best_metric"] is None or (value == value and value > state["best_metric"]):
+        state["best_metric"], state["best_epoch"] = value, epoch + 1
+        payload = metrics_payload(metrics, task=args.task, split=args.eval_split, dataset=run.data.spec.dataset,
+                                  question_source=args.question_source, epoch=epoch + 1,
+                                  global_step=state["global_step"])
+        save_best(run.accelerator, run.model, run.processor, run.output_dir / "best_model", predictions, payload,
+                  merge=args.merge_lora, hint=runs.disk_full_hint(run.output_dir))
+
+
+# ------------------------------------------------------------------------------------------------------------ save
+def save_final(run: Run) -> dict:
+    """final_model/, run_metadata.json, the training curves and train_summary.json (last: its presence says the run
+    ended); prints the final metric table. Returns the run's result."""
+    args, accelerator, state, output_dir = run.args, run.accelerator, run.state, run.output_dir
     bad_train = sorted(set(gather_object(state["bad_train_clips"])))
-    unwrapped = accelerator.unwrap_model(model)
-    state_dict = accelerator.get_state_dict(model)
-    if last_metrics is None:  # resumed after its last step (its final save had failed): evaluate it again
-        last_predictions, last_metrics = run_eval(dataloader=eval_dataloader)
+    unwrapped = accelerator.unwrap_model(run.model)
+    state_dict = accelerator.get_state_dict(run.model)
+    summary = {"global_step": state["global_step"], "epochs": state["epoch"], "best_metric": state["best_metric"],
+               "metric_for_best_model": run.metric_name, "best_epoch": state["best_epoch"],
+               "bad_training_clips": bad_train, "num_bad_training_clips": len(bad_train),
+               "nonfinite_steps_skipped": state["nonfinite_steps"], "final_metrics": run.last_metrics,
+               "training_seconds": run.training_seconds, "eval_seconds": run.eval_seconds}
+    if run.last_metrics is None:  # resumed after its last step (its final save had failed): evaluate it again
+        run.last_predictions, run.last_metrics = evaluate(run)
+        summary["final_metrics"] = run.last_metrics
     if accelerator.is_main_process:
         hint = runs.disk_full_hint(output_dir)
         with atomic_write(output_dir / "final_model", directory=True, what="final_model/", hint=hint) as tmp:
-            save_model_and_processor(unwrapped, processor, tmp, state_dict=state_dict)
+            save_model_and_processor(unwrapped, run.processor, tmp, state_dict=state_dict)
             faults.disk_full_point("final_model")
-        summary = {"global_step": state["global_step"], "epochs": state["epoch"], "best_metric": state["best_metric"],
-                   "metric_for_best_model": metric_name, "best_epoch": state["best_epoch"],
-                   "bad_training_clips": bad_train, "num_bad_training_clips": len(bad_train),
-                   "nonfinite_steps_skipped": state["nonfinite_steps"], "final_metrics": last_metrics,
-                   "training_seconds": training_seconds, "eval_seconds": eval_seconds}
-        atomic.write_text(output_dir / "run_metadata.json", json.dumps(metadata, indent=2, default=str) + "\n",
+        atomic.write_text(output_dir / "run_metadata.json", json.dumps(run.metadata, indent=2, default=str) + "\n",
                           hint=hint)
         if not args.no_plot:
             with atomic_write(output_dir / "training_curves.png", hint=hint) as tmp:
                 plot_curves(state["history"], tmp)
-        # Written last: its presence says the run ended.
         atomic.write_text(output_dir / runs.SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n",
                           hint=hint)
         if bad_train:
             logger.warning(f"{len(bad_train)} training clips could not be read and were skipped: {bad_train}")
-        if last_metrics is not None:
-            print(format_metric_table(last_metrics, args.question_source, title=f"{args.eval_split}, final model:"))
-    result = {"metrics": last_metrics, "global_step": state["global_step"], "output_dir": str(output_dir),
-              "bad_train_clips": bad_train}
-
-    if args.controls and last_metrics is not None:
-        t_controls = time.perf_counter()
-        result["controls"] = run_controls(args, run_eval, eval_rows, last_predictions, last_metrics, accelerator)
-        eval_seconds += time.perf_counter() - t_controls
-    if args.push_to_hub and accelerator.is_main_process:
-        from modeling_mambavl.hub import push_to_hub
-        from modeling_mambavl.saving import load_model_and_processor
-
-        best_dir = output_dir / "best_model"
-        if not (best_dir / "metrics.json").is_file():
-            raise FileNotFoundError(f"--push_to_hub: {best_dir} holds no evaluated model (no evaluation ran)")
-        # LoRA adapters are pushed merged: their base is a local folder the Hub repository could not point to.
-        best, best_processor = load_model_and_processor(best_dir, merge_adapters=True)
-        commit = push_to_hub(best, best_processor, args.hub_model_id, metrics=best_dir / "metrics.json")
-        logger.info(f"pushed {best_dir} to {args.hub_model_id} ({commit.oid})")
-        result["hub_commit"] = commit.oid
-    if tracking:
-        accelerator.end_training()
-    if args.demo and accelerator.is_main_process:
-        print_demo_summary(args, timings, training_seconds, eval_seconds, last_metrics, result.get("controls"))
-    return result
-
-
-def _class_counts(rows, config) -> tuple[torch.Tensor, torch.Tensor]:
-    verbs = torch.zeros(config.num_verb_classes)
-    nouns = torch.zeros(config.num_noun_classes)
-    for row in rows:
-        if row.get("verb_class") is not None:
-            verbs[int(row["verb_class"])] += 1
-            nouns[int(row["noun_class"])] += 1
-    return verbs, nouns
+        print(format_metric_table(run.last_metrics, args.question_source, title=f"{args.eval_split}, final model:"))
+    return {"metrics": run.last_metrics, "global_step": state["global_step"], "output_dir": str(output_dir),
+            "bad_train_clips": bad_train, "data_seconds": run.data.seconds,
+            "training_seconds": run.training_seconds, "eval_seconds": run.eval_seconds}
 
 
 def save_best(accelerator, model, processor, folder: Path, predictions, payload: dict, merge: bool = False,
@@ -759,70 +928,19 @@ def save_best(accelerator, model, processor, folder: Path, predictions, payload:
             save_model_and_processor(merged, processor, tmp)
 
 
-# The time-reversal pairs of the synthetic data (take/put: up/down, open/close: grow/shrink): one frame cannot tell
-# them apart, so a model that recognises them must read the frame order.
-REVERSAL_VERBS = ("take", "put", "open", "close")
+def push_best_model(run: Run) -> str:
+    """Push best_model/ (LoRA adapters merged: their base is a local folder the Hub repository could not point to)
+    with its metrics and model card; returns the commit id."""
+    from modeling_mambavl.hub import push_to_hub
+    from modeling_mambavl.saving import load_model_and_processor
 
-
-def run_controls(args, run_eval, eval_rows, normal, metrics: dict, accelerator) -> dict:
-    """Frames reversed (verbs that are time reversals of each other must collapse) and questions shuffled across clips
-    (with generic questions nothing may change)."""
-    from modeling_mambavl.ek100 import EK100Vocabulary
-
-    vocab = EK100Vocabulary.default()
-    pair_ids = {vocab.verb_id(v) for v in REVERSAL_VERBS}
-    pairs = np.array([r.get("verb_class") in pair_ids for r in eval_rows])
-
-    def pair_verb_top1(predictions) -> float:
-        keep = pairs & predictions.valid
-        hits = predictions.verb_logits[keep].argmax(1) == predictions.verb_labels[keep]
-        return float(100 * hits.mean()) if keep.any() else float("nan")
-
-    reversed_predictions, reversed_metrics = run_eval({"reverse_frames": True}, description="control: reversed")
-    order = np.random.default_rng([args.seed, 7]).permutation(len(eval_rows)).tolist()
-    _, shuffled_metrics = run_eval({"question_order": order}, description="control: shuffled questions")
-    controls = {
-        "reversal_pair_clips": int(pairs.sum()),
-        "reversal_pair_verb_top1": pair_verb_top1(normal),
-        "reversal_pair_verb_top1_frames_reversed": pair_verb_top1(reversed_predictions),
-        "frames_reversed": {k: reversed_metrics[k] for k in ("all_verb_top1", "all_noun_top1", "all_action_top1")},
-        "questions_shuffled": {k: shuffled_metrics[k] for k in ("all_verb_top1", "all_noun_top1", "all_action_top1")},
-        "questions_shuffled_max_change": max(abs(shuffled_metrics[k] - metrics[k])
-                                             for k in ("all_verb_top1", "all_noun_top1", "all_action_top1")),
-    }
-    if accelerator.is_main_process:
-        atomic.write_text(Path(args.output_dir) / "controls.json", json.dumps(controls, indent=2) + "\n",
-                          hint=runs.disk_full_hint(args.output_dir))
-    return controls
-
-
-def print_demo_summary(args, timings, training_seconds, eval_seconds, metrics, controls) -> None:
-    total = time.perf_counter() - timings["start"]
-    lines = ["", "=" * 72, "MambaVL CPU demo: tiny preset, synthetic EK100-format data, generic questions", "=" * 72]
-    lines.append(f"{'':8s}{'top-1':>8s}{'top-5':>8s}")
-    for name in ("verb", "noun", "action"):
-        lines.append(f"{name:8s}{metrics[f'all_{name}_top1']:8.1f}{metrics[f'all_{name}_top5']:8.1f}")
-    lines.append(f"(validation: {metrics['num_clips_scored']} of {metrics['num_clips']} clips scored, unseen "
-                 "videos)")
-    if controls:
-        lines.append("")
-        lines.append(f"control, frames reversed: verb top-1 on the {controls['reversal_pair_clips']} time-reversal-pair "
-                     f"clips (take/put, open/close) {controls['reversal_pair_verb_top1']:.1f} -> "
-                     f"{controls['reversal_pair_verb_top1_frames_reversed']:.1f}")
-        shuffled = controls["questions_shuffled"]
-        lines.append(f"control, questions shuffled across clips: verb {shuffled['all_verb_top1']:.1f}, noun "
-                     f"{shuffled['all_noun_top1']:.1f}, action {shuffled['all_action_top1']:.1f} (largest change "
-                     f"{controls['questions_shuffled_max_change']:.1f} points; generic questions are the same for "
-                     "every clip)")
-    lines.append("")
-    data_seconds = timings.get("data", 0.0)
-    parts = []
-    if args.install_seconds is not None:
-        parts.append(f"install {args.install_seconds:.0f} s")
-    parts += [f"data {data_seconds:.0f} s", f"train {training_seconds:.0f} s", f"eval {eval_seconds:.0f} s"]
-    lines.append("time: " + ", ".join(parts) + f" (this script {total:.0f} s)")
-    lines.append(f"outputs: {args.output_dir} (best_model/, metrics.json, predictions, training_curves.png)")
-    print("\n".join(lines), flush=True)
+    best_dir = run.output_dir / "best_model"
+    if not (best_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"--push_to_hub: {best_dir} holds no evaluated model (no evaluation ran)")
+    best, best_processor = load_model_and_processor(best_dir, merge_adapters=True)
+    commit = push_to_hub(best, best_processor, run.args.hub_model_id, metrics=best_dir / "metrics.json")
+    logger.info(f"pushed {best_dir} to {run.args.hub_model_id} ({commit.oid})")
+    return commit.oid
 
 
 if __name__ == "__main__":

@@ -1,13 +1,27 @@
-"""`make demo`: examples/train_ek100.py --demo at a very small size prints the metric table, both controls and the time
-breakdown, and writes controls.json; the Makefile target runs that script after a timed runtime install."""
+"""`make demo`: examples/demo.py at a very small size prints the metric table, both controls and the time breakdown,
+and writes controls.json; the Makefile target runs that script after a timed runtime install; its recipe,
+examples/recipes/demo.yaml, resolves to the settings the demo was tuned with."""
 
 import json
 import re
 
 import pytest
-from helpers.train_run import REPO, TRAIN, run, script_args, synthetic_cache
+from helpers.scripts import import_script
+from helpers.train_run import REPO, run, script_args, synthetic_cache
+
+DEMO = REPO / "examples" / "demo.py"
 
 NUMBER = r"-?\d+\.\d"
+
+# The settings the demo was tuned with (BENCHMARKS.md, "The CPU demo and the fusion table").
+TUNED = {
+    "preset": "tiny", "media": "frames", "question_source": "generic", "synthetic_train_clips": 1600,
+    "synthetic_validation_clips": 128, "synthetic_size": 64, "cache_clips": True, "crop_scale": [0.9, 1.0],
+    "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "lr_schedule": "cosine", "max_grad_norm": 1.0,
+    "warmup_epochs": 1.0, "num_train_epochs": 24, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 64,
+    "label_smoothing": 0.0, "checkpointing_steps": "1000", "checkpoints_total_limit": 1, "eval_every_epochs": 24,
+    "num_workers": 1, "num_threads": 1, "output_dir": "outputs/demo",
+}
 
 
 @pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
@@ -15,12 +29,21 @@ def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 
 
+def test_demo_recipe_gives_the_tuned_settings_and_the_command_line_overrides_it():
+    for demo in import_script(DEMO, "demo_for_arguments"):
+        args, recipe = demo.parse_args([])
+        assert {k: getattr(args, k) for k in TUNED} == TUNED
+        assert recipe == TUNED and args.recipe == str(REPO / "examples/recipes/demo.yaml")
+        args, _ = demo.parse_args(["--lr", "1e-3", "--install_seconds", "3"])
+        assert (args.lr, args.install_seconds, args.preset) == (1e-3, 3.0, "tiny")
+
+
 @pytest.mark.slow
 def test_demo_prints_metrics_controls_and_time_breakdown(cache, tmp_path):
     out = tmp_path / "demo"
-    args = script_args(cache, out, "--demo", "--install_seconds", "7", "--num_train_epochs", "1",
+    args = script_args(cache, out, "--install_seconds", "7", "--num_train_epochs", "1",
                        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "12")
-    result = run(TRAIN, args, timeout=300)
+    result = run(DEMO, args, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     stdout = result.stdout
 
@@ -57,7 +80,7 @@ def test_make_demo_times_the_install_and_runs_the_demo_script():
     assert recipe, "no demo target in the Makefile"
     body = recipe[1]
     assert "$(MAKE) --no-print-directory install" in body  # runtime dependencies only, not the dev extra
-    assert "examples/train_ek100.py --demo --install_seconds" in body
+    assert "examples/demo.py --install_seconds" in body
     assert "install-dev" not in body
     runtime = re.search(r"^install: (.*)$", makefile, re.M)[1]
     assert ".installed-runtime" in runtime

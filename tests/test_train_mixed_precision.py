@@ -7,7 +7,6 @@ import torch
 
 import modeling_mambavl.mixer as mixer_module
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLProcessor
-from modeling_mambavl.training.losses import VerbNounLoss
 from modeling_mambavl.training.steps import compute_loss
 
 FP32_PARAMS = ("A_log", ".D", "dt_proj.bias", "norm")
@@ -37,8 +36,7 @@ def _model_and_batch():
 
 def _step(model, batch, backward):
     config = model.config
-    loss, _ = compute_loss(model, batch, VerbNounLoss("ce"), num_verbs=config.num_verb_classes,
-                           num_nouns=config.num_noun_classes, label_smoothing=0.1)
+    loss, _ = compute_loss(model, batch, num_verbs=config.num_verb_classes, num_nouns=config.num_noun_classes)
     backward(loss)
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.detach().float(), grads

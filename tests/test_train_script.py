@@ -67,6 +67,11 @@ def test_dry_run_state_params_in_the_mamba_group(train_module, capsys, fresh_acc
     assert groups["rest/no_decay"]["num_parameters"] == moved["rest/no_decay"]["num_parameters"] - a_log
 
 
+def test_label_smoothing_is_given_once(train_module, fresh_accelerate_state):
+    with pytest.raises(ValueError, match="label_smoothing=0.2 but --label_smoothing is 0.1: give it once"):
+        train_module.main(["--dry_run", "--config_overrides", '{"label_smoothing": 0.2}'])
+
+
 def test_recipe_errors_name_the_file_and_key(train_module, tmp_path, fresh_accelerate_state):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 0.1\n")
@@ -81,7 +86,7 @@ def test_recipe_errors_name_the_file_and_key(train_module, tmp_path, fresh_accel
 def test_run_outputs(cache, tmp_path):
     out = tmp_path / "run"
     proc = run(TRAIN, script_args(cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
-                                  "--logging_steps", "1"))
+                                  "--logging_steps", "1", "--label_smoothing", "0.05"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = out / "best_model"
     metrics = json.loads((best / "metrics.json").read_text())
@@ -99,6 +104,8 @@ def test_run_outputs(cache, tmp_path):
     model, processor = load_model_and_processor(best)
     assert model.config.default_question_input_ids == processor.default_question_inputs()["default_question_input_ids"]
     assert model.config.question_pad_token_id == processor.tokenizer.pad_token_id == 0
+    # The model's own loss read config.label_smoothing: the saved config says what training used (not the 0.1 default).
+    assert model.config.label_smoothing == 0.05
     meta = json.loads((out / "run_metadata.json").read_text())
     assert {"args", "recipe", "versions", "git_commit", "seeds"} <= set(meta) and "torch" in meta["versions"]
     checkpoint = checkpointing.list_checkpoints(out)[-1]

@@ -8,9 +8,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from modeling_mambavl.training.losses import VerbNounLoss, class_balanced_weights, soft_cross_entropy
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
+from modeling_mambavl.training.builders import init_head_bias_from_prior
+from modeling_mambavl.training.losses import (
+    VerbNounLoss,
+    class_balanced_weights,
+    class_counts,
+    log_prior,
+    soft_cross_entropy,
+)
 from modeling_mambavl.training.mixup import mix_batch, one_hot_smoothed
 from modeling_mambavl.training.optimization import build_param_groups, classify_parameters, lr_multiplier
+
+TINY_TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
 
 
 class ToyMixer(nn.Module):
@@ -100,6 +111,37 @@ def test_losses():
     counts = torch.tensor([10.0, 1.0, 1.0, 1.0, 1.0])
     la = VerbNounLoss("logit_adjusted", counts, counts)
     t = one_hot_smoothed(labels, 5)
-    assert la(logits, logits, t, t) != VerbNounLoss()(logits, logits, t, t)
+    assert la(logits, logits, t, t) != 2 * soft_cross_entropy(logits, t)
     with pytest.raises(ValueError, match="class counts"):
         VerbNounLoss("class_balanced")
+    with pytest.raises(ValueError, match="outputs.loss"):  # the plain cross-entropy is the model's own
+        VerbNounLoss("ce", counts, counts)
+
+
+def test_long_tail_losses_smooth_the_targets_once():
+    logits, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    equal = torch.ones(5)  # equal counts: class-balanced weights of 1, a uniform prior
+    for kind in ("class_balanced", "logit_adjusted"):
+        loss = VerbNounLoss(kind, equal, equal, label_smoothing=0.1)(logits, logits, one_hot_smoothed(labels, 5),
+                                                                     one_hot_smoothed(labels, 5))
+        torch.testing.assert_close(loss, 2 * F.cross_entropy(logits, labels, label_smoothing=0.1))
+        ids = VerbNounLoss(kind, equal, equal, label_smoothing=0.1)(logits, logits, labels, labels)
+        torch.testing.assert_close(ids, loss)  # class ids or one-hot targets: the same loss
+
+
+def test_one_class_prior_for_the_head_bias_and_the_logit_adjustment():
+    rows = [{"verb_class": v, "noun_class": n} for v, n in ((0, 1), (0, 2), (2, 2), (0, 2))] + [{"verb_class": None}]
+    counts = class_counts(rows, "verb_class", 4)
+    assert counts.tolist() == [3, 0, 1, 0] and counts.dtype == torch.float64
+    prior = log_prior(counts)
+    torch.testing.assert_close(prior.exp(), torch.tensor([3, 0.5, 1, 0.5], dtype=torch.float64) / 5)
+    config = MambaVLConfig.from_preset("features-768", num_verb_classes=4, num_noun_classes=3, actions=[[0, 1]],
+                                       hidden_size=16, text_config=TINY_TEXT)
+    model = MambaVLForVideoClassification(config)
+    init_head_bias_from_prior(model, rows)
+    assert torch.equal(model.verb_head.bias, prior.float())
+    assert torch.equal(model.noun_head.bias, log_prior(class_counts(rows, "noun_class", 3)).float())
+    adjusted = VerbNounLoss("logit_adjusted", counts, class_counts(rows, "noun_class", 3))
+    assert torch.equal(adjusted.verb_log_prior, prior.float())
+    with pytest.raises(ValueError, match="verb_class 7 of a row is outside"):
+        class_counts([{"verb_class": 7}], "verb_class", 4)

@@ -16,6 +16,7 @@ import torch
 from ..ek100.annotations import load_ek100
 from ..ek100.media import WindowReader, open_features
 from .data import ClipCache, EK100ClipDataset, EpochSampler
+from .losses import class_counts, log_prior
 
 logger = logging.getLogger(__name__)
 
@@ -294,17 +295,12 @@ def build_model(
 
 @torch.no_grad()
 def init_head_bias_from_prior(model: Any, rows: Sequence[dict], floor: float = 0.5) -> None:
-    """Set the verb and noun heads' biases to the log class frequencies of ``rows`` (classes never seen get the log
-    of ``floor`` samples), so that a new model starts from the class prior instead of spending its first steps
-    learning it (Lin et al., "Focal loss", ICCV 2017, section 3.3)."""
+    """Set the verb and noun heads' biases to the log class prior of ``rows`` (``losses.log_prior``: classes never
+    seen count as ``floor`` samples), so that a new model starts from the class prior instead of spending its first
+    steps learning it (Lin et al., "Focal loss", ICCV 2017, section 3.3)."""
     for name, column in (("verb_head", "verb_class"), ("noun_head", "noun_class")):
         head = getattr(model, name, None)
         if head is None or head.bias is None:
             continue
-        counts = torch.zeros(head.out_features, dtype=torch.float64)
-        for row in rows:
-            value = row.get(column)
-            if value is not None and 0 <= int(value) < head.out_features:
-                counts[int(value)] += 1
-        counts = counts.clamp_min(floor)
-        head.bias.copy_(torch.log(counts / counts.sum()).to(head.bias.dtype))
+        prior = log_prior(class_counts(rows, column, head.out_features), floor=floor)
+        head.bias.copy_(prior.to(head.bias.dtype))

@@ -11,7 +11,7 @@ import torch
 from .losses import VerbNounLoss
 from .mixup import mix_batch, one_hot_smoothed
 
-__all__ = ["compute_loss", "model_inputs", "step_seed"]
+__all__ = ["compute_loss", "mix_videos_and_targets", "model_inputs", "step_seed"]
 
 _INPUT_KEYS = ("pixel_values", "video_features", "question_input_ids", "question_attention_mask")
 
@@ -31,39 +31,50 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
 def compute_loss(
     model: torch.nn.Module,
     batch: dict[str, Any],
-    loss_fn: VerbNounLoss,
+    loss_fn: VerbNounLoss | None = None,
     *,
     num_verbs: int,
     num_nouns: int,
-    label_smoothing: float = 0.0,
     mixup: dict[str, float] | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Forward a training batch and return (loss, number of clips in the loss).
 
-    The model runs on the whole batch (every process runs the same steps, whatever it could read); the loss is
-    CE(verb) + CE(noun) over the clips with ``valid`` True, with label smoothing, and with mixup / CutMix of the
-    videos and both targets by one lambda when ``mixup`` (``mix_batch`` arguments) is given. Questions are not mixed.
+    The loss is the model's own ``outputs.loss``, CE(verb) + CE(noun) with ``config.label_smoothing``, or, given a
+    long-tail ``loss_fn``, that loss of the logits; either smooths the targets once. Unreadable clips (``valid``
+    False) leave the forward: the loss is the mean over the others. A batch with none still runs the model (every
+    process runs the same steps, whatever it could read) and returns a zero that touches every output. With ``mixup``
+    (``mix_batch`` arguments), the videos and both targets (one-hot, then soft) are mixed by one lambda drawn from
+    ``generator``; questions are not mixed.
+
+    Args:
+        batch: collated clips: ``pixel_values`` (B, T, C, H, W) or ``video_features`` (B, F, D), questions (B, Q, L),
+            ``verb_labels`` / ``noun_labels`` (B,) class ids, ``valid`` (B,).
     """
     inputs = model_inputs(batch)
     valid = batch["valid"].bool()
-    keep = valid.nonzero().flatten()
-    verb_t = one_hot_smoothed(batch["verb_labels"][keep], num_verbs, label_smoothing)
-    noun_t = one_hot_smoothed(batch["noun_labels"][keep], num_nouns, label_smoothing)
-    if mixup is not None and len(keep) >= 2:
-        if generator is None:
-            raise ValueError("compute_loss: mixup needs a seeded generator")
-        key = "pixel_values" if "pixel_values" in inputs else "video_features"
-        videos = inputs[key]
-        mixed, (verb_t, noun_t), _ = mix_batch(videos[keep], [verb_t, noun_t], generator, **mixup)
-        videos = videos.clone()
-        videos[keep] = mixed.to(videos.dtype)
-        inputs[key] = videos
+    count = int(valid.sum())
+    if count == 0:
+        outputs = model(**inputs)
+        return (outputs.verb_logits.sum() + outputs.noun_logits.sum()) * 0.0, 0
+    inputs = {k: v[valid] for k, v in inputs.items()}
+    verbs, nouns = batch["verb_labels"][valid], batch["noun_labels"][valid]
+    if mixup is not None and count >= 2:
+        verbs, nouns = mix_videos_and_targets(inputs, one_hot_smoothed(verbs, num_verbs),
+                                              one_hot_smoothed(nouns, num_nouns), mixup, generator)
+    if loss_fn is None:
+        return model(**inputs, verb_labels=verbs, noun_labels=nouns).loss, count
     outputs = model(**inputs)
-    verb_logits, noun_logits = outputs.verb_logits, outputs.noun_logits
-    if len(keep) == 0:
-        # Nothing readable here: a zero loss that still touches the outputs, so gradients (zeros) stay in sync.
-        return (verb_logits.sum() + noun_logits.sum()) * 0.0, 0
-    loss = loss_fn(verb_logits[keep], noun_logits[keep], verb_t.to(verb_logits.device),
-                   noun_t.to(noun_logits.device))
-    return loss, len(keep)
+    return loss_fn(outputs.verb_logits, outputs.noun_logits, verbs, nouns), count
+
+
+def mix_videos_and_targets(inputs: dict[str, torch.Tensor], verb_targets: torch.Tensor, noun_targets: torch.Tensor,
+        mixup: dict[str, float], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix the videos of ``inputs`` (in place of the dict's entry) and both (B, C) targets by one lambda; returns the
+    mixed targets."""
+    if generator is None:
+        raise ValueError("mixup needs a seeded generator (torch.Generator().manual_seed(...))")
+    key = "pixel_values" if "pixel_values" in inputs else "video_features"
+    targets = [verb_targets, noun_targets]
+    inputs[key], (verb_targets, noun_targets), _ = mix_batch(inputs[key], targets, generator, **mixup)
+    return verb_targets, noun_targets
