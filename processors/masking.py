@@ -28,8 +28,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from ..ek100 import EK100Vocabulary
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
 __all__ = ["mask_answer", "MASK_POLICIES", "verb_surface_forms", "noun_surface_forms"]
 
@@ -211,15 +213,22 @@ def _noun_forms(vocab: EK100Vocabulary, noun_class: int) -> frozenset[tuple[str,
     return frozenset(forms)
 
 
+def _vocabulary(vocab: EK100Vocabulary | None) -> EK100Vocabulary:
+    """``vocab``, or the shipped EK100 vocabulary (imported here: the processors load without the EK100 tools)."""
+    from ..ek100.vocabulary import EK100Vocabulary
+
+    return vocab or EK100Vocabulary.default()
+
+
 def verb_surface_forms(verb_class: int, vocab: EK100Vocabulary | None = None) -> list[str]:
     """Every surface form ``mask_answer`` masks for a verb class (space-separated, lower case, sorted)."""
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     return sorted(" ".join(f) for f in _verb_forms(vocab, int(verb_class)))
 
 
 def noun_surface_forms(noun_class: int, vocab: EK100Vocabulary | None = None) -> list[str]:
     """Every surface form ``mask_answer`` masks for a noun class (space-separated, lower case, sorted)."""
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     return sorted(" ".join(f) for f in _noun_forms(vocab, int(noun_class)))
 
 
@@ -287,7 +296,7 @@ def mask_answer(
     """
     if policy not in MASK_POLICIES:
         raise ValueError(f"policy must be one of {MASK_POLICIES}, got {policy!r}")
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     if noun_classes is None:
         nouns: tuple[int, ...] = ()
     elif isinstance(noun_classes, int) or hasattr(noun_classes, "__index__"):

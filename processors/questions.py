@@ -30,10 +30,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..ek100 import EK100Vocabulary
 from .masking import MASK_POLICIES, mask_answer
+
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
 __all__ = [
     "QUESTION_SOURCES",
@@ -241,6 +243,8 @@ def read_predictions(
     (``"take"``, ``"put-down"``, ``"board:chopping"``); scores are finite numbers. An unknown class, an empty candidate list or a non-finite score
     raises ``ValueError`` naming the file, the narration and the value. A UTF-8 byte-order mark is accepted.
     """
+    from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
+
     path = Path(path)
     vocab = vocab or EK100Vocabulary.default()
     with open(path, encoding="utf-8-sig") as f:
@@ -414,6 +418,8 @@ def make_question_source(
         seed: picks the phrasing per narration for ``"oracle"`` / ``"predicted"``.
         mask_token, policy: masking of ``"oracle"`` questions (the tokenizer's mask token; ``"strict"``/``"paper"``).
     """
+    from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
+
     if source not in QUESTION_SOURCES:
         raise ValueError(f"question_source must be one of {QUESTION_SOURCES}, got {source!r}")
     types = _check_types(question_types)

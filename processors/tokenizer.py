@@ -21,10 +21,13 @@ import string
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..ek100 import EK100Vocabulary
 from .masking import _noun_inflections, _verb_inflections, _words
 from .questions import GENERIC_TEMPLATES, NARRATION_TEMPLATES, PREDICTED_TEMPLATES
+
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
 __all__ = [
     "QUESTION_TOKENIZER_FILE",
@@ -106,6 +109,8 @@ def build_question_tokenizer(vocab: EK100Vocabulary | None = None):
     """Build the default question tokenizer (a ``tokenizers.Tokenizer``), deterministically."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
+
+    from ..ek100.vocabulary import EK100Vocabulary
 
     vocab = vocab or EK100Vocabulary.default()
     tokens = _vocabulary(vocab)
