@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from modeling_mambavl import MambaVLProcessor, atomic
 from modeling_mambavl.atomic import DiskFullError, atomic_write
+from modeling_mambavl.configuration import FUSION_TYPES
 from modeling_mambavl.saving import save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults, runs
 from modeling_mambavl.training.arguments import (
@@ -138,7 +139,7 @@ def parse_args(argv=None):
                        help="start from these weights (e.g. a recognition checkpoint for --task anticipation)")
     model.add_argument("--vision_backbone", type=str, default=None, help="pretrained video backbone (from_backbones)")
     model.add_argument("--text_backbone", type=str, default=None, help="pretrained text model (from_backbones)")
-    model.add_argument("--fusion_type", choices=("ssm", "transformer", "mlp", "none", "mean_mlp", "linear_probe"),
+    model.add_argument("--fusion_type", choices=FUSION_TYPES,
                        default=None)
     model.add_argument("--config_overrides", type=str, default=None,
                        help='JSON of config fields, e.g. \'{"hidden_size": 128, "num_fusion_layers": 2}\'')

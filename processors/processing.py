@@ -11,16 +11,16 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
-from ..configuration.configuration_mambavl import _write_code_bundle
+from ..configuration.configuration_mambavl import save_code_bundle
 from .video_processing import MambaVLVideoProcessor
 
 try:  # the question templates and the shipped question tokenizer are package data
-    from .questions import _check_types, default_questions
+    from .questions import check_question_types, default_questions
     from .tokenizer import default_question_tokenizer
 except ImportError:
     # This file also runs as a checkpoint's code bundle, where the package is absent: a saved processor passes its
     # tokenizer, question types and questions to __init__, so only building one from nothing needs the package.
-    _check_types = tuple
+    check_question_types = tuple
     default_questions = default_question_tokenizer = None
 
 __all__ = ["MambaVLProcessor", "register_auto_classes"]
@@ -68,7 +68,7 @@ class MambaVLProcessor(ProcessorMixin):
                 "AutoProcessor.from_pretrained(<checkpoint>, trust_remote_code=True)"
             )
         tokenizer = tokenizer if tokenizer is not None else default_question_tokenizer()
-        self.question_types = list(_check_types(question_types))
+        self.question_types = list(check_question_types(question_types))
         self.questions = list(questions) if questions is not None else default_questions(self.question_types)
         if len(self.questions) != len(self.question_types):
             raise ValueError(
@@ -247,7 +247,7 @@ class MambaVLProcessor(ProcessorMixin):
         ``trust_remote_code=True`` where only transformers is installed."""
         os.makedirs(save_directory, exist_ok=True)
         self._share_default_questions()  # questions, tokenizer or max_length may have changed since __init__
-        auto_map = _write_code_bundle(save_directory)
+        auto_map = save_code_bundle(save_directory)
         for owner, auto_class in ((self, "AutoProcessor"), (self.video_processor, "AutoVideoProcessor")):
             if auto_class in auto_map:
                 owner.auto_map = {auto_class: auto_map[auto_class]}

@@ -16,7 +16,7 @@ from test_selective_scan import make_inputs, rel_err, run_scan  # shared input a
 from torch.utils.flop_counter import FlopCounterMode
 
 import modeling_mambavl.ops.dispatch as scan_module
-from modeling_mambavl.ops import _build, available_backends, cpu, cuda, selective_scan, selective_scan_reference
+from modeling_mambavl.ops import available_backends, build, cpu, cuda, selective_scan, selective_scan_reference
 
 needs_cpu_kernel = pytest.mark.skipif("cpu" not in available_backends("cpu"),
                                       reason="the CPU kernel cannot be built here (no C++ compiler)")
@@ -97,23 +97,23 @@ def test_auto_picks_the_fused_kernel_on_cpu(monkeypatch):
 
 
 def test_no_compiler_error_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(_build, "_loaded", {})
-    monkeypatch.setattr(_build, "find_compiler", lambda: None)
-    with pytest.raises(_build.KernelBuildError) as info:
-        _build.load_library("selective_scan_cpu")
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "find_compiler", lambda: None)
+    with pytest.raises(build.KernelBuildError) as info:
+        build.load_library("selective_scan_cpu")
     message = str(info.value)
     assert "no C++ compiler" in message and "apt install g++" in message and "backend='portable'" in message
 
 
 def test_cache_dir_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("MAMBAVL_KERNEL_CACHE", str(tmp_path / "k"))
-    assert _build.cache_dir() == tmp_path / "k"
+    assert build.cache_dir() == tmp_path / "k"
     monkeypatch.delenv("MAMBAVL_KERNEL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _build.cache_dir() == tmp_path / "xdg" / "mambavl" / "kernels"
+    assert build.cache_dir() == tmp_path / "xdg" / "mambavl" / "kernels"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _build.cache_dir() == tmp_path / "home" / ".cache" / "mambavl" / "kernels"
+    assert build.cache_dir() == tmp_path / "home" / ".cache" / "mambavl" / "kernels"
 
 
 _BUILD_SCRIPT = r"""

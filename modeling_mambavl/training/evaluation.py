@@ -23,6 +23,7 @@ import torch
 
 from .. import atomic
 from ..ek100.annotations import ORACLE_QUESTIONS
+from ..ek100.metric import softmax
 from ..model_card import split_metrics
 
 __all__ = [
@@ -241,8 +242,8 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
     ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid); each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    verb_p = _softmax(predictions.verb_logits)
-    noun_p = _softmax(predictions.noun_logits)
+    verb_p = softmax(predictions.verb_logits.astype(np.float64))
+    noun_p = softmax(predictions.noun_logits.astype(np.float64))
     verb_top = np.argsort(-verb_p, axis=1, kind="stable")[:, :top_k]
     noun_top = np.argsort(-noun_p, axis=1, kind="stable")[:, :top_k]
     doc = {}
@@ -265,10 +266,3 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
             writer.writerow([nid, int(predictions.valid[i]), int(verb_top[i, 0]), int(noun_top[i, 0]),
                              int(predictions.verb_labels[i]), int(predictions.noun_labels[i])])
     return json_path, csv_path
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
