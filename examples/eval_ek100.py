@@ -31,7 +31,6 @@ from modeling_mambavl.training.arguments import HelpFormatter, add_data_argument
 from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
-    check_processor_fits,
     default_cache_dir,
     load_rows,
     resolve_data,
@@ -99,7 +98,7 @@ def main(argv=None) -> dict:
                         level=logging.INFO)
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
     if args.media != "features":
-        check_processor_fits(processor, model.config, args.model_name_or_path)
+        processor.check_model_config(model.config, args.model_name_or_path, questions=False)
     model.eval()
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(

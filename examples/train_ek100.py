@@ -52,7 +52,6 @@ from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
     build_model,
-    check_processor_fits,
     default_cache_dir,
     init_head_bias_from_prior,
     load_rows,
@@ -389,12 +388,12 @@ def train(args, recipe, accelerator, timings) -> dict:
             from transformers import AutoProcessor
 
             processor = AutoProcessor.from_pretrained(args.init_from or args.model_name_or_path)
-            processor.check_default_questions(config)
+            processor.check_model_config(config, video=False)
         except (OSError, ValueError, TypeError) as e:
             logger.warning(f"no usable processor saved with the checkpoint ({e}); building one from the config")
             processor = None
         if processor is not None and args.media != "features":
-            check_processor_fits(processor, config, args.init_from or args.model_name_or_path)
+            processor.check_model_config(config, args.init_from or args.model_name_or_path, questions=False)
     if processor is None:
         processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
                                                  max_length=args.max_question_length, crop_scale=args.crop_scale,

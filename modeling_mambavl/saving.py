@@ -131,9 +131,7 @@ def load_model_and_processor(
     else:
         model = _load_complete(model_class, path, revision=revision, **kwargs)
         config = model.config
-    processor.check_default_questions(config)
-    if getattr(config, "default_question_input_ids", None) is None:
-        config.update(processor.default_question_inputs())
+    processor.sync_model_config(config)
     if device is not None:
         model = model.to(device)
     return model.eval(), processor

@@ -216,11 +216,34 @@ class MambaVLProcessor(ProcessorMixin):
             "default_question_attention_mask": [list(map(int, r)) for r in out["question_attention_mask"][0]],
         }
 
-    def check_default_questions(self, config: Any) -> None:
-        """Raise ``ValueError`` if ``config``'s default question ids differ from this processor's default questions.
+    def check_model_config(self, config: Any, source: str | os.PathLike | None = None, *, questions: bool = True,
+                           video: bool = True) -> None:
+        """Raise ``ValueError`` where this processor does not make the inputs ``config``'s model takes: the one check
+        of a model against its processor (the loader, the Hub helpers and the training and evaluation scripts call
+        it), so that a mismatch is named at load time instead of surfacing as a shape error or wrong questions.
 
-        Also checks ``config.question_types``. A config without default question ids passes.
+        Args:
+            config: the model's config.
+            source: where this processor was saved, named in the error.
+            questions: check ``config.question_types`` and, when the config holds them, its
+                ``default_question_input_ids`` (this processor's default questions tokenized by its tokenizer).
+            video: check the frames per clip (``config.num_frames``) and the crop size (``config.image_size``); off
+                for pre-extracted features, which the video processor never sees.
         """
+        if questions:
+            self._check_questions_fit(config)
+        if video and getattr(self, "video_processor", None) is not None:
+            self._check_video_fits(config, source)
+
+    def sync_model_config(self, config: Any) -> None:
+        """``check_model_config(config, video=False)``, then write this processor's default question ids into
+        ``config`` when it has none (a model saved without its processor), so that ``model(pixel_values=...)`` and
+        ``pipeline("video-classification")`` ask this processor's default questions."""
+        self.check_model_config(config, video=False)
+        if getattr(config, "default_question_input_ids", None) is None:
+            config.update(self.default_question_inputs())
+
+    def _check_questions_fit(self, config: Any) -> None:
         types = getattr(config, "question_types", None)
         if types is not None and list(types) != self.question_types:
             raise ValueError(
@@ -237,6 +260,25 @@ class MambaVLProcessor(ProcessorMixin):
                 "the config's default_question_input_ids do not match the processor's default questions "
                 f"{self.questions} tokenized by {type(self.tokenizer).__name__}: the checkpoint was saved with another "
                 "tokenizer or other default questions; load the processor saved with the model"
+            )
+
+    def _check_video_fits(self, config: Any, source: str | os.PathLike | None) -> None:
+        video = self.video_processor
+        where = f"the processor saved with {source} (processor_config.json)" if source is not None else "the processor"
+        frames = getattr(config, "num_frames", None)
+        if frames and getattr(video, "num_frames", frames) != frames:
+            raise ValueError(
+                f"{where} samples num_frames={video.num_frames} frames per clip but the model's config has "
+                f"num_frames={frames}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+                ".save_pretrained(folder)), or set the same num_frames in both files"
+            )
+        size = getattr(config, "image_size", None)
+        crop = getattr(video, "crop_size", None) or {}
+        if size and crop and (crop.get("height"), crop.get("width")) != (size, size):
+            raise ValueError(
+                f"{where} crops frames to {crop.get('height')}x{crop.get('width')} but the model's config has "
+                f"image_size={size}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+                f".save_pretrained(folder)), or set crop_size to {{'height': {size}, 'width': {size}}}"
             )
 
     # ------------------------------------------------------------------------------------------------------ saving

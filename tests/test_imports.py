@@ -46,10 +46,14 @@ def test_import_loads_no_heavy_module():
     are installed)."""
     loaded = _loaded_modules(
         "import modeling_mambavl\n"
-        "from transformers import AutoConfig, AutoProcessor\n"
-        "from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES\n"
-        "assert type(AutoConfig.for_model('mambavl')).__name__ == 'MambaVLConfig'\n"
-        "assert 'mambavl' in VIDEO_PROCESSOR_MAPPING_NAMES"
+        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING\n"
+        "from transformers.models.auto.processing_auto import PROCESSOR_MAPPING\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "config = type(AutoConfig.for_model('mambavl'))\n"
+        "assert MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING[config].__name__ == 'MambaVLForVideoClassification'\n"
+        "assert PROCESSOR_MAPPING[config].__name__ == 'MambaVLProcessor'\n"
+        "assert 'video-question-classification' in PIPELINE_REGISTRY.get_supported_tasks()"
     )
     assert not [m for m in PACKAGE_LAZY if m in loaded]
     by_transformers = _loaded_modules(

@@ -136,12 +136,12 @@ def test_default_question_inputs_for_the_config(bert):
         expected = tok(question)["input_ids"]
         assert row[: len(expected)] == expected and set(row[len(expected):]) <= {tok.pad_token_id}
     config = SimpleNamespace(question_types=("verb", "noun"), **inputs)
-    processor.check_default_questions(config)  # matches
+    processor.check_model_config(config)  # matches
     with pytest.raises(ValueError, match="another tokenizer"):
-        MambaVLProcessor(_video_processor(), bert).check_default_questions(config)
+        MambaVLProcessor(_video_processor(), bert).check_model_config(config)
     with pytest.raises(ValueError, match="question_types"):
-        processor.check_default_questions(SimpleNamespace(question_types=("action",), **inputs))
-    processor.check_default_questions(SimpleNamespace(question_types=["verb", "noun"]))  # no ids saved: fine
+        processor.check_model_config(SimpleNamespace(question_types=("action",), **inputs))
+    processor.check_model_config(SimpleNamespace(question_types=["verb", "noun"]))  # no ids saved: fine
 
 
 @pytest.mark.parametrize("use_bert", [False, True])
