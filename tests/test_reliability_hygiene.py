@@ -25,7 +25,7 @@ def _redirected(tmp_path: Path) -> dict[str, str]:
     for sub in ("", "cache", "hf", "tmp"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"), HF_HOME=str(home / "hf"), TMPDIR=str(home / "tmp"),
-               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+               OMP_NUM_THREADS="1")
     return env
 
 
