@@ -12,7 +12,20 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["lazy_getattr"]
+__all__ = ["lazy_getattr", "missing_extra"]
+
+# Libraries that come with an extra of setup.cfg rather than with `pip install mambavl` (an inference install).
+EXTRAS = {"datasets": "ek100", "evaluate": "ek100", "accelerate": "train", "peft": "train", "matplotlib": "train",
+          "yaml": "train"}
+
+
+def missing_extra(error: ModuleNotFoundError, what: str) -> ModuleNotFoundError:
+    """``error`` itself, or, when the missing module comes with an extra, an error saying which one installs it."""
+    extra = EXTRAS.get((error.name or "").split(".")[0])
+    if extra is None:
+        return error
+    return ModuleNotFoundError(f"{what} needs {error.name}, which this install lacks: install the package's "
+                               f"'{extra}' extra (in its checkout: pip install -e '.[{extra}]')", name=error.name)
 
 
 def lazy_getattr(package: str, exports: Mapping[str, str] | None = None,
@@ -29,12 +42,15 @@ def lazy_getattr(package: str, exports: Mapping[str, str] | None = None,
 
     def __getattr__(name: str) -> Any:
         namespace = importlib.import_module(package).__dict__
-        if name in exports:
-            value = getattr(importlib.import_module(f".{exports[name]}", package), name)
-        elif name in submodules:
-            value = importlib.import_module(f".{name}", package)
-        else:
+        if name not in exports and name not in submodules:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            if name in exports:
+                value = getattr(importlib.import_module(f".{exports[name]}", package), name)
+            else:
+                value = importlib.import_module(f".{name}", package)
+        except ModuleNotFoundError as e:
+            raise missing_extra(e, f"{package}.{name}") from e
         namespace[name] = value
         return value
 

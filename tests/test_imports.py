@@ -86,6 +86,27 @@ def test_cli_help_imports_nothing_beyond_the_package():
     assert not [m for m in added if m.split(".")[0] in HEAVY + ("torch", "transformers")]
 
 
+def test_inference_install_imports_and_names_the_missing_extra():
+    """Where the ``ek100`` / ``train`` extras are not installed (their libraries blocked here), the package still
+    imports and registers the model, and using an EK100 tool names the extra that installs what it lacks."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys\n"
+         "for name in ('datasets', 'evaluate', 'pandas', 'peft', 'matplotlib'):\n"
+         "    sys.modules[name] = None  # an import of it fails as if it were not installed\n"
+         "import modeling_mambavl\n"
+         "from transformers import AutoConfig\n"
+         "print(type(AutoConfig.for_model('mambavl')).__name__)\n"
+         "try:\n"
+         "    modeling_mambavl.ek100.load_ek100\n"
+         "except ModuleNotFoundError as e:\n"
+         "    print(e)\n"],
+        capture_output=True, text=True, check=True, timeout=300)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "MambaVLConfig"
+    assert lines[1].startswith("modeling_mambavl.ek100.load_ek100 needs datasets") and "pip install -e '.[ek100]'" in \
+        lines[1], lines
+
+
 def test_lazy_subpackages_are_attributes():
     """``modeling_mambavl.ek100`` and the other lazily loaded modules work as attributes without an import
     statement, as they did when the package imported them eagerly."""
