@@ -57,7 +57,7 @@ _KNOWN_VIDEO_LAYOUTS = {
 def _ek100_vocabulary():
     """The shipped EK100 vocabulary, or ``None`` where the package is not installed (code loaded from a checkpoint)."""
     try:
-        from ..ek100 import EK100Vocabulary
+        from ..ek100.vocabulary import EK100Vocabulary
     except ImportError:
         return None
     return EK100Vocabulary.default()

@@ -46,11 +46,11 @@ def test_import_loads_no_heavy_module():
     are installed)."""
     loaded = _loaded_modules(
         "import modeling_mambavl\n"
-        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
         "from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING\n"
         "from transformers.models.auto.processing_auto import PROCESSOR_MAPPING\n"
         "from transformers.pipelines import PIPELINE_REGISTRY\n"
-        "config = type(AutoConfig.for_model('mambavl'))\n"
+        "config = CONFIG_MAPPING['mambavl']\n"
         "assert MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING[config].__name__ == 'MambaVLForVideoClassification'\n"
         "assert PROCESSOR_MAPPING[config].__name__ == 'MambaVLProcessor'\n"
         "assert 'video-question-classification' in PIPELINE_REGISTRY.get_supported_tasks()"
@@ -61,6 +61,18 @@ def test_import_loads_no_heavy_module():
     extra = sorted(m for m in HEAVY if m in loaded and m not in by_transformers)
     assert not extra, f"import modeling_mambavl loads {extra}, which transformers' own model classes do not"
     assert "datasets" not in loaded and "pandas" not in loaded and "evaluate" not in loaded
+    # Building and running a model reads the shipped class names (ek100/vocabulary.py, the standard library only),
+    # nothing more of the EK100 tools.
+    used = _loaded_modules(
+        "import torch, modeling_mambavl\n"
+        "config = modeling_mambavl.MambaVLConfig.from_preset('tiny')\n"
+        "model = modeling_mambavl.MambaVLForVideoClassification(config).eval()\n"
+        "model(pixel_values=torch.zeros(1, config.num_frames, 3, config.image_size, config.image_size),\n"
+        "      question_input_ids=torch.ones(1, 2, 4, dtype=torch.long))"
+    )
+    ours = sorted(m for m in used - loaded if m.startswith("modeling_mambavl"))
+    assert set(ours) <= {"modeling_mambavl.ek100", "modeling_mambavl.ek100.vocabulary"}, ours
+    assert not [m for m in HEAVY if m in used and m not in loaded]
 
 
 def test_cli_help_imports_nothing_beyond_the_package():
