@@ -52,7 +52,10 @@ def run_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one run of ``command``; raises if it fails."""
     with tempfile.TemporaryFile() as stderr:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        # From a neutral folder: in a checkout, `python -c` would import the source folder next to it instead of
+        # the installed package.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                   cwd=tempfile.gettempdir())
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
