@@ -18,15 +18,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
 
-# Runtime dependencies only.
+# The package with its training stack (the `train` extra: the demo trains and evaluates); `pip install -e .` alone
+# is an inference install.
 $(VENV)/.installed-runtime: $(BIN)/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) torch torchvision
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[train]"
 	touch $@
 
-# Runtime plus the test / benchmark tools of the `dev` extra.
+# Plus the test / benchmark tools of the `dev` extra.
 $(VENV)/.installed-dev: $(VENV)/.installed-runtime
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[train,dev]"
 	touch $@
 
 install: $(VENV)/.installed-runtime

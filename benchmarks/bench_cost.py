@@ -31,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
+from modeling_mambavl.configuration import FUSION_TYPES
 
 VIDEO_TOKENS = 1 + 8 * 14 * 14  # ORViT / Motionformer ViT-B: CLS + 8 x 14 x 14 tubelets
 QUESTIONS, QUESTION_TOKENS = 2, 40
@@ -181,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[768, 1024])
-    parser.add_argument("--fusions", nargs="+", default=["ssm", "transformer", "mlp", "none", "mean_mlp"])
+    parser.add_argument("--fusions", nargs="+", default=[t for t in FUSION_TYPES if t in _INCREMENT],
+                        choices=list(_INCREMENT))
     args = parser.parse_args()
     results = []
     for size in args.sizes:

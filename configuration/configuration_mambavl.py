@@ -13,7 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
-from .presets import preset_kwargs
+from .presets import default_text_encoder, preset_kwargs, roberta_base_text_config
 
 FUSION_TYPES = ("ssm", "transformer", "mlp", "none", "mean_mlp", "linear_probe")
 # The controls see no questions: "none" is the video Mamba alone, "mean_mlp" an MLP over the mean video token,
@@ -57,13 +57,13 @@ _KNOWN_VIDEO_LAYOUTS = {
 def _ek100_vocabulary():
     """The shipped EK100 vocabulary, or ``None`` where the package is not installed (code loaded from a checkpoint)."""
     try:
-        from ..ek100 import EK100Vocabulary
+        from ..ek100.vocabulary import EK100Vocabulary
     except ImportError:
         return None
     return EK100Vocabulary.default()
 
 
-def _write_code_bundle(save_directory: str | os.PathLike) -> dict[str, str]:
+def save_code_bundle(save_directory: str | os.PathLike) -> dict[str, str]:
     """Write the checkpoint's flat code files; return the ``auto_map`` that points at them."""
     from ..remote_code import write_code_bundle
 
@@ -256,22 +256,12 @@ class MambaVLConfig(PreTrainedConfig):
         self._check_choices()
         self._check_numbers()
         if self.text_encoder is None:
-            self.text_encoder = "full" if self.fusion_type in ("transformer", "mlp") else "embeddings"
+            self.text_encoder = default_text_encoder(self.fusion_type)
         if self.vision_adapter is None:
             self.vision_adapter = "identity" if self.fusion_type == "linear_probe" else "norm_linear_tanh"
         if self.text_config is None:
             # RoBERTa-base shapes, as the paper; no layers are needed when only the embeddings run.
-            self.text_config = {
-                "model_type": "roberta",
-                "vocab_size": 50265,
-                "max_position_embeddings": 514,
-                "type_vocab_size": 1,
-                "layer_norm_eps": 1e-5,
-                "pad_token_id": 1,
-                "bos_token_id": 0,
-                "eos_token_id": 2,
-                "num_hidden_layers": 12 if self.text_encoder == "full" else 0,
-            }
+            self.text_config = roberta_base_text_config(12 if self.text_encoder == "full" else 0)
         self._check_questions()
         self._check_authors_options()
         self._set_label_space(kwargs)
@@ -521,7 +511,7 @@ class MambaVLConfig(PreTrainedConfig):
         if os.path.isfile(save_directory):
             raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
         os.makedirs(save_directory, exist_ok=True)
-        self.auto_map = _write_code_bundle(save_directory)
+        self.auto_map = save_code_bundle(save_directory)
         # A config re-saved from remote code has the pipeline file only if its code brought it along.
         has_pipeline = os.path.isfile(os.path.join(save_directory, PIPELINE_FILE))
         previous = self.__dict__.pop("custom_pipelines", None)

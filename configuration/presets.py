@@ -13,7 +13,7 @@ _KINETICS_MEAN = [0.45, 0.45, 0.45]
 _KINETICS_STD = [0.225, 0.225, 0.225]
 
 
-def _roberta_base_text_config(num_hidden_layers: int) -> dict[str, Any]:
+def roberta_base_text_config(num_hidden_layers: int) -> dict[str, Any]:
     """The paper's text side: RoBERTa-base shapes (vocab 50,265, width 768, positions 514, pad id 1)."""
     return {
         "model_type": "roberta",
@@ -31,10 +31,15 @@ def _roberta_base_text_config(num_hidden_layers: int) -> dict[str, Any]:
     }
 
 
+def default_text_encoder(fusion_type: str) -> str:
+    """``MambaVLConfig.text_encoder`` when it is not given: ``"full"`` for the Transformer and MLP baselines, which read
+    the pooled output of the whole text model, ``"embeddings"`` for the rest (SSM fusion runs only the embeddings)."""
+    return "full" if fusion_type in ("transformer", "mlp") else "embeddings"
+
+
 def _text_layers(overrides: dict[str, Any], layers_when_full: int) -> int:
     """0 layers when only the embeddings run (SSM fusion), the whole stack when the text model runs ``"full"``."""
-    fusion_type = overrides.get("fusion_type", "ssm")
-    text_encoder = overrides.get("text_encoder") or ("full" if fusion_type in ("transformer", "mlp") else "embeddings")
+    text_encoder = overrides.get("text_encoder") or default_text_encoder(overrides.get("fusion_type", "ssm"))
     return layers_when_full if text_encoder == "full" else 0
 
 
@@ -90,7 +95,7 @@ def _timesformer_base(overrides: dict[str, Any]) -> dict[str, Any]:
     # TimeSformer-base: 8 frames at 224 px, patch 16, 1 CLS + 8 x 14 x 14 = 1,569 tokens (the paper's token count).
     return {
         "vision_config": {"model_type": "timesformer", "image_size": 224, "patch_size": 16, "num_frames": 8},
-        "text_config": _roberta_base_text_config(_text_layers(overrides, 12)),
+        "text_config": roberta_base_text_config(_text_layers(overrides, 12)),
         "hidden_size": 768,
         "num_frames": 8,
         "image_size": 224,
@@ -114,7 +119,7 @@ def _videomae(hidden: int, layers: int, heads: int):
                 "num_attention_heads": heads,
                 "intermediate_size": 4 * hidden,
             },
-            "text_config": _roberta_base_text_config(_text_layers(overrides, 12)),
+            "text_config": roberta_base_text_config(_text_layers(overrides, 12)),
             "hidden_size": hidden,
             "num_frames": 16,
             "image_size": 224,
@@ -132,7 +137,7 @@ def _features(dim: int):
             "vision_config": None,
             "vision_feature_dim": dim,
             "video_has_cls": True,
-            "text_config": _roberta_base_text_config(_text_layers(overrides, 12)),
+            "text_config": roberta_base_text_config(_text_layers(overrides, 12)),
             "hidden_size": dim,
             "num_frames": 16,
         }

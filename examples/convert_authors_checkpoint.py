@@ -48,6 +48,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
+from modeling_mambavl.configuration.presets import roberta_base_text_config  # noqa: E402
 from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
 
 BACKBONE_FILE = "authors_backbone.safetensors"
@@ -186,18 +187,13 @@ def _text_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     width = words.shape[1]
     heads = next(h for h in (12, 8, 4, 2, 1) if width % h == 0)
     return {
-        "model_type": "roberta",
+        **roberta_base_text_config(num_hidden_layers=0),
         "vocab_size": words.shape[0],
         "hidden_size": width,
-        "num_hidden_layers": 0,
         "num_attention_heads": heads,
         "intermediate_size": 4 * width,
         "max_position_embeddings": positions.shape[0],
         "type_vocab_size": types.shape[0] if types is not None else 1,
-        "layer_norm_eps": 1e-5,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
     }
 
 

@@ -74,6 +74,7 @@ class _TransformersBackbone(torch.nn.Module):
         from transformers import AutoModel
 
         from modeling_mambavl import MambaVLConfig
+        from modeling_mambavl.modeling import backbone_frame_settings
         from modeling_mambavl.vision import MambaVLVisionAdapter
 
         backbone = AutoModel.from_pretrained(source)
@@ -87,7 +88,7 @@ class _TransformersBackbone(torch.nn.Module):
         self.has_cls = config.video_layout[0]
         self.name = str(source)
         self.num_frames = config.num_frames
-        settings = _processor_settings(source)
+        settings = backbone_frame_settings(source)
         self.image_size = settings.get("image_size") or getattr(backbone.config, "image_size", None)
         self.image_mean = settings.get("image_mean")
         self.image_std = settings.get("image_std")
@@ -95,14 +96,6 @@ class _TransformersBackbone(torch.nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         tokens, _ = self.adapter.tokens(pixel_values=pixel_values)
         return tokens
-
-
-def _processor_settings(source: str) -> dict[str, Any]:
-    """image_size / image_mean / image_std from the backbone's own video or image processor, if it has one."""
-    from modeling_mambavl.modeling import _frame_settings, _load_frame_processor
-
-    processor = _load_frame_processor(source)
-    return _frame_settings(processor) if processor is not None else {}
 
 
 def build_backbone(spec: str, kwargs: dict[str, Any] | None = None) -> Any:

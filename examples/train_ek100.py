@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from modeling_mambavl import MambaVLProcessor, atomic
 from modeling_mambavl.atomic import DiskFullError, atomic_write
+from modeling_mambavl.configuration import FUSION_TYPES
 from modeling_mambavl.saving import save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults, runs
 from modeling_mambavl.training.arguments import (
@@ -62,7 +63,6 @@ from modeling_mambavl.training.builders import (
     build_clip_dataset,
     build_dataloader,
     build_model,
-    check_processor_fits,
     default_cache_dir,
     init_head_bias_from_prior,
     load_rows,
@@ -114,7 +114,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start from these weights (e.g. a recognition checkpoint for --task anticipation)")
     model.add_argument("--vision_backbone", type=str, default=None, help="pretrained video backbone (from_backbones)")
     model.add_argument("--text_backbone", type=str, default=None, help="pretrained text model (from_backbones)")
-    model.add_argument("--fusion_type", choices=("ssm", "transformer", "mlp", "none", "mean_mlp", "linear_probe"),
+    model.add_argument("--fusion_type", choices=FUSION_TYPES,
                        default=None)
     model.add_argument("--config_overrides", type=str, default=None,
                        help='JSON of config fields, e.g. \'{"hidden_size": 128, "num_fusion_layers": 2}\'')
@@ -453,12 +453,12 @@ def create_processor(args, config) -> MambaVLProcessor:
             from transformers import AutoProcessor
 
             processor = AutoProcessor.from_pretrained(source)
-            processor.check_default_questions(config)
+            processor.check_model_config(config, source, video=False)
         except (OSError, ValueError, TypeError) as e:
             logger.warning(f"no usable processor saved with the checkpoint ({e}); building one from the config")
             processor = None
         if processor is not None and args.media != "features":
-            check_processor_fits(processor, config, source)
+            processor.check_model_config(config, source, questions=False)
     if processor is None:
         processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
                                                  max_length=args.max_question_length, crop_scale=args.crop_scale,

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "run_main", "user_error_message", "USER_ERRORS"]
+# USER_ERRORS is built on first use (see __getattr__ below).
+__all__ = ["main", "build_parser", "run_main", "user_error_message", "USER_ERRORS"]  # noqa: F822
 
 MODEL_ENV = "MAMBAVL_MODEL"
 DEBUG_HELP = "on an error, show the full traceback instead of one line"
@@ -36,7 +37,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             RunRefused)
 
 
-USER_ERRORS = _user_errors()
+def __getattr__(name: str) -> Any:
+    # USER_ERRORS names the training tools' RunRefused: built on first use, so `mambavl --help` imports no more than
+    # the package.
+    if name == "USER_ERRORS":
+        globals()[name] = _user_errors()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def user_error_message(error: BaseException, args: argparse.Namespace | None = None) -> str:
@@ -70,7 +77,7 @@ def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         result = main_function(argv)
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         if "--debug" in argv:
             raise
         message = user_error_message(e)
@@ -293,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         if args.debug:
             raise
         print(f"mambavl {args.command}: {user_error_message(e, args)}", file=sys.stderr)

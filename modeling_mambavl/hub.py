@@ -25,25 +25,9 @@ from .model_card import DEFAULT_SPACE, load_metrics, make_model_card, metrics_js
 from .pipelines import top_k_labels
 from .saving import load_model_and_processor
 
-__all__ = ["push_to_hub", "push_model_with_card", "hub_card", "write_model_card", "example_predictions",
-           "sync_default_questions"]
+__all__ = ["push_to_hub", "push_model_with_card", "hub_card", "write_model_card", "example_predictions"]
 
 EXAMPLES_DIR = "examples"
-
-
-def sync_default_questions(config: Any, processor: Any) -> None:
-    """Make ``config``'s default question ids the processor's default questions (writing them if absent).
-
-    The ``video-classification`` pipeline gives the model no questions, so the model falls back to
-    ``config.default_question_input_ids``; they must be the processor's defaults tokenized by its tokenizer.
-    Raises ``ValueError`` (from ``check_default_questions``) when the config holds other ids.
-    """
-    if getattr(config, "question_types", None) is None or not hasattr(processor, "default_question_inputs"):
-        return
-    if getattr(config, "default_question_input_ids", None) is None:
-        config.update(processor.default_question_inputs())
-    else:
-        processor.check_default_questions(config)
 
 
 @torch.no_grad()
@@ -233,7 +217,7 @@ def push_to_hub(
     those of the folder the model was loaded from. ``revision`` pushes to that branch (created from ``main`` if
     missing). ``card_kwargs`` go to ``make_model_card`` (``license``, ``model_name``, ``base_models``, ...).
     """
-    sync_default_questions(model.config, processor)
+    processor.sync_model_config(model.config)
     message = commit_message or "Upload MambaVL model"
     repo_id = HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
     card, files = hub_card(model, repo_id, processor=processor, metrics=metrics, example_video=example_video,

@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, is_tracing, logging
 
 from .configuration import MambaVLConfig
+from .configuration.presets import default_text_encoder
 from .fusion import MambaVLSSMFusionLayer, MambaVLTransformerFusion, build_fusion
 from .mixer import MambaVLMixer
 from .questions import MambaVLQuestionEncoder
@@ -154,6 +155,13 @@ def _frame_settings(processor: Any) -> dict[str, Any]:
     if isinstance(getattr(processor, "num_frames", None), int):
         settings["num_frames"] = processor.num_frames
     return settings
+
+
+def backbone_frame_settings(source: str | os.PathLike) -> dict[str, Any]:
+    """``image_size`` / ``image_mean`` / ``image_std`` (and ``num_frames`` when known) from the video or image
+    processor saved with a backbone (folder or repo id); ``{}`` when it has none."""
+    processor = _load_frame_processor(source)
+    return _frame_settings(processor) if processor is not None else {}
 
 
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -379,10 +387,7 @@ class MambaVLPreTrainedModel(PreTrainedModel):
         if vision is not None:
             vision_model = vision if isinstance(vision, PreTrainedModel) else AutoModel.from_pretrained(
                 vision, use_safetensors=use_safetensors)
-            settings = {}
-            if not isinstance(vision, PreTrainedModel):
-                processor = _load_frame_processor(vision)
-                settings = _frame_settings(processor) if processor is not None else {}
+            settings = {} if isinstance(vision, PreTrainedModel) else backbone_frame_settings(vision)
             backbone_frames = getattr(vision_model.config, "num_frames", None)
             if isinstance(backbone_frames, int):
                 settings["num_frames"] = backbone_frames
@@ -391,9 +396,7 @@ class MambaVLPreTrainedModel(PreTrainedModel):
             kwargs["vision_config"] = vision_model.config
         text_model = None
         if text is not None:
-            fusion_type = kwargs.get("fusion_type", "ssm")
-            text_encoder = kwargs.get("text_encoder") or ("full" if fusion_type in ("transformer", "mlp") else
-                                                          "embeddings")
+            text_encoder = kwargs.get("text_encoder") or default_text_encoder(kwargs.get("fusion_type", "ssm"))
             if isinstance(text, PreTrainedModel):
                 text_model = text
             else:
@@ -725,4 +728,5 @@ __all__ = [
     "MambaVLForVideoClassification",
     "MambaVLModelOutput",
     "MambaVLVideoClassifierOutput",
+    "backbone_frame_settings",
 ]

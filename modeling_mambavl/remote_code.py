@@ -104,7 +104,7 @@ BUNDLE_FILES: list[BundleFile] = [
         "configuration_mambavl.py",
         ("configuration.presets", "configuration.configuration_mambavl"),
         auto_map={"AutoConfig": "MambaVLConfig"},
-        overrides={"_write_code_bundle": _bundle_write_code_bundle},
+        overrides={"save_code_bundle": _bundle_write_code_bundle},
     ),
     BundleFile("selective_scan_mambavl.py", ("ops.reference",), extras=(_bundle_selective_scan,)),
     BundleFile(
@@ -122,7 +122,7 @@ BUNDLE_FILES: list[BundleFile] = [
     # Named in config.json's custom_pipelines (see configuration_mambavl.CUSTOM_PIPELINES), not in auto_map.
     BundleFile("pipeline_mambavl.py", ("pipelines",)),
 ]
-# The file that carries the manifest (read by the bundle's own _write_code_bundle).
+# The file that carries the manifest (read by the bundle's own save_code_bundle).
 _MANIFEST_FILE = "configuration_mambavl.py"
 
 

@@ -116,7 +116,12 @@ def load_model_and_processor(
     processor = AutoProcessor.from_pretrained(path, revision=revision, **hub_kwargs)
     adapter = _adapter_config(path, revision, {k: v for k, v in hub_kwargs.items() if k != "proxies"})
     if adapter is not None:
-        from peft import PeftModel
+        try:
+            from peft import PeftModel
+        except ModuleNotFoundError as e:
+            from .lazy_imports import missing_extra
+
+            raise missing_extra(e, f"{path} (a PEFT adapter folder)") from e
 
         if base_model is None:
             base_model = adapter.get("base_model_name_or_path")
@@ -131,9 +136,7 @@ def load_model_and_processor(
     else:
         model = _load_complete(model_class, path, revision=revision, **kwargs)
         config = model.config
-    processor.check_default_questions(config)
-    if getattr(config, "default_question_input_ids", None) is None:
-        config.update(processor.default_question_inputs())
+    processor.sync_model_config(config)
     if device is not None:
         model = model.to(device)
     return model.eval(), processor

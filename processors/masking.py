@@ -28,10 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from ..ek100 import EK100Vocabulary
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
-__all__ = ["mask_answer", "MASK_POLICIES", "verb_surface_forms", "noun_surface_forms"]
+__all__ = ["mask_answer", "MASK_POLICIES", "verb_surface_forms", "noun_surface_forms", "verb_inflections",
+           "noun_inflections", "split_words"]
 
 MASK_POLICIES = ("strict", "paper")
 _VOWELS = set("aeiou")
@@ -93,7 +96,7 @@ def _is_cvc(word: str) -> bool:
     )
 
 
-def _verb_inflections(word: str) -> set[str]:
+def verb_inflections(word: str) -> set[str]:
     """Base, -s, -ed, -ing forms (regular, with and without doubling) plus irregular forms of one verb word."""
     w = word.lower()
     forms = {w, w + "s", w + "ed", w + "ing"}
@@ -115,7 +118,7 @@ def _verb_inflections(word: str) -> set[str]:
     return forms
 
 
-def _noun_inflections(word: str) -> set[str]:
+def noun_inflections(word: str) -> set[str]:
     """Singular and plural forms of one noun word (regular and irregular)."""
     w = word.lower()
     forms = {w, w + "s"}
@@ -138,15 +141,16 @@ def _noun_inflections(word: str) -> set[str]:
     return forms
 
 
-def _words(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
+    """Lower-case words of a class name or question; spaces, hyphens, colons and underscores separate them."""
     return [w for w in re.split(r"[\s\-:_]+", text.lower()) if w]
 
 
 def _verb_phrase_forms(instance: str) -> set[tuple[str, ...]]:
-    words = _words(instance)
+    words = split_words(instance)
     if not words:
         return set()
-    return {(form, *words[1:]) for form in _verb_inflections(words[0])}
+    return {(form, *words[1:]) for form in verb_inflections(words[0])}
 
 
 def _noun_orders(instance: str) -> list[list[str]]:
@@ -156,33 +160,33 @@ def _noun_orders(instance: str) -> list[list[str]]:
     orders = [parts, parts[::-1]]
     if len(parts) > 2:
         orders += [parts[1:] + parts[:1], parts[:1] + parts[:0:-1]]
-    return [sum((_words(p) for p in order), []) for order in orders]
+    return [sum((split_words(p) for p in order), []) for order in orders]
 
 
 def _noun_phrase_forms(instance: str) -> set[tuple[str, ...]]:
     forms: set[tuple[str, ...]] = set()
-    head = _words(instance.split(":")[0])
+    head = split_words(instance.split(":")[0])
     for words in _noun_orders(instance):
         if not words:
             continue
-        for plural in _noun_inflections(words[-1]):  # the last word, the head in English reading order
+        for plural in noun_inflections(words[-1]):  # the last word, the head in English reading order
             forms.add((*words[:-1], plural))
         if head and words[: len(head)] == head:  # head first (key order): "boards chopping"
-            for plural in _noun_inflections(head[-1]):
+            for plural in noun_inflections(head[-1]):
                 forms.add((*head[:-1], plural, *words[len(head) :]))
     return forms
 
 
 @lru_cache(maxsize=8)
 def _noun_words(vocab: EK100Vocabulary) -> frozenset[str]:
-    return frozenset(w for c in vocab.nouns for f in (c.key, *c.instances) for w in _words(f))
+    return frozenset(w for c in vocab.nouns for f in (c.key, *c.instances) for w in split_words(f))
 
 
 @lru_cache(maxsize=8)
 def _single_word_verbs(vocab: EK100Vocabulary) -> frozenset[str]:
     return frozenset(
-        _words(f)[0] for c in vocab.verbs for f in (c.key, *c.instances) if len(_words(f)) == 1
-    ) | frozenset(_words(c.key)[0] for c in vocab.verbs)
+        split_words(f)[0] for c in vocab.verbs for f in (c.key, *c.instances) if len(split_words(f)) == 1
+    ) | frozenset(split_words(c.key)[0] for c in vocab.verbs)
 
 
 @lru_cache(maxsize=1024)
@@ -193,9 +197,9 @@ def _verb_forms(vocab: EK100Vocabulary, verb_class: int) -> frozenset[tuple[str,
         forms |= _verb_phrase_forms(instance)
     object_words = _noun_words(vocab) - _single_word_verbs(vocab)
     for instance in (cls.key, *cls.instances):
-        words = _words(instance)
+        words = split_words(instance)
         if len(words) > 1 and words[0] not in object_words:
-            forms |= {(f,) for f in _verb_inflections(words[0])}
+            forms |= {(f,) for f in verb_inflections(words[0])}
     return frozenset(forms)
 
 
@@ -205,21 +209,28 @@ def _noun_forms(vocab: EK100Vocabulary, noun_class: int) -> frozenset[tuple[str,
     forms: set[tuple[str, ...]] = set()
     for instance in (cls.key, *cls.instances):
         forms |= _noun_phrase_forms(instance)
-    head = _words(cls.key.split(":")[0])
-    for plural in _noun_inflections(head[-1]):
+    head = split_words(cls.key.split(":")[0])
+    for plural in noun_inflections(head[-1]):
         forms.add((*head[:-1], plural))
     return frozenset(forms)
 
 
+def _vocabulary(vocab: EK100Vocabulary | None) -> EK100Vocabulary:
+    """``vocab``, or the shipped EK100 vocabulary (imported here: the processors load without the EK100 tools)."""
+    from ..ek100.vocabulary import EK100Vocabulary
+
+    return vocab or EK100Vocabulary.default()
+
+
 def verb_surface_forms(verb_class: int, vocab: EK100Vocabulary | None = None) -> list[str]:
     """Every surface form ``mask_answer`` masks for a verb class (space-separated, lower case, sorted)."""
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     return sorted(" ".join(f) for f in _verb_forms(vocab, int(verb_class)))
 
 
 def noun_surface_forms(noun_class: int, vocab: EK100Vocabulary | None = None) -> list[str]:
     """Every surface form ``mask_answer`` masks for a noun class (space-separated, lower case, sorted)."""
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     return sorted(" ".join(f) for f in _noun_forms(vocab, int(noun_class)))
 
 
@@ -287,7 +298,7 @@ def mask_answer(
     """
     if policy not in MASK_POLICIES:
         raise ValueError(f"policy must be one of {MASK_POLICIES}, got {policy!r}")
-    vocab = vocab or EK100Vocabulary.default()
+    vocab = _vocabulary(vocab)
     if noun_classes is None:
         nouns: tuple[int, ...] = ()
     elif isinstance(noun_classes, int) or hasattr(noun_classes, "__index__"):

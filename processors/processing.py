@@ -11,16 +11,16 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
-from ..configuration.configuration_mambavl import _write_code_bundle
+from ..configuration.configuration_mambavl import save_code_bundle
 from .video_processing import MambaVLVideoProcessor
 
 try:  # the question templates and the shipped question tokenizer are package data
-    from .questions import _check_types, check_question_pool, default_questions
+    from .questions import check_question_pool, check_question_types, default_questions
     from .tokenizer import default_question_tokenizer
 except ImportError:
     # This file also runs as a checkpoint's code bundle, where the package is absent: a saved processor passes its
     # tokenizer, question types and questions to __init__, so only building one from nothing needs the package.
-    _check_types = tuple
+    check_question_types = tuple
     default_questions = default_question_tokenizer = check_question_pool = None
 
 __all__ = ["MambaVLProcessor", "register_auto_classes"]
@@ -73,7 +73,7 @@ class MambaVLProcessor(ProcessorMixin):
                 "AutoProcessor.from_pretrained(<checkpoint>, trust_remote_code=True)"
             )
         tokenizer = tokenizer if tokenizer is not None else default_question_tokenizer()
-        self.question_types = list(_check_types(question_types))
+        self.question_types = list(check_question_types(question_types))
         self.questions = list(questions) if questions is not None else default_questions(self.question_types)
         if len(self.questions) != len(self.question_types):
             raise ValueError(
@@ -224,11 +224,34 @@ class MambaVLProcessor(ProcessorMixin):
             "default_question_attention_mask": [list(map(int, r)) for r in out["question_attention_mask"][0]],
         }
 
-    def check_default_questions(self, config: Any) -> None:
-        """Raise ``ValueError`` if ``config``'s default question ids differ from this processor's default questions.
+    def check_model_config(self, config: Any, source: str | os.PathLike | None = None, *, questions: bool = True,
+                           video: bool = True) -> None:
+        """Raise ``ValueError`` where this processor does not make the inputs ``config``'s model takes: the one check
+        of a model against its processor (the loader, the Hub helpers and the training and evaluation scripts call
+        it), so that a mismatch is named at load time instead of surfacing as a shape error or wrong questions.
 
-        Also checks ``config.question_types``. A config without default question ids passes.
+        Args:
+            config: the model's config.
+            source: where this processor was saved, named in the error.
+            questions: check ``config.question_types`` and, when the config holds them, its
+                ``default_question_input_ids`` (this processor's default questions tokenized by its tokenizer).
+            video: check the frames per clip (``config.num_frames``) and the crop size (``config.image_size``); off
+                for pre-extracted features, which the video processor never sees.
         """
+        if questions:
+            self._check_questions_fit(config)
+        if video and getattr(self, "video_processor", None) is not None:
+            self._check_video_fits(config, source)
+
+    def sync_model_config(self, config: Any) -> None:
+        """``check_model_config(config, video=False)``, then write this processor's default question ids into
+        ``config`` when it has none (a model saved without its processor), so that ``model(pixel_values=...)`` and
+        ``pipeline("video-classification")`` ask this processor's default questions."""
+        self.check_model_config(config, video=False)
+        if getattr(config, "default_question_input_ids", None) is None:
+            config.update(self.default_question_inputs())
+
+    def _check_questions_fit(self, config: Any) -> None:
         types = getattr(config, "question_types", None)
         if types is not None and list(types) != self.question_types:
             raise ValueError(
@@ -247,6 +270,25 @@ class MambaVLProcessor(ProcessorMixin):
                 "tokenizer or other default questions; load the processor saved with the model"
             )
 
+    def _check_video_fits(self, config: Any, source: str | os.PathLike | None) -> None:
+        video = self.video_processor
+        where = f"the processor saved with {source} (processor_config.json)" if source is not None else "the processor"
+        frames = getattr(config, "num_frames", None)
+        if frames and getattr(video, "num_frames", frames) != frames:
+            raise ValueError(
+                f"{where} samples num_frames={video.num_frames} frames per clip but the model's config has "
+                f"num_frames={frames}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+                ".save_pretrained(folder)), or set the same num_frames in both files"
+            )
+        size = getattr(config, "image_size", None)
+        crop = getattr(video, "crop_size", None) or {}
+        if size and crop and (crop.get("height"), crop.get("width")) != (size, size):
+            raise ValueError(
+                f"{where} crops frames to {crop.get('height')}x{crop.get('width')} but the model's config has "
+                f"image_size={size}: save the processor made for this model (MambaVLProcessor.from_config(config)"
+                f".save_pretrained(folder)), or set crop_size to {{'height': {size}, 'width': {size}}}"
+            )
+
     # ------------------------------------------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any):
         """Save the processor (``processor_config.json`` with the video processor's settings, the tokenizer files)
@@ -255,7 +297,7 @@ class MambaVLProcessor(ProcessorMixin):
         ``trust_remote_code=True`` where only transformers is installed."""
         os.makedirs(save_directory, exist_ok=True)
         self._share_default_questions()  # questions, tokenizer or max_length may have changed since __init__
-        auto_map = _write_code_bundle(save_directory)
+        auto_map = save_code_bundle(save_directory)
         for owner, auto_class in ((self, "AutoProcessor"), (self.video_processor, "AutoVideoProcessor")):
             if auto_class in auto_map:
                 owner.auto_map = {auto_class: auto_map[auto_class]}

@@ -46,10 +46,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..ek100 import EK100Vocabulary
 from .masking import MASK_POLICIES, mask_answer
+
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
 __all__ = [
     "QUESTION_SOURCES",
@@ -137,11 +139,12 @@ PREDICTED_TEMPLATES: dict[str, tuple[str, ...]] = {
 
 def default_questions(question_types: Sequence[str] = ("verb", "noun")) -> list[str]:
     """The generic question of each type, in order (``GENERIC_TEMPLATES[type][0]``)."""
-    _check_types(question_types)
+    check_question_types(question_types)
     return [GENERIC_TEMPLATES[t][0] for t in question_types]
 
 
-def _check_types(question_types: Sequence[str]) -> tuple[str, ...]:
+def check_question_types(question_types: Sequence[str]) -> tuple[str, ...]:
+    """``question_types`` as a tuple; ``ValueError`` if it is empty or names a type not in ``QUESTION_TYPES``."""
     types = tuple(question_types)
     if not types:
         raise ValueError("question_types must name at least one question type")
@@ -186,7 +189,7 @@ def read_question_file(path: str | os.PathLike, question_types: Sequence[str] = 
     a missing column, a line that is not a JSON object, an empty question or a narration id given twice.
     """
     path = Path(path)
-    types = _check_types(question_types)
+    types = check_question_types(question_types)
     columns = [f"{t}_question" for t in types]
     needs = f"a question file needs narration_id, {', '.join(columns)}"
     rows: dict[str, list[str]] = {}
@@ -237,7 +240,7 @@ def write_question_file(
 ) -> None:
     """Write ``narration_id -> [question per type]`` as CSV or JSONL (by the file's suffix)."""
     path = Path(path)
-    types = _check_types(question_types)
+    types = check_question_types(question_types)
     columns = [f"{t}_question" for t in types]
     for nid, qs in questions.items():
         if len(qs) != len(types):
@@ -264,6 +267,8 @@ def read_predictions(
     (``"take"``, ``"put-down"``, ``"board:chopping"``); scores are finite numbers. An unknown class, an empty candidate list or a non-finite score
     raises ``ValueError`` naming the file, the narration and the value. A UTF-8 byte-order mark is accepted.
     """
+    from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
+
     path = Path(path)
     vocab = vocab or EK100Vocabulary.default()
     with open(path, encoding="utf-8-sig") as f:
@@ -539,9 +544,11 @@ def make_question_source(
         pool: ``"predicted"`` only: a question pool (a JSON path or the loaded object, see
             :func:`read_question_pool`) whose entries phrase the questions instead of the templates.
     """
+    from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
+
     if source not in QUESTION_SOURCES:
         raise ValueError(f"question_source must be one of {QUESTION_SOURCES}, got {source!r}")
-    types = _check_types(question_types)
+    types = check_question_types(question_types)
     if source == "oracle" and str(split).lower() == "test":
         raise ValueError(
             "question_source='oracle' builds questions from the ground-truth narration and is refused for the test "

@@ -21,10 +21,13 @@ import string
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..ek100 import EK100Vocabulary
-from .masking import _noun_inflections, _verb_inflections, _words
+from .masking import noun_inflections, split_words, verb_inflections
 from .questions import GENERIC_TEMPLATES, NARRATION_TEMPLATES, PREDICTED_TEMPLATES
+
+if TYPE_CHECKING:
+    from ..ek100.vocabulary import EK100Vocabulary
 
 __all__ = [
     "QUESTION_TOKENIZER_FILE",
@@ -63,16 +66,16 @@ def _corpus_words(vocab: EK100Vocabulary) -> set[str]:
                 words.update(_split_text(text))
     for cls in vocab.verbs:
         for form in (cls.key, *cls.instances):
-            parts = _words(form)
+            parts = split_words(form)
             words.update(parts)
             if parts:
-                words.update(_verb_inflections(parts[0]))
+                words.update(verb_inflections(parts[0]))
     for cls in vocab.nouns:
         for form in (cls.key, *cls.instances):
-            words.update(_words(form))
-            head = _words(form.split(":")[0])
+            words.update(split_words(form))
+            head = split_words(form.split(":")[0])
             if head:  # plurals of the head noun ("boards"), not of its modifiers
-                words.update(_noun_inflections(head[-1]))
+                words.update(noun_inflections(head[-1]))
     return {w for w in words if w and w.isascii() and w.isalnum()}
 
 
@@ -106,6 +109,8 @@ def build_question_tokenizer(vocab: EK100Vocabulary | None = None):
     """Build the default question tokenizer (a ``tokenizers.Tokenizer``), deterministically."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
+
+    from ..ek100.vocabulary import EK100Vocabulary
 
     vocab = vocab or EK100Vocabulary.default()
     tokens = _vocabulary(vocab)

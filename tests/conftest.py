@@ -6,11 +6,12 @@ import pytest
 from hypothesis import settings
 
 # Read by huggingface_hub, transformers and tokenizers when they are imported, so set before any test module imports
-# them (conftest.py is imported first): no test reaches the network, and the tokenizers' thread pool does not warn
-# or deadlock in forked data-loader workers. Subprocesses inherit them.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# them (conftest.py is imported first): no test reaches the network (whatever the caller's environment says), and the
+# tokenizers' thread pool does not warn or deadlock in forked data-loader workers. Set here only: subprocesses
+# inherit them, and a test that serves a Hub of its own (test_hub.py) turns offline mode off for its subprocesses.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 # Hypothesis' example database would write .hypothesis/ into the repository while
 # test_reliability_hygiene.py, on another pytest-xdist worker, checks that nothing writes there.

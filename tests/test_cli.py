@@ -123,7 +123,7 @@ def test_eval_writes_metrics_json(checkpoint, tmp_path, capsys):
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "modeling_mambavl.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
+                          timeout=600, env=dict(os.environ, **(env or {})))
 
 
 def _one_line_error(result: subprocess.CompletedProcess, command: str) -> str:

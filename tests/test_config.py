@@ -1,7 +1,11 @@
+import dataclasses
 import json
+import math
 
 import pytest
 from huggingface_hub.errors import StrictDataclassFieldValidationError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transformers import AutoConfig, BertConfig, TimesformerConfig, VideoMAEConfig
 
 from modeling_mambavl import MambaVLConfig
@@ -152,3 +156,116 @@ def test_custom_label_space():
                            noun_id2label={0: "onion", 1: "pan", 2: "knife"}, actions=[[0, 0], [1, 1], [1, 2]])
     assert config.verb_id2label == {0: "cut", 1: "wash"}
     assert config.id2label == {0: "cut onion", 1: "wash pan", 2: "wash knife"} and config.num_labels == 3
+
+
+# --------------------------------------------------------------------- every field validated, random values
+NAN = float("nan")
+
+# One refused value per field (a wrong value of the right type where the type allows one).
+BAD_FIELD_VALUES = {
+    "vision_config": 42,
+    "vision_feature_dim": 0,
+    "video_token_order": "twh",
+    "video_has_cls": "yes",
+    "video_temporal_size": -2,
+    "text_config": {"model_type": "roberta", "hidden_size": "wide"},
+    "text_encoder": "pooled",
+    "freeze_text_encoder": "no",
+    "text_embedding_dropout": 1.0,
+    "hidden_size": 0,
+    "state_size": -16,
+    "expand": 0,
+    "conv_kernel": 0,
+    "time_step_rank": 0,
+    "time_step_min": 0.0,
+    "time_step_max": 1e-6,  # below time_step_min
+    "time_step_floor": -1e-4,
+    "fusion_type": "attention",
+    "vision_adapter": "mlp",
+    "num_fusion_layers": 0,
+    "share_state_matrix": "yes",
+    "fuser_layers": 0,
+    "fuser_heads": -4,
+    "fuser_mlp_ratio": 0.0,
+    "fuser_max_position_embeddings": 0,
+    "fuser_dropout": 1.0,
+    "fuser_drop_path": -0.1,
+    "question_types": ("verb",),
+    "question_pooling": "max",
+    "default_question_input_ids": [[1, 2]],  # one row for two question types
+    "default_question_attention_mask": [[1, 1], [1, 1]],  # without input ids
+    "num_verb_classes": 0,
+    "num_noun_classes": -300,
+    "verb_id2label": {0: "take"},
+    "noun_id2label": {"a": "tap"},
+    "actions": [[97, 0]],
+    "num_frames": 0,
+    "image_size": -224,
+    "image_mean": [0.5],
+    "image_std": [0.5, 0.0, 0.5],
+    "label_smoothing": 1.5,
+    "head_dropout": NAN,
+    "layer_norm_eps": 0.0,
+    "rms_norm_eps": -1e-5,
+    "initializer_range": -0.02,
+    "scan_backend": "Fast Scan!",
+    "mixer_chunk_size": 0,
+    "initializer": "xavier",
+    "question_pad_token_id": -1,
+    "authors_text_encoder": True,  # needs text_encoder="full"; the default SSM model runs the embeddings only
+    "mixer_recompute": "everything",
+}
+# Fields that hold a number checked for range: NaN and infinity are refused too.
+FLOAT_FIELDS = ("text_embedding_dropout", "time_step_min", "time_step_max", "time_step_floor", "fuser_mlp_ratio",
+                "fuser_dropout", "fuser_drop_path", "label_smoothing", "head_dropout", "layer_norm_eps",
+                "rms_norm_eps", "initializer_range")
+
+
+def _own_fields() -> list[str]:
+    inherited = {f.name for f in dataclasses.fields(MambaVLConfig.__mro__[1])} if dataclasses.is_dataclass(
+        MambaVLConfig.__mro__[1]) else set()
+    return [f.name for f in dataclasses.fields(MambaVLConfig) if f.name in MambaVLConfig.__annotations__
+            and f.name not in inherited]
+
+
+def test_every_field_has_a_validation_case():
+    fields = _own_fields()
+    assert len(fields) >= 40  # the enumeration really found the config's fields
+    assert set(fields) == set(BAD_FIELD_VALUES), (set(fields) ^ set(BAD_FIELD_VALUES))
+
+
+@pytest.mark.parametrize("field", sorted(BAD_FIELD_VALUES))
+def test_bad_field_value_is_refused_naming_the_field(field):
+    with pytest.raises((ValueError, StrictDataclassFieldValidationError)) as err:
+        MambaVLConfig(**{field: BAD_FIELD_VALUES[field]})
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [NAN, math.inf])
+def test_non_finite_numbers_are_refused(field, value):
+    with pytest.raises(ValueError) as err:
+        MambaVLConfig(**{field: value})
+    assert field in str(err.value)
+
+
+def _field_values():
+    anything = st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True),
+                         st.text(max_size=8), st.lists(st.integers(-3, 400), max_size=3))
+    return st.dictionaries(st.sampled_from(sorted(BAD_FIELD_VALUES)), anything, max_size=4)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_field_values())
+def test_random_config_values_give_a_config_or_a_named_error(kwargs):
+    try:
+        config = MambaVLConfig(**kwargs)
+    except StrictDataclassFieldValidationError as e:
+        assert any(k in str(e) for k in kwargs), str(e)
+        return
+    except ValueError as e:
+        assert "MambaVLConfig." in str(e) or any(k in str(e) for k in kwargs), str(e)
+        return
+    # Accepted: it must survive a JSON round trip unchanged.
+    again = MambaVLConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict()

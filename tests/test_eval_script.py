@@ -87,14 +87,13 @@ def test_a_processor_that_disagrees_with_the_model_is_named(cache, trained, tmp_
 
 def test_check_processor_fits_names_the_disagreement():
     from modeling_mambavl import MambaVLConfig, MambaVLProcessor
-    from modeling_mambavl.training.builders import check_processor_fits
 
     config = MambaVLConfig.from_preset("tiny")
     processor = MambaVLProcessor.from_config(config)
-    check_processor_fits(processor, config, "ckpt")  # made from the config: fits
+    processor.check_model_config(config, "ckpt")  # made from the config: fits
     processor.video_processor.crop_size = {"height": 32, "width": 32}
     with pytest.raises(ValueError, match=r"ckpt \(processor_config.json\) crops frames to 32x32 .* image_size=64"):
-        check_processor_fits(processor, config, "ckpt")
+        processor.check_model_config(config, "ckpt")
     processor.video_processor.num_frames = config.num_frames * 2
     with pytest.raises(ValueError, match=f"num_frames={config.num_frames * 2} .* num_frames={config.num_frames}"):
-        check_processor_fits(processor, config, "ckpt")
+        processor.check_model_config(config, "ckpt")

@@ -114,7 +114,7 @@ def test_features_equal_the_backbone_output_in_canonical_order(extract, data, ba
 def test_a_killed_run_resumes_where_it_stopped(extract, data, tmp_path):
     synthetic, root = data
     out = tmp_path / "features"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MAMBAVL_FAULT": "after_step:2", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "MAMBAVL_FAULT": "after_step:2", "PYTHONPATH": str(REPO)}
     args = _args(synthetic, root / "videomae", out)
     args[args.index("--batch_size") + 1] = "2"
     killed = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
@@ -212,7 +212,7 @@ def test_argument_errors(extract, data, tmp_path):
 def test_two_processes_share_the_rows_and_the_main_process_writes_the_index(data, tmp_path):
     synthetic, root = data
     out = tmp_path / "features"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true",
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true",
            "PYTHONPATH": str(REPO)}
     env.pop("MAMBAVL_FAULT", None)
     command = [*two_cpu_processes(), str(SCRIPT), *_args(synthetic, root / "videomae", out)]

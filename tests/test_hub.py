@@ -34,8 +34,7 @@ def hub():
 
 def _client_env(hub: HubServer, home: Path, offline: bool = False) -> dict[str, str]:
     return dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="hf_loopback_test_token", HF_HOME=str(home),
-                HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_DISABLE_TELEMETRY="1",
-                HF_MODULES_CACHE=str(home / "modules"), TOKENIZERS_PARALLELISM="false")
+                HF_HUB_OFFLINE="1" if offline else "0", HF_MODULES_CACHE=str(home / "modules"))
 
 
 def _run(python: str, script: str, env: dict[str, str], cwd: Path, *args: str) -> str:

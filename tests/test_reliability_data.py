@@ -9,15 +9,12 @@ import csv
 import json
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 from helpers.scripts import import_script
 from helpers.train_run import EVAL, TRAIN, break_clip, copy_dataset, run, script_args, synthetic_cache
 
 from modeling_mambavl.ek100 import EK100AnnotationError
 from modeling_mambavl.processors import MediaError
-from modeling_mambavl.processors.video_io import load_clip
 
 
 @pytest.fixture(scope="module")
@@ -170,56 +167,3 @@ def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_m
     with open(out / "predictions.csv", newline="") as f:
         rows = {r["narration_id"]: r for r in csv.DictReader(f)}
     assert len(rows) == 12 and rows[broken]["valid"] == "0"
-
-
-# ---------------------------------------------------------------------------------------------- media, processor
-def _frames(folder: Path, count: int, skip: tuple[int, ...] = ()) -> Path:
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    for i in range(1, count + 1):
-        if i not in skip:
-            Image.fromarray(np.full((16, 16, 3), i * 10, np.uint8)).save(folder / f"frame_{i:010d}.jpg")
-    return folder
-
-
-def test_frame_folder_with_a_gap_names_the_missing_frame_and_window(tmp_path):
-    folder = _frames(tmp_path / "P01_01", 20, skip=(9,))
-    with pytest.raises(MediaError) as err:
-        load_clip(folder, window=(0.0, 20 / 60), num_frames=20)  # P01_01: an EK55 video, 60 fps
-    assert "frame_0000000009.jpg" in str(err.value) and err.value.window == (0.0, 20 / 60)
-    assert "0.000-0.333 s" in str(err.value) and "missing" in str(err.value)
-    # Windows that do not touch the gap read normally, also those after it.
-    assert len(load_clip(folder, window=(0.0, 0.1), num_frames=4)) == 4
-    assert len(load_clip(folder, window=(0.2, 0.3), num_frames=4)) == 4
-
-
-def test_non_image_file_in_a_frame_folder(tmp_path):
-    folder = _frames(tmp_path / "P01_02", 8)
-    (folder / "frame_0000000004.jpg").write_text("a text file, not an image")
-    with pytest.raises(MediaError, match="frame_0000000004.jpg") as err:
-        load_clip(folder, window=(0.0, 8 / 60), num_frames=8)
-    assert err.value.window == (0.0, 8 / 60)
-
-
-def test_zero_frame_video_names_file_and_window(tmp_path):
-    path = tmp_path / "zero.mp4"
-    with av.open(str(path), "w") as container:  # a valid MP4 with a video stream and no frame in it
-        stream = container.add_stream("mpeg4", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-    for window in (None, (0.0, 1.0)):
-        with pytest.raises(MediaError) as err:
-            load_clip(path, window=window, num_frames=4)
-        assert str(path) in str(err.value) and err.value.window == window
-
-
-def test_processor_names_file_and_window(tmp_path):
-    """The processor (what the pipeline and the scripts call) passes the loader's error on unchanged."""
-    from helpers.tiny_checkpoint import tiny_checkpoint
-
-    _, processor = tiny_checkpoint()
-    bad = tmp_path / "bad.mp4"
-    bad.write_bytes(np.random.default_rng(1).bytes(4096))
-    with pytest.raises(MediaError) as err:
-        processor(videos=str(bad), windows=(1.0, 2.0))
-    assert str(bad) in str(err.value) and "1.000-2.000 s" in str(err.value)

@@ -179,3 +179,19 @@ def test_sample_frame_indices_validates():
         sample_frame_indices(5, 5, 4)
     with pytest.raises(ValueError, match="num_frames"):
         sample_frame_indices(0, 5, 0)
+
+
+# ----------------------------------------------------------------------- random sampling requests (hypothesis)
+@settings(max_examples=200, deadline=None, database=None)
+@given(first=st.integers(-3, 300), count=st.integers(-3, 300), num_frames=st.integers(-2, 40),
+       training=st.booleans(), sampling=st.sampled_from(["segment", "dense", "uniform"]))
+def test_random_sampling_requests_give_indices_in_range_or_a_clear_error(first, count, num_frames, training,
+                                                                        sampling):
+    try:
+        idx = sample_frame_indices(first, first + count, num_frames, sampling=sampling, training=training,
+                                   generator=np.random.default_rng(0))
+    except ValueError as e:
+        assert any(w in str(e) for w in ("num_frames", "sampling", "start", "end", "frames", "range")), str(e)
+        return
+    idx = np.asarray(idx)
+    assert idx.shape == (num_frames,) and (idx >= first).all() and (idx < max(first + count, first + 1)).all()

@@ -16,7 +16,7 @@ from test_selective_scan import make_inputs, rel_err, run_scan  # shared input a
 from torch.utils.flop_counter import FlopCounterMode
 
 import modeling_mambavl.ops.dispatch as scan_module
-from modeling_mambavl.ops import _build, available_backends, cpu, cuda, selective_scan, selective_scan_reference
+from modeling_mambavl.ops import available_backends, build, cpu, cuda, selective_scan, selective_scan_reference
 
 needs_cpu_kernel = pytest.mark.skipif("cpu" not in available_backends("cpu"),
                                       reason="the CPU kernel cannot be built here (no C++ compiler)")
@@ -97,23 +97,23 @@ def test_auto_picks_the_fused_kernel_on_cpu(monkeypatch):
 
 
 def test_no_compiler_error_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(_build, "_loaded", {})
-    monkeypatch.setattr(_build, "find_compiler", lambda: None)
-    with pytest.raises(_build.KernelBuildError) as info:
-        _build.load_library("selective_scan_cpu")
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "find_compiler", lambda: None)
+    with pytest.raises(build.KernelBuildError) as info:
+        build.load_library("selective_scan_cpu")
     message = str(info.value)
     assert "no C++ compiler" in message and "apt install g++" in message and "backend='portable'" in message
 
 
 def test_cache_dir_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("MAMBAVL_KERNEL_CACHE", str(tmp_path / "k"))
-    assert _build.cache_dir() == tmp_path / "k"
+    assert build.cache_dir() == tmp_path / "k"
     monkeypatch.delenv("MAMBAVL_KERNEL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _build.cache_dir() == tmp_path / "xdg" / "mambavl" / "kernels"
+    assert build.cache_dir() == tmp_path / "xdg" / "mambavl" / "kernels"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _build.cache_dir() == tmp_path / "home" / ".cache" / "mambavl" / "kernels"
+    assert build.cache_dir() == tmp_path / "home" / ".cache" / "mambavl" / "kernels"
 
 
 _BUILD_SCRIPT = r"""
@@ -137,7 +137,7 @@ print(json.dumps({"before": before, "after": float((torch.tensor([1e-40]) * 1.0)
 def test_fresh_build_in_the_cache_folder_keeps_denormals(tmp_path):
     """A first build in an empty MAMBAVL_KERNEL_CACHE: the library lands there, works, and loading it does not turn
     on flush-to-zero for the process (what -ffast-math does to a shared library built by GCC < 13)."""
-    env = {**os.environ, "MAMBAVL_KERNEL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "MAMBAVL_KERNEL_CACHE": str(tmp_path / "cache")}
     res = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])

@@ -43,7 +43,7 @@ def app(tmp_path_factory):
     model, processor = tiny_checkpoint(folder)
     write_synthetic_clip(folder / "examples" / "synthetic_take_plate.mp4", size=64, seconds=1.0)
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(folder / "tmp"),
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(folder / "tmp"),
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     log = open(folder / "app.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([sys.executable, str(APP), "--model", str(folder), "--port", str(port)], env=env,

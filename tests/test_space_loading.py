@@ -50,7 +50,7 @@ def _load(folder: Path, mode: str, tmp_path: Path) -> dict:
     script = tmp_path / "load.py"
     # Without the package: the same blocker as the package-free venv's, as if it had never been installed.
     script.write_text((BLOCKER if mode == "without-package" else "") + _LOAD)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"),
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"),
                GRADIO_ANALYTICS_ENABLED="False")
     result = subprocess.run([sys.executable, str(script), str(SPACE / "app.py"), str(folder), mode], env=env,
                             capture_output=True, text=True, timeout=300)

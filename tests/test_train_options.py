@@ -32,7 +32,7 @@ def test_trackers_curves_loss_views_best_metric_and_push(cache, tmp_path):
     out = tmp_path / "run"
     with HubServer() as hub:
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_loopback_test_token", "HF_HOME": str(tmp_path / "hf"),
-               "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+               "HF_HUB_OFFLINE": "0"}
         proc = run(TRAIN, _plot_on(script_args(
             cache, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "6", "--logging_steps", "1",
             "--loss", "logit_adjusted", "--temporal_views", "2", "--spatial_crops", "2",

@@ -206,7 +206,7 @@ def test_package_imports_and_scans_without_triton(tmp_path):
         print("ok")
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=300)
@@ -218,7 +218,7 @@ def test_package_imports_and_scans_without_triton(tmp_path):
 @pytest.mark.skipif(KERNELS_HERE, reason="the kernel tests run in this process")
 def test_kernels_in_the_interpreter(tmp_path):
     """Runs this file's kernel tests on the CPU in Triton's interpreter (a fresh process, TRITON_INTERPRET=1)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", os.path.abspath(__file__), "-q", "-p", "no:cacheprovider",
          "--rootdir", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],

@@ -11,11 +11,14 @@ import av
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from modeling_mambavl import MediaError
 from modeling_mambavl.processors.sampling import clip_generator, sample_frame_indices
 from modeling_mambavl.processors.video_io import (
+    clip_indices,
     decode_video_frames,
     frame_folder_fps,
     load_clip,
@@ -338,3 +341,70 @@ def test_non_finite_pixels_are_refused_unless_allowed(bad):
     clean = clip.copy()
     clean[1, 2, 3, 0] = {True: 0.0, False: 1.0 if bad > 0 else 0.0}[bool(np.isnan(bad))]
     assert np.array_equal(allowed, load_clip(clean, num_frames=3))
+
+
+# --------------------------------------------------------------------- frame folders with gaps, zero-frame videos
+def _frames(folder: Path, count: int, skip: tuple[int, ...] = ()) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(1, count + 1):
+        if i not in skip:
+            Image.fromarray(np.full((16, 16, 3), i * 10, np.uint8)).save(folder / f"frame_{i:010d}.jpg")
+    return folder
+
+
+def test_frame_folder_with_a_gap_names_the_missing_frame_and_window(tmp_path):
+    folder = _frames(tmp_path / "P01_01", 20, skip=(9,))
+    with pytest.raises(MediaError) as err:
+        load_clip(folder, window=(0.0, 20 / 60), num_frames=20)  # P01_01: an EK55 video, 60 fps
+    assert "frame_0000000009.jpg" in str(err.value) and err.value.window == (0.0, 20 / 60)
+    assert "0.000-0.333 s" in str(err.value) and "missing" in str(err.value)
+    # Windows that do not touch the gap read normally, also those after it.
+    assert len(load_clip(folder, window=(0.0, 0.1), num_frames=4)) == 4
+    assert len(load_clip(folder, window=(0.2, 0.3), num_frames=4)) == 4
+
+
+def test_non_image_file_in_a_frame_folder(tmp_path):
+    folder = _frames(tmp_path / "P01_02", 8)
+    (folder / "frame_0000000004.jpg").write_text("a text file, not an image")
+    with pytest.raises(MediaError, match="frame_0000000004.jpg") as err:
+        load_clip(folder, window=(0.0, 8 / 60), num_frames=8)
+    assert err.value.window == (0.0, 8 / 60)
+
+
+def test_zero_frame_video_names_file_and_window(tmp_path):
+    path = tmp_path / "zero.mp4"
+    with av.open(str(path), "w") as container:  # a valid MP4 with a video stream and no frame in it
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    for window in (None, (0.0, 1.0)):
+        with pytest.raises(MediaError) as err:
+            load_clip(path, window=window, num_frames=4)
+        assert str(path) in str(err.value) and err.value.window == window
+
+
+# ------------------------------------------------------------------------------- random windows (hypothesis)
+NAN = float("nan")
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(total=st.integers(-3, 400), fps=st.one_of(st.floats(-5, 120), st.just(NAN)),
+       start=st.one_of(st.floats(-10, 30), st.sampled_from([NAN, math.inf, -math.inf])),
+       length=st.one_of(st.floats(-5, 20), st.sampled_from([NAN, math.inf])), num_frames=st.integers(-2, 24),
+       sampling=st.sampled_from(["segment", "dense"]), training=st.booleans())
+def test_random_windows_give_frames_in_range_or_a_clear_error(total, fps, start, length, num_frames, sampling,
+                                                              training):
+    window = (start, start + length)
+    try:
+        idx = clip_indices(total, fps, window=window, num_frames=num_frames, sampling=sampling, training=training,
+                           path="clip.mp4")
+    except MediaError as e:
+        assert e.path == "clip.mp4" and e.window == window, str(e)
+        return
+    except ValueError as e:  # arguments that are not about a file: fps, num_frames
+        assert any(w in str(e) for w in ("fps", "num_frames", "frames", "sampling")), str(e)
+        return
+    idx = np.asarray(idx)
+    # Indices past the last frame are allowed (they repeat it when read), none before the first.
+    assert idx.shape == (num_frames,) and (idx >= 0).all() and total > 0 and fps > 0

@@ -1,12 +1,15 @@
 """MambaVLVideoProcessor: real video and frame folders to pixel_values, evaluation transforms, training augmentation
 drawn from (seed, epoch, index), process_frames on cached frames, save / load."""
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -303,3 +306,31 @@ def test_non_finite_pixels_are_an_error_by_default_and_an_option():
     full = MambaVLProcessor(processor)  # the option passes through the processor too
     assert torch.equal(full(videos=[clip], allow_non_finite=True)["pixel_values"], clean)
     assert MambaVLVideoProcessor(allow_non_finite=True).allow_non_finite is True
+
+
+# --------------------------------------------------------------------------- random arrays (hypothesis)
+NAN = float("nan")
+
+
+@pytest.fixture(scope="module")
+def video_processor():
+    return MambaVLVideoProcessor(num_frames=4, size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+
+
+_DTYPES = st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.bool_, np.float16])
+
+
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.lists(st.integers(0, 12), min_size=2, max_size=5), dtype=_DTYPES,
+       window=st.one_of(st.none(), st.tuples(st.one_of(st.floats(-2, 5), st.just(NAN)), st.floats(-2, 5))),
+       fill=st.one_of(st.floats(-2, 300), st.sampled_from([NAN, math.inf])))
+def test_random_arrays_through_the_video_processor(video_processor, shape, dtype, window, fill):
+    array = np.full(shape, fill).astype(dtype) if dtype is not np.bool_ else np.zeros(shape, dtype)
+    try:
+        out = video_processor(videos=[array], windows=[window], fps=30.0)
+    except (MediaError, ValueError) as e:
+        # The project's own error: it says what is wrong with the video, the window or the array.
+        assert any(w in str(e) for w in ("video", "frame", "window", "array", "shape", "channel", "fps", "4-D")), str(e)
+        return
+    pixels = out["pixel_values"]
+    assert tuple(pixels.shape) == (1, 4, 3, 16, 16)

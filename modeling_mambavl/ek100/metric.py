@@ -43,7 +43,7 @@ import numpy as np
 from .annotations import ORACLE_QUESTIONS
 from .vocabulary import EK100Vocabulary
 
-__all__ = ["EK100Metric", "TIE_RULES", "official_action_topk", "rank_action_pairs", "rank_topk"]
+__all__ = ["EK100Metric", "TIE_RULES", "official_action_topk", "rank_action_pairs", "rank_topk", "softmax"]
 
 ACTION_TOP_N = 100
 TIE_RULES = ("lower_id", "official")
@@ -116,8 +116,9 @@ def _stable_topk(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, written as the official C3 ``softmax`` (same operations, so the same bits)."""
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of (N, C) scores, written as the official C3 ``softmax`` (same operations, so the
+    same bits), in the dtype of ``x``."""
     exp_x = np.exp(x - np.max(x, axis=1).reshape((-1, 1)))
     return exp_x / np.sum(exp_x, axis=1).reshape((-1, 1))
 
@@ -215,7 +216,7 @@ def _official_probs(verb: np.ndarray, noun: np.ndarray, top_n: int, over: str) -
             scores = np.partition(scores, -m, axis=1)[:, -m:]
         top = np.ascontiguousarray(np.sort(scores, axis=1)[:, ::-1])
         if over == "rows":
-            probs = _softmax(top)
+            probs = softmax(top)
         else:
             exp_x = np.exp(top - np.max(top, axis=None, keepdims=True))
             probs = exp_x / np.sum(exp_x, axis=None, keepdims=True)
@@ -318,7 +319,7 @@ def official_action_topk(
         for scores, ids in ((v_scores, verbs[lo : lo + _CHUNK]), (n_scores, nouns[lo : lo + _CHUNK])):
             kept = np.sort(_stable_topk(scores, min(top_n, scores.shape[1])), axis=1)
             p = np.zeros_like(scores)
-            np.put_along_axis(p, kept, _softmax(np.take_along_axis(scores, kept, axis=1)), axis=1)
+            np.put_along_axis(p, kept, softmax(np.take_along_axis(scores, kept, axis=1)), axis=1)
             parts.append(np.take_along_axis(p, ids, axis=1))
         probs[lo : lo + _CHUNK] = parts[0] * parts[1]
     return verbs, nouns, probs

@@ -17,7 +17,7 @@ import threading
 
 import torch
 
-from ._build import KernelBuildError, load_library
+from .build import KernelBuildError, load_library
 
 DEVICE_TYPES = ("cpu",)
 SUPPORTS_INITIAL_STATE = True

@@ -111,31 +111,6 @@ def load_rows(data: DataSpec, split: str, task: str, *, anticipation_time: float
     return dataset.to_list()
 
 
-def check_processor_fits(processor: Any, config: Any, source: str | os.PathLike) -> None:
-    """Raise ``ValueError`` naming ``source`` when the processor saved there makes clips of another frame count or
-    frame size than ``config`` (the model) takes: otherwise the mismatch surfaces much later as a shape error inside
-    the video backbone."""
-    video = getattr(processor, "video_processor", None)
-    if video is None:
-        return
-    where = f"the processor saved with {source} (processor_config.json)"
-    frames = getattr(config, "num_frames", None)
-    if frames and getattr(video, "num_frames", frames) != frames:
-        raise ValueError(
-            f"{where} samples num_frames={video.num_frames} frames per clip but the model's config has "
-            f"num_frames={frames}: save the processor made for this model (MambaVLProcessor.from_config(config)"
-            ".save_pretrained(folder)), or set the same num_frames in both files"
-        )
-    size = getattr(config, "image_size", None)
-    crop = getattr(video, "crop_size", None) or {}
-    if size and crop and (crop.get("height"), crop.get("width")) != (size, size):
-        raise ValueError(
-            f"{where} crops frames to {crop.get('height')}x{crop.get('width')} but the model's config has "
-            f"image_size={size}: save the processor made for this model (MambaVLProcessor.from_config(config)"
-            f".save_pretrained(folder)), or set crop_size to {{'height': {size}, 'width': {size}}}"
-        )
-
-
 def apply_question_pool(processor: Any, path: str | os.PathLike | None, question_source: str) -> None:
     """``--question_pool PATH``: keep the pool on ``processor`` (saved with it, so a checkpoint's predicted questions
     are phrased the same when it is evaluated). ``None`` leaves the processor's own pool (a checkpoint's) as it is.

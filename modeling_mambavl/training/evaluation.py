@@ -26,8 +26,9 @@ import torch
 
 from .. import atomic
 from ..ek100.annotations import ORACLE_QUESTIONS
+from ..ek100.metric import softmax
 from ..model_card import metrics_json_text, split_metrics
-from .builders import DataSpec, build_clip_dataset, build_dataloader, check_processor_fits, load_rows
+from .builders import DataSpec, build_clip_dataset, build_dataloader, load_rows
 
 __all__ = [
     "Evaluation",
@@ -256,8 +257,8 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
     ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid); each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    verb_p = _softmax(predictions.verb_logits)
-    noun_p = _softmax(predictions.noun_logits)
+    verb_p = softmax(predictions.verb_logits.astype(np.float64))
+    noun_p = softmax(predictions.noun_logits.astype(np.float64))
     verb_top = np.argsort(-verb_p, axis=1, kind="stable")[:, :top_k]
     noun_top = np.argsort(-noun_p, axis=1, kind="stable")[:, :top_k]
     doc = {}
@@ -281,12 +282,6 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
                              int(predictions.verb_labels[i]), int(predictions.noun_labels[i])])
     return json_path, csv_path
 
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -350,7 +345,7 @@ def evaluate_ek100(
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if data.media != "features":
-        check_processor_fits(processor, base.config, checkpoint if checkpoint is not None else "the model")
+        processor.check_model_config(base.config, checkpoint if checkpoint is not None else "the model", questions=False)
     rows = load_rows(data, split, task, anticipation_time=anticipation_time, observation_time=observation_time,
                      limit=limit)
     labelled = any(r.get("verb_class") is not None for r in rows)

@@ -59,7 +59,7 @@ def run_without_package(script: str, *args: str | os.PathLike, workdir: Path, ti
     path = workdir / "isolated_script.py"
     path.write_text("import sys\n" + textwrap.dedent(script) + '\nassert "modeling_mambavl" not in sys.modules\n'
                     'print("ISOLATED-OK")\n', encoding="utf-8")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"))
+    env = dict(os.environ, HF_MODULES_CACHE=str(workdir / "modules"))
     result = subprocess.run([isolated_python(workdir), str(path), *map(str, args)], env=env, capture_output=True,
                             text=True, timeout=timeout, cwd=workdir)
     assert result.returncode == 0 and "ISOLATED-OK" in result.stdout, result.stderr[-3000:]

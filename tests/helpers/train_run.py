@@ -85,7 +85,7 @@ def script_args(cache: Path, output_dir: Path, *extra: str) -> list[str]:
 def environment(fault: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MAMBAVL_FAULT", None)
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1")
     if fault:
         env["MAMBAVL_FAULT"] = fault
     env.update(extra or {})

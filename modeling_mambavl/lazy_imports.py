@@ -1,0 +1,61 @@
+"""Module ``__getattr__`` (PEP 562) for names and subpackages that load on first use.
+
+``import modeling_mambavl`` must stay as cheap as the transformers classes it builds on: the EK100 tools pull in
+``datasets``, ``evaluate`` and ``pandas``, the training tools Accelerate; a user who only loads a model and runs it
+should not wait for them. A package lists what it exports lazily, and the first attribute access imports the module
+that defines it (then the name is cached in the package namespace, so later accesses are plain lookups).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["lazy_getattr", "missing_extra"]
+
+# Libraries that come with an extra of setup.cfg rather than with `pip install mambavl` (an inference install).
+EXTRAS = {"datasets": "ek100", "evaluate": "ek100", "accelerate": "train", "peft": "train", "matplotlib": "train",
+          "yaml": "train"}
+
+
+def missing_extra(error: ModuleNotFoundError, what: str) -> ModuleNotFoundError:
+    """``error`` itself, or, when the missing module comes with an extra, an error saying which one installs it."""
+    extra = EXTRAS.get((error.name or "").split(".")[0])
+    if extra is None:
+        return error
+    return ModuleNotFoundError(f"{what} needs {error.name}, which this install lacks: install the package's "
+                               f"'{extra}' extra (in its checkout: pip install -e '.[{extra}]')", name=error.name)
+
+
+def lazy_getattr(package: str, exports: Mapping[str, str] | None = None,
+                 submodules: Iterable[str] = ()) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for the package ``package``.
+
+    Args:
+        package: the package's ``__name__``.
+        exports: public name -> submodule (relative to ``package``) that defines it.
+        submodules: submodules reachable as attributes (``package.ek100``) before anything imported them.
+    """
+    exports = dict(exports or {})
+    submodules = frozenset(submodules)
+
+    def __getattr__(name: str) -> Any:
+        namespace = importlib.import_module(package).__dict__
+        if name not in exports and name not in submodules:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            if name in exports:
+                value = getattr(importlib.import_module(f".{exports[name]}", package), name)
+            else:
+                value = importlib.import_module(f".{name}", package)
+        except ModuleNotFoundError as e:
+            raise missing_extra(e, f"{package}.{name}") from e
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        namespace = importlib.import_module(package).__dict__
+        return sorted(set(namespace) | set(exports) | submodules)
+
+    return __getattr__, __dir__
