@@ -66,6 +66,18 @@ STEP_MARKER = "step.json"
 OWN_DATA_OPTIONS = frozenset({"question_source", "annotations_dir", "media_root"})
 
 
+# `--demo` (what `make demo-questions` runs): a small cascade on the default synthetic data on the CPU. The training
+# arguments are those of `train_ek100.py --demo` (see DEMO_RECIPE there) with fewer epochs, so that the first stage is
+# not saturated and three folds and the second stage fit the demo's time; one thread per run.
+DEMO_OPTIONS = ["--output_dir", "outputs/demo-questions", "--num_folds", "3", "--controls", "shuffled", "--jobs", "2",
+                "--synthetic_train_clips", "1600", "--synthetic_size", "64", "--cache_clips", "--num_workers", "1"]
+DEMO_TRAINING = ["--optimizer", "adamw", "--lr", "3e-3", "--weight_decay", "0.05", "--lr_schedule", "cosine",
+                 "--max_grad_norm", "1.0", "--warmup_epochs", "1", "--num_train_epochs", "12",
+                 "--eval_every_epochs", "12", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size",
+                 "64", "--label_smoothing", "0", "--crop_scale", "0.9", "1.0", "--checkpointing_steps", "1000",
+                 "--checkpoints_total_limit", "1", "--num_threads", "1", "--no_plot"]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str], argparse._ArgumentGroup]:
     """(arguments, the training arguments after ``--``, the data option group)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -73,7 +85,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
+    if "--demo" in argv:  # the demo's settings first: options given on the command line come later and win
+        argv = [*DEMO_OPTIONS, *argv]
+        extra = [*DEMO_TRAINING, *extra]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--demo", action="store_true",
+                        help="the CPU demo behind make demo-questions: the settings of DEMO_OPTIONS / DEMO_TRAINING in "
+                             "this script, which options given here override")
     parser.add_argument("--output_dir", type=str, default="outputs/cascade",
                         help="folder of every stage's outputs, results.json and the markers that make a rerun resume")
     parser.add_argument("--num_folds", type=int, default=3, help="K: first-stage folds of the training videos")
@@ -88,6 +106,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         help="which saved model of each training run predicts and is evaluated (best_model is "
                              "chosen on the evaluation split)")
     parser.add_argument("--eval_split", type=str, default="validation", help="labelled split of every table row")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="steps run at a time where they are independent (fold models; second stage and "
+                             "controls); each one's output then goes to <its folder>.log")
     parser.add_argument("--launcher", type=str, default=None,
                         help='command that runs the scripts, e.g. "accelerate launch --num_processes 2" (default: '
                              "this Python)")
@@ -97,14 +118,34 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     args = parser.parse_args(argv)
     if args.num_folds < 2:
         parser.error(f"--num_folds {args.num_folds}: out-of-fold predictions need at least 2 folds")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give at least 1")
     if args.question_top_k < 1:
         parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
     if args.question_source != "generic":
         parser.error(f"--question_source {args.question_source}: the cascade chooses the question source of each "
                      "stage itself; leave it out")
+    check_training_arguments(extra, data)
     if args.eval_split not in SPLIT_FILES or args.eval_split == "test":
         parser.error(f"--eval_split {args.eval_split}: the table needs a labelled split (train or validation)")
     return args, extra, data
+
+
+def check_training_arguments(extra: Sequence[str], group: argparse._ArgumentGroup) -> None:
+    """Refuse data options among the training arguments (after ``--``, or in a ``--recipe`` file there): the
+    evaluation runs would not see them, so they go before ``--``, where every run gets them."""
+    dests = {a.dest: a.option_strings[0] for a in group._group_actions if a.option_strings}
+    flags = {flag for a in group._group_actions for flag in a.option_strings}
+    given = [token.split("=", 1)[0] for token in extra if token.split("=", 1)[0] in flags]
+    if "--recipe" in extra and extra.index("--recipe") + 1 < len(extra):
+        recipe = Path(extra[extra.index("--recipe") + 1])
+        if recipe.is_file():
+            from modeling_mambavl.training.recipe import load_recipe
+
+            given += [f"{dests[k]} (in {recipe})" for k in load_recipe(recipe) if k in dests]
+    if given:
+        raise ValueError(f"data options among the training arguments after --: {', '.join(given)}; give them before "
+                         "--, where every training and evaluation run of the cascade gets them")
 
 
 def data_options(args: argparse.Namespace, group: argparse._ArgumentGroup) -> list[str]:
@@ -270,15 +311,34 @@ class Cascade:
             return folder
         print(f"[cascade] {name}: {shlex.join(command)}", flush=True)
         start = time.perf_counter()
-        result = subprocess.run(command)
+        if self.args.jobs > 1:  # steps side by side: each one's output in its own log
+            log = folder.parent / f"{folder.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w", encoding="utf-8") as f:
+                result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
+            where = f"its output is in {log}, ending: {log.read_text(encoding='utf-8').strip()[-300:]!r}"
+        else:
+            result = subprocess.run(command)
+            where = "its error is printed above"
         if result.returncode != 0:
-            raise ChildProcessError(f"step {name!r} failed (exit {result.returncode}; its error is printed above): "
+            raise ChildProcessError(f"step {name!r} failed (exit {result.returncode}; {where}): "
                                     f"{shlex.join(command)}. Finished steps are kept: fix the cause and run the "
                                     "cascade again")
+        print(f"[cascade] {name}: finished in {time.perf_counter() - start:.0f} s", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         atomic.write_text(marker, json.dumps({"step": name, "command": command,
                                               "seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
         return folder
+
+    def parallel(self, tasks: Sequence) -> list:
+        """Call each of ``tasks`` (no arguments), ``--jobs`` at a time; their results in order."""
+        if self.args.jobs == 1:
+            return [task() for task in tasks]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            futures = [pool.submit(task) for task in tasks]
+            return [future.result() for future in futures]
 
     def train(self, name: str, folder: Path, data: list[str], *options: str) -> Path:
         """A training run into ``folder`` (resumed from its last checkpoint if it was interrupted); returns the model
@@ -305,20 +365,27 @@ def stage1(cascade: Cascade) -> tuple[Path, dict]:
         manifest = make_folds(cascade.spec.annotations_dir, out, a.num_folds, a.seed)
     splits = [s for s in ("validation", "test") if (cascade.spec.annotations_dir / SPLIT_FILES[s]).is_file()]
     fusion = ["--fusion_type", a.stage1_fusion] if a.stage1_fusion else []
-    per_split: dict[str, list[Path]] = {s: [] for s in splits}
-    heldout: list[Path] = []
-    for fold in manifest["folds"]:
+
+    def fold_model(fold: dict) -> dict[str, Path]:
+        """Fold model k: trained on the other folds' videos; predicts fold k's training clips and every clip of
+        validation / test. Returns each split's probabilities file."""
         k = fold["fold"]
         fold_dir = out / f"fold_{k}"
         model = cascade.train(f"stage 1, fold {k}: training", fold_dir / "model",
                               cascade.fold_data(fold_dir / "train_annotations"), *fusion)
+        files = {}
         for split, folder_name in (("train", "heldout_annotations"), *((s, "train_annotations") for s in splits)):
             folder = fold_dir / f"predict_{split}"
             cascade.evaluate(f"stage 1, fold {k}: predicting {split}", model, folder,
                              cascade.fold_data(fold_dir / folder_name, whole_split=split == "train"), split,
-                             "--write_question_predictions",
-                             str(folder / "questions.json"), "--question_top_k", str(a.question_top_k))
-            (heldout if split == "train" else per_split[split]).append(folder / "probabilities.npz")
+                             "--write_question_predictions", str(folder / "questions.json"), "--question_top_k",
+                             str(a.question_top_k))
+            files[split] = folder / "probabilities.npz"
+        return files
+
+    files = cascade.parallel([lambda fold=fold: fold_model(fold) for fold in manifest["folds"]])
+    heldout = [f["train"] for f in files]
+    per_split = {split: [f[split] for f in files] for split in splits}
     return merge_stage1(cascade, manifest, heldout, per_split)
 
 
@@ -377,25 +444,32 @@ def stage2_and_controls(cascade: Cascade, predictions: Path) -> dict[str, dict]:
     split = a.eval_split
     predicted = ["--question_source", "predicted"]
     rows: dict[str, dict] = {}
-    model = cascade.train("stage 2: training", out / "stage2" / "model", data, *predicted,
-                          "--train_questions_file", str(predictions), "--eval_questions_file", str(predictions))
-    evaluations = [("stage 2: predicted questions", "stage2", model, [*predicted, "--questions_file", str(predictions)])]
-    if "shuffled" in a.controls:
-        evaluations.append(("stage 2: predicted questions shuffled across clips", "stage2_shuffled", model,
-                            [*predicted, "--questions_file", str(predictions), "--shuffle_questions"]))
+    trainings = {"stage2": ("stage 2: training", [*predicted, "--train_questions_file", str(predictions),
+                                                  "--eval_questions_file", str(predictions)])}
     if "none" in a.controls:
-        none = cascade.train("control none: training", out / "control_none" / "model", data,
-                             "--question_source", "generic", "--fusion_type", "none")
-        evaluations.append(("control: question-free fusion none", "control_none", none,
+        trainings["control_none"] = ("control none: training", ["--question_source", "generic", "--fusion_type",
+                                                                "none"])
+    if "oracle" in a.controls:
+        trainings["control_oracle"] = ("control oracle: training", ["--question_source", "oracle"])
+    models = dict(zip(trainings, cascade.parallel([
+        lambda key=key, name=name, options=options: cascade.train(name, out / key / "model", data, *options)
+        for key, (name, options) in trainings.items()])))
+    on_predicted = [*predicted, "--questions_file", str(predictions)]
+    evaluations = [("stage 2: predicted questions", "stage2", models["stage2"], on_predicted)]
+    if "shuffled" in a.controls:
+        evaluations.append(("stage 2: predicted questions shuffled across clips", "stage2_shuffled",
+                            models["stage2"], [*on_predicted, "--shuffle_questions"]))
+    if "none" in a.controls:
+        evaluations.append(("control: question-free fusion none", "control_none", models["control_none"],
                             ["--question_source", "generic"]))
     if "oracle" in a.controls:
-        oracle = cascade.train("control oracle: training", out / "control_oracle" / "model", data,
-                               "--question_source", "oracle")
         evaluations.append((f"{ORACLE_QUESTIONS} (ground-truth questions, masked; an upper bound)", "control_oracle",
-                            oracle, ["--question_source", "oracle"]))
-    for title, key, model_path, options in evaluations:
-        folder = cascade.evaluate(f"{key}: evaluating {split}", model_path, out / key / f"eval_{split}", data, split,
-                                  *options)
+                            models["control_oracle"], ["--question_source", "oracle"]))
+    folders = cascade.parallel([
+        lambda key=key, model=model, options=options: cascade.evaluate(
+            f"{key}: evaluating {split}", model, out / key / f"eval_{split}", data, split, *options)
+        for _, key, model, options in evaluations])
+    for (title, key, _, _), folder in zip(evaluations, folders):
         payload = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         rows[key] = {"title": title, "metrics": payload["metrics"], "question_source": payload["question_source"],
                      "command": cascade.commands[f"{key}: evaluating {split}"]}
@@ -441,7 +515,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.perf_counter()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "debug", "launcher", "controls", "num_workers")}
+    # what the results depend on; how they are run (jobs, launcher, workers) and which controls may change
+    ignored = ("output_dir", "debug", "launcher", "controls", "num_workers", "demo", "jobs")
+    settings = {k: v for k, v in vars(args).items() if k not in ignored}
     settings["training_arguments"] = extra
     check_settings(out, settings)
     cascade = Cascade(args, extra, data_group)
