@@ -36,6 +36,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -273,6 +274,17 @@ def make_folds(annotations_dir: Path, folder: Path, num_folds: int, seed: int) -
 
 
 # ------------------------------------------------------------------------------------------------------------ steps
+def run_command(command: list[str], stdout=None) -> tuple[int, float | None]:
+    """Run ``command``; its exit status and the CPU seconds it used with the processes it waited for (data-loader
+    workers), measured per command even when several run at once (``None`` where ``os.wait4`` is missing)."""
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
+    if not hasattr(os, "wait4"):
+        return process.wait(), None
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, round(usage.ru_utime + usage.ru_stime, 1)
+
+
 class Cascade:
     """Runs the steps, each once: a step whose folder holds ``step.json`` is done."""
 
@@ -315,19 +327,19 @@ class Cascade:
             log = folder.parent / f"{folder.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w", encoding="utf-8") as f:
-                result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
+                returncode, cpu = run_command(command, stdout=f)
             where = f"its output is in {log}, ending: {log.read_text(encoding='utf-8').strip()[-300:]!r}"
         else:
-            result = subprocess.run(command)
+            returncode, cpu = run_command(command)
             where = "its error is printed above"
-        if result.returncode != 0:
-            raise ChildProcessError(f"step {name!r} failed (exit {result.returncode}; {where}): "
-                                    f"{shlex.join(command)}. Finished steps are kept: fix the cause and run the "
-                                    "cascade again")
-        print(f"[cascade] {name}: finished in {time.perf_counter() - start:.0f} s", flush=True)
+        if returncode != 0:
+            raise ChildProcessError(f"step {name!r} failed (exit {returncode}; {where}): {shlex.join(command)}. "
+                                    "Finished steps are kept: fix the cause and run the cascade again")
+        seconds = time.perf_counter() - start
+        print(f"[cascade] {name}: finished in {seconds:.0f} s", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(marker, json.dumps({"step": name, "command": command,
-                                              "seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
+        atomic.write_text(marker, json.dumps({"step": name, "command": command, "seconds": round(seconds, 1),
+                                              "cpu_seconds": cpu}, indent=1) + "\n")
         return folder
 
     def parallel(self, tasks: Sequence) -> list:
