@@ -93,7 +93,7 @@ def summarise(runs: list[dict], pools_run: bool) -> dict:
                 values = [r["rows"][key]["metrics"].get(f"all_{x}_{kind}") for r in present]
                 values = [v for v in values if v is not None]
                 row[x] = {"mean": statistics.fmean(values) if values else None,
-                          "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+                          "std": statistics.stdev(values) if len(values) > 1 else None}  # one seed: no spread
             table[task][key] = row
     return table
 
@@ -102,14 +102,14 @@ def markdown(summary: dict) -> str:
     lines = []
     for task, rows in summary.items():
         metric = "top-1" if HEADLINE[task] == "top1" else "mean top-5 recall"
-        lines += [f"**{task}** (validation {metric}, %, mean ± std over seeds)", "",
+        lines += [f"**{task}** (validation {metric}, %, mean ± std over seeds; one seed: its value)", "",
                   "| row | seeds | verb | noun | action |", "|---|---|---|---|---|"]
         for row in rows.values():
             if "status" in row:
                 lines.append(f"| {row['label']} | - | {row['status']} | | |")
                 continue
-            cells = [f"{row[x]['mean']:.1f} ± {row[x]['std']:.1f}" if row[x]["mean"] is not None else "-"
-                     for x in ("verb", "noun", "action")]
+            cells = ["-" if row[x]["mean"] is None else f"{row[x]['mean']:.1f}" if row[x]["std"] is None
+                     else f"{row[x]['mean']:.1f} ± {row[x]['std']:.1f}" for x in ("verb", "noun", "action")]
             lines.append(f"| {row['label']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
