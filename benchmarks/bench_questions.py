@@ -11,7 +11,8 @@ a subprocess (``--cascade_args`` and ``--extra`` add cascade options and trainin
 alone (mean of the K fold models), the second stage with predicted questions (templates), the same with its questions
 shuffled across clips, the question-free ``none`` fusion, and ORACLE questions (ground truth, masked: an upper bound,
 not a result). Questions phrased from per-class pools need a local LM: that row reads "not run" unless
-``--pool_args`` gives the cascade the options that build them. Results: ``benchmarks/results/questions.json``
+``--pool_args "--question_pool pool.json"`` (a pool from ``examples/generate_questions.py --pool``) is given; the
+pools run shares the first stage of its seed and retrains only the second stage. Results: ``benchmarks/results/questions.json``
 (written after every cascade) with the markdown table and the command of every row.
 """
 
@@ -126,8 +127,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--cascade_args", type=str, default="",
                         help='more cascade_ek100.py options, one string (e.g. "--synthetic_variant hard")')
     parser.add_argument("--pool_args", type=str, default=None,
-                        help="cascade options that phrase the predicted questions from per-class pools (a second "
-                             "second stage per seed, row stage2_pools); without them that row reads not run")
+                        help='cascade options that phrase the predicted questions from per-class pools, e.g. "--question_pool '
+                             'pool.json" (a second second stage per seed, row stage2_pools); without them that row '
+                             "reads not run")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train_ek100.py options")
     args = parser.parse_args(argv)
     if args.jobs < 1:

@@ -65,6 +65,8 @@ CONTROLS = ("shuffled", "none", "oracle")
 STEP_MARKER = "step.json"
 # Data options the cascade sets itself for each run.
 OWN_DATA_OPTIONS = frozenset({"question_source", "annotations_dir", "media_root"})
+# Data options of the predicted questions (a question pool phrasing them): the second stage's runs only.
+STAGE2_DATA_OPTIONS = frozenset({"question_pool"})
 
 
 # `--demo` (what `make demo-questions` runs): a small cascade on the default synthetic data on the CPU. The training
@@ -154,7 +156,7 @@ def data_options(args: argparse.Namespace, group: argparse._ArgumentGroup) -> li
     the ones the cascade sets per run: every option ``add_data_arguments`` defines travels, new ones included."""
     out: list[str] = []
     for action in group._group_actions:
-        if action.dest in OWN_DATA_OPTIONS or not action.option_strings:
+        if action.dest in OWN_DATA_OPTIONS | STAGE2_DATA_OPTIONS or not action.option_strings:
             continue
         value = getattr(args, action.dest)
         if value == action.default:
@@ -302,6 +304,10 @@ class Cascade:
         self.full_data = [*self.data] + (["--annotations_dir", args.annotations_dir] if args.annotations_dir else []) \
             + (["--media_root", args.media_root] if args.media_root else [])
         self.commands: dict[str, str] = {}
+        # e.g. --question_pool: phrases the second stage's predicted questions, meaningless for the other sources
+        self.stage2 = [item for a in data_group._group_actions if a.dest in STAGE2_DATA_OPTIONS
+                       and getattr(args, a.dest, None) is not None for item in (a.option_strings[0],
+                                                                                 str(getattr(args, a.dest)))]
 
     def fold_data(self, annotations: Path, whole_split: bool = False) -> list[str]:
         """Data options of a fold run; ``whole_split``: without ``--max_eval_samples`` (every held-out training clip
@@ -454,7 +460,7 @@ def stage2_and_controls(cascade: Cascade, predictions: Path) -> dict[str, dict]:
     """The second stage on the predicted questions, then the controls; returns each row's metrics."""
     a, out, data = cascade.args, cascade.out, cascade.full_data
     split = a.eval_split
-    predicted = ["--question_source", "predicted"]
+    predicted = ["--question_source", "predicted", *cascade.stage2]
     rows: dict[str, dict] = {}
     trainings = {"stage2": ("stage 2: training", [*predicted, "--train_questions_file", str(predictions),
                                                   "--eval_questions_file", str(predictions)])}
