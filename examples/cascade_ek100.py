@@ -171,14 +171,19 @@ def data_options(args: argparse.Namespace, group: argparse._ArgumentGroup) -> li
     return out
 
 
-def synthetic_settings(args: argparse.Namespace) -> dict:
-    """The synthetic data set the scripts build from the ``--synthetic_*`` options (their ``resolve_data`` call)."""
+def synthetic_settings(args: argparse.Namespace, group: argparse._ArgumentGroup) -> dict:
+    """The synthetic data set the scripts build from the ``--synthetic_*`` options (their ``resolve_data`` call): the
+    clip counts and size, and any other ``--synthetic_*`` option (e.g. a variant) only when it is not its default, so
+    that the default data keep the cache folder the scripts give them."""
     known = {"synthetic_train_clips": "num_train", "synthetic_validation_clips": "num_validation",
              "synthetic_size": "size"}
     settings = {}
-    for name, value in vars(args).items():
-        if name.startswith("synthetic_"):
-            settings[known.get(name, name[len("synthetic_"):])] = value
+    for action in group._group_actions:
+        name, value = action.dest, getattr(args, action.dest, None)
+        if name in known:
+            settings[known[name]] = value
+        elif name.startswith("synthetic_") and value != action.default:
+            settings[name[len("synthetic_"):]] = value
     return settings
 
 
@@ -298,7 +303,7 @@ class Cascade:
         self.data = data_options(args, data_group)
         cache = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
         self.spec = resolve_data(args.annotations_dir, args.media_root, args.media, cache_dir=cache,
-                                 synthetic=synthetic_settings(args))
+                                 synthetic=synthetic_settings(args, data_group))
         # Runs on all the data name it as the user did (the synthetic set by its settings); fold runs get their
         # annotation folder and the resolved media.
         self.full_data = [*self.data] + (["--annotations_dir", args.annotations_dir] if args.annotations_dir else []) \
