@@ -32,7 +32,7 @@ from modeling_mambavl.training.builders import (
     resolve_data,
     synthetic_settings,
 )
-from modeling_mambavl.training.evaluation import evaluate_ek100
+from modeling_mambavl.training.evaluation import evaluate_ek100, write_probabilities, write_question_predictions
 
 logger = get_logger(__name__)
 
@@ -63,12 +63,23 @@ def parse_args(argv=None):
     parser.add_argument("--sls_td", type=int, default=None, help="supervision level: training data (0-5)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the frame sampling and of --shuffle_questions")
+    parser.add_argument("--write_question_predictions", type=str, default=None, metavar="PATH",
+                        help="also write this split's top-k actions as the predictions JSON that --question_source "
+                             "predicted reads (a first stage), and probabilities.npz (per-clip verb / noun softmax, "
+                             "for averaging models) beside predictions.csv")
+    parser.add_argument("--question_top_k", type=int, default=5,
+                        help="actions per clip in --write_question_predictions, by the official action score")
     finish_parser(parser)  # HF-standard aliases, --debug; refuses an option without help
     args = parser.parse_args(argv)
     if args.submission and None in (args.sls_pt, args.sls_tl, args.sls_td):
         parser.error("--submission needs --sls_pt, --sls_tl and --sls_td (the challenge's supervision levels)")
     if args.submission and args.question_source == "oracle":
         parser.error("--question_source oracle uses the ground truth; it can never make a challenge submission")
+    if args.write_question_predictions and args.question_source == "oracle":
+        parser.error("--write_question_predictions with --question_source oracle would pass the ground truth on to "
+                     "a second stage; evaluate the first stage with generic, file or predicted questions")
+    if args.question_top_k < 1:
+        parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
     return args
 
 
@@ -100,6 +111,9 @@ def main(argv=None) -> dict:
     predictions = evaluation.predictions
     result: dict = {"num_clips": predictions.num_clips, "num_clips_scored": predictions.num_clips_scored,
                     "bad_clips": predictions.bad_clips, "output_dir": str(output_dir)}
+    if args.write_question_predictions and accelerator.is_main_process:
+        write_question_predictions(args.write_question_predictions, predictions, top_k=args.question_top_k)
+        write_probabilities(output_dir / "probabilities.npz", predictions)
     if evaluation.metrics is not None:
         result["metrics"] = evaluation.metrics
     if args.submission and accelerator.is_main_process:

@@ -16,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = {  # script -> the function that parses its command line
     "train_ek100": "parse_args", "eval_ek100": "parse_args", "extract_features": "parse_args",
     "generate_questions": "main", "prepare_ek100": "main", "convert_authors_checkpoint": "main", "demo": "parse_args",
+    "cascade_ek100": "parse_args",
 }
 
 

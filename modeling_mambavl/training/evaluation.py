@@ -38,9 +38,13 @@ __all__ = [
     "metrics_payload",
     "format_metric_table",
     "predict",
+    "question_predictions",
+    "read_probabilities",
     "score",
     "write_metrics_json",
     "write_predictions",
+    "write_probabilities",
+    "write_question_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -403,3 +407,89 @@ def _report(result: Evaluation, rows: Sequence[dict], data: DataSpec, *, split: 
         result.metrics_path = write_metrics_json(metrics_path, result.payload)
     if title is not None:
         print(format_metric_table(result.metrics, question_source, title=title))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def question_predictions(predictions: Predictions, top_k: int = 5) -> dict[str, list[list[Any]]]:
+    """The first stage's top-k actions per clip, as the ``predicted`` question source reads them:
+    ``{narration_id: [[verb, noun, score], ...]}``, best first.
+
+    Actions are ranked by the official EK100 action score (``official_action_topk``: the softmax over each row's
+    top-100 verb and top-100 noun logits, multiplied), and ``score`` is that product. Clips whose media could not be
+    read (``valid`` False) are left out: their logits are meaningless.
+    """
+    from ..ek100.metric import official_action_topk
+
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k}: a predictions file needs at least one action per clip (top_k >= 1)")
+    keep = np.flatnonzero(predictions.valid)
+    verbs, nouns, probs = official_action_topk(predictions.verb_logits[keep], predictions.noun_logits[keep], k=top_k)
+    return {
+        predictions.narration_ids[i]: [[int(v), int(n), round(float(p), 8)] for v, n, p in zip(*row)]
+        for i, row in zip(keep.tolist(), zip(verbs, nouns, probs))
+    }
+
+
+def write_question_predictions(path: str | Path, predictions: Predictions, top_k: int = 5) -> Path:
+    """Write :func:`question_predictions` as the JSON the ``predicted`` question source reads, atomically."""
+    doc = question_predictions(predictions, top_k)
+    return atomic.write_text(path, json.dumps(doc, separators=(",", ":")) + "\n", what="question predictions")
+
+
+def write_probabilities(path: str | Path, predictions: Predictions) -> Path:
+    """Per-clip softmax probabilities as ``.npz`` (``narration_ids`` (N,), ``participant_ids`` (N,),
+    ``verb_probs`` (N, num_verbs) and ``noun_probs`` (N, num_nouns) float32, ``verb_labels`` / ``noun_labels`` (N,),
+    ``valid`` (N,)), written atomically, so that the predictions of several models can be averaged
+    (:func:`read_probabilities` with ``average``)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, narration_ids=np.array(predictions.narration_ids, dtype=str),
+        participant_ids=np.array(predictions.participant_ids, dtype=str),
+        verb_probs=_softmax(predictions.verb_logits).astype(np.float32),
+        noun_probs=_softmax(predictions.noun_logits).astype(np.float32),
+        verb_labels=predictions.verb_labels, noun_labels=predictions.noun_labels, valid=predictions.valid,
+    )
+    with atomic.atomic_write(path, what="probabilities") as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
+    return Path(path)
+
+
+def read_probabilities(paths: str | Path | Sequence[str | Path]) -> Predictions:
+    """:class:`Predictions` from one :func:`write_probabilities` file, or the mean of several models' probabilities
+    over the same clips (an ensemble: a clip is valid when every model could read it).
+
+    The returned logits are ``log`` of the (mean) probabilities: every softmax of them, and so the official action
+    score and every metric, sees the mean probabilities. Raises ``ValueError`` naming the file whose clips differ
+    from the first file's.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ValueError("read_probabilities needs at least one .npz file")
+    first, verb, noun, valid = None, 0.0, 0.0, None
+    for path in paths:
+        with np.load(path) as f:
+            loaded = {k: f[k] for k in f.files}
+        if first is None:
+            first = loaded
+        elif not np.array_equal(loaded["narration_ids"], first["narration_ids"]):
+            raise ValueError(f"{path}: its clips differ from those of {paths[0]} ({len(loaded['narration_ids'])} vs "
+                             f"{len(first['narration_ids'])} narrations, or another order); average predictions of "
+                             "the same split only")
+        verb = verb + loaded["verb_probs"].astype(np.float64)
+        noun = noun + loaded["noun_probs"].astype(np.float64)
+        valid = loaded["valid"] if valid is None else valid & loaded["valid"]
+    tiny = np.finfo(np.float64).tiny
+    return Predictions(
+        narration_ids=first["narration_ids"].tolist(), participant_ids=first["participant_ids"].tolist(),
+        verb_logits=np.log(np.maximum(verb / len(paths), tiny)).astype(np.float32),
+        noun_logits=np.log(np.maximum(noun / len(paths), tiny)).astype(np.float32),
+        verb_labels=first["verb_labels"], noun_labels=first["noun_labels"], valid=valid.astype(bool),
+    )
