@@ -270,6 +270,7 @@ def read_predictions(
     from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
 
     path = Path(path)
+
     vocab = vocab or EK100Vocabulary.default()
     with open(path, encoding="utf-8-sig") as f:
         try:
@@ -338,6 +339,8 @@ def check_question_pool(pool: Any, where: str = "question pool", vocab: EK100Voc
     kind, a key that is not a class of ``vocab`` (default ``EK100Vocabulary.default()``), an entry that is not a
     non-empty string.
     """
+    from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
+
     vocab = vocab or EK100Vocabulary.default()
     if not isinstance(pool, Mapping) or pool.get("format") != POOL_FORMAT:
         found = pool.get("format") if isinstance(pool, Mapping) else type(pool).__name__
