@@ -34,8 +34,10 @@ def _repo_state() -> set[str]:
         pytest.skip("not a git checkout")
     out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
                          capture_output=True, text=True, timeout=120, check=True).stdout
-    # Byte-code caches are Python's own, next to every imported module.
-    return {line for line in out.splitlines() if "__pycache__" not in line and not line.endswith(".pyc")}
+    # Byte-code caches are Python's own, next to every imported module; the virtual environment is the installed
+    # libraries' (a test running alongside, e.g. the Space's gradio, writes its own files into site-packages).
+    return {line for line in out.splitlines()
+            if "__pycache__" not in line and not line.endswith(".pyc") and not line.lstrip('!? "').startswith(".venv/")}
 
 
 def test_caches_follow_the_environment(tmp_path, monkeypatch):
