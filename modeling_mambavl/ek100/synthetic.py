@@ -89,8 +89,10 @@ import csv
 import json
 import math
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -370,6 +372,7 @@ class _VideoWriter:
 
     def __init__(self, media_root: Path, video_id: str, fps: int, size: int, frames: bool, video: bool) -> None:
         participant = video_id.split("_")[0]
+        self.participant, self.video_id, self.fps = participant, video_id, fps
         self.folder = media_root / "rgb_frames" / participant / video_id if frames else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -489,11 +492,42 @@ class _SplitWriter:
         rng.shuffle(short)
         return short
 
-    def add_clip(self, rows: list[dict[str, Any]], clip: _Clip, fps: int, verb: str, noun: str,
-                 thumbs: list[Image.Image]) -> None:
-        rows.append(_row(clip, fps, verb, noun, self.vocab))
+    def videos(self, split: str, count: int) -> Iterator[tuple[int, range, _VideoWriter]]:
+        """(video index, its clips' indices, its writer) for each video of a split of ``count`` clips."""
+        n_videos = math.ceil(count / self.clips_per_video)
+        for v, (_, video_id) in enumerate(_video_names(split, n_videos, self.counters)):
+            clips = range(v * self.clips_per_video, min(count, (v + 1) * self.clips_per_video))
+            if not clips:
+                break
+            yield v, clips, _VideoWriter(self.root, video_id, frames_fps(video_id), self.size, self.frames, self.video)
+
+    def write_clip(self, rows: list[dict[str, Any]], writer: _VideoWriter, index: int, verb: str, noun: str,
+                   gap: int, fill: Callable[[], Image.Image], frames: Iterable[Image.Image]) -> None:
+        """Write the ``index``-th clip of ``writer``'s video: ``fill()`` frames for at least ``gap`` frames, then
+        ``frames`` (the annotated segment plus one frame on each side), and add its row and features.
+
+        Clip boundaries sit on multiples of 3 frames (0.05 s at 60 fps, 0.06 s at 50 fps), so the two-decimal CSV
+        timestamps are exact; the extra frame on each side of the annotated segment absorbs any rounding of seconds
+        to frames by a sampler."""
+        first = 3 * math.ceil((writer.count + gap) / 3)
+        while writer.count < first - 1:
+            writer.write(fill())
+        images = []
+        for image in frames:
+            writer.write(image)
+            images.append(image)
+        clip = _Clip(f"{writer.video_id}_{index}", writer.participant, writer.video_id, self.vocab.verb_id(verb),
+                     self.vocab.noun_id(noun), first, len(images) - 2)
+        rows.append(_row(clip, writer.fps, verb, noun, self.vocab))
         if self.feature_writer is not None:
-            self.feature_writer.add(clip.narration_id, _thumbnail_features(thumbs))
+            self.feature_writer.add(clip.narration_id, _thumbnail_features(images[1:-1]))
+
+    def close_video(self, writer: _VideoWriter, tail: Iterable[Image.Image]) -> None:
+        """Write the frames after the video's last clip and record the video's duration."""
+        for image in tail:
+            writer.write(image)
+        writer.close()
+        self.video_info.append((writer.video_id, writer.count / writer.fps, writer.fps))
 
 
 def make_synthetic_ek100(
@@ -622,38 +656,17 @@ def _write_default_split(splits: _SplitWriter, split: str, split_index: int, cou
     verb_labels = _labels(rng, count, list(SYNTHETIC_VERBS), _TAIL_VERB)
     noun_labels = _labels(rng, count, list(SYNTHETIC_NOUNS), _TAIL_NOUN)
     short = splits.short_clips(rng, count)
-    n_videos = math.ceil(count / splits.clips_per_video)
     rows: list[dict[str, Any]] = []
-    for v, (participant, video_id) in enumerate(_video_names(split, n_videos, splits.counters)):
-        lo, hi = v * splits.clips_per_video, min(count, (v + 1) * splits.clips_per_video)
-        if lo >= hi:
-            break
+    for v, clips, writer in splits.videos(split, count):
         video_rng = np.random.default_rng([splits.seed, split_index, 1000 + v])
-        fps = frames_fps(video_id)
-        writer = _VideoWriter(splits.root, video_id, fps, splits.size, splits.frames, splits.video)
-        # Clip boundaries sit on multiples of 3 frames (0.05 s at 60 fps, 0.06 s at 50 fps), so the
-        # two-decimal CSV timestamps are exact; one extra frame of the clip on each side of the annotated
-        # segment absorbs any rounding of seconds to frames by a sampler.
-        for i, clip_index in enumerate(range(lo, hi)):
+        for i, clip_index in enumerate(clips):
             length = int(video_rng.choice([4, 7])) if short[clip_index] else 3 * int(video_rng.integers(5, 14)) + 1
             verb, noun = verb_labels[clip_index], noun_labels[clip_index]
             renderer = _ClipRenderer(video_rng, verb, noun, splits.size, length)
-            first = 3 * math.ceil((writer.count + int(video_rng.integers(5, 11))) / 3)
-            while writer.count < first - 1:
-                writer.write(renderer.frame(None))
-            thumbs = []
-            for k in range(-1, length + 1):
-                image = renderer.frame(k / (length - 1))
-                writer.write(image)
-                if 0 <= k < length:
-                    thumbs.append(image)
-            clip = _Clip(f"{video_id}_{i}", participant, video_id, splits.vocab.verb_id(verb),
-                         splits.vocab.noun_id(noun), first, length)
-            splits.add_clip(rows, clip, fps, verb, noun, thumbs)
-        for _ in range(6):
-            writer.write(renderer.frame(None))
-        writer.close()
-        splits.video_info.append((video_id, writer.count / fps, fps))
+            gap = int(video_rng.integers(5, 11))
+            splits.write_clip(rows, writer, i, verb, noun, gap, partial(renderer.frame, None),
+                              (renderer.frame(k / (length - 1)) for k in range(-1, length + 1)))
+        splits.close_video(writer, [renderer.frame(None)] * 6)
     return rows
 
 
@@ -681,15 +694,7 @@ SYNTHETIC_HARD_VERBS = {
 # noun key -> shape; the default variant's nine shapes plus sixteen, most of them a near twin of another shape
 # (ring / thin ring, square / wide rectangle / hollow square, disc / hexagon / octagon, cross / x-cross, ...).
 SYNTHETIC_HARD_NOUNS = {
-    "plate": "disc",
-    "pan": "ring",
-    "lid": "triangle",
-    "bowl": "half-disc",
-    "bottle": "upright-bar",
-    "box": "square",
-    "package": "cross",
-    "jar": "diamond",
-    "can": "star",
+    **SYNTHETIC_NOUNS,
     "spoon": "ellipse",
     "knife": "flat-bar",
     "glass": "thin-ring",
@@ -899,18 +904,12 @@ def _write_hard_split(splits: _SplitWriter, split: str, split_index: int, count:
     clips consecutive actions; an object stays in view between the actions of its script."""
     short = splits.short_clips(np.random.default_rng([splits.seed, split_index, 1]), count)
     s = splits.size / 112.0
-    n_videos = math.ceil(count / splits.clips_per_video)
     rows: list[dict[str, Any]] = []
-    for v, (participant, video_id) in enumerate(_video_names(split, n_videos, splits.counters)):
-        lo, hi = v * splits.clips_per_video, min(count, (v + 1) * splits.clips_per_video)
-        if lo >= hi:
-            break
+    for v, clips, writer in splits.videos(split, count):
         rng = np.random.default_rng([splits.seed, split_index, 1000 + v])
         scene = _HardScene(rng, splits.size, np.random.default_rng([splits.seed, split_index, 2000 + v]))
-        fps = frames_fps(video_id)
-        writer = _VideoWriter(splits.root, video_id, fps, splits.size, splits.frames, splits.video)
         rest, number = None, -1
-        for i, (clip_index, (verb, noun, script)) in enumerate(zip(range(lo, hi), _hard_actions(rng, hi - lo, tail_first=v == 0))):
+        for i, (clip_index, (verb, noun, script)) in enumerate(zip(clips, _hard_actions(rng, len(clips), tail_first=v == 0))):
             if script != number:  # a new script: a new object, after a pause without one
                 number, rest = script, None
                 shape, radius = SYNTHETIC_HARD_NOUNS[noun], rng.uniform(*_HARD_RADIUS) * s
@@ -923,24 +922,11 @@ def _write_hard_split(splits: _SplitWriter, split: str, split_index: int, count:
             colour = _hsv(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.8, 1.0))
             length = int(rng.choice([4, 7])) if short[clip_index] else 3 * int(rng.integers(12, 31)) + 1
             renderer = _HardClipRenderer(rng, verb, radius, splits.size, length, None if rest is None else rest[2:4])
-            # Boundaries on multiples of 3 frames and one extra frame each side, as in the default variant.
-            first = 3 * math.ceil((writer.count + gap) / 3)
-            while writer.count < first - 1:
-                writer.write(scene.frame(rest))
-            thumbs = []
-            for k in range(-1, length + 1):
-                rest = (shape, colour, *renderer.state(k / (length - 1)))
-                image = scene.frame(rest)
-                writer.write(image)
-                if 0 <= k < length:
-                    thumbs.append(image)
-            clip = _Clip(f"{video_id}_{i}", participant, video_id, splits.vocab.verb_id(verb),
-                         splits.vocab.noun_id(noun), first, length)
-            splits.add_clip(rows, clip, fps, verb, noun, thumbs)
-        for _ in range(30):
-            writer.write(scene.frame(None))
-        writer.close()
-        splits.video_info.append((video_id, writer.count / fps, fps))
+            fill = partial(scene.frame, rest)  # the object stays where the previous action left it
+            states = [(shape, colour, *renderer.state(k / (length - 1))) for k in range(-1, length + 1)]
+            rest = states[-1]
+            splits.write_clip(rows, writer, i, verb, noun, gap, fill, (scene.frame(state) for state in states))
+        splits.close_video(writer, (scene.frame(None) for _ in range(30)))
     return rows
 
 
