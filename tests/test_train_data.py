@@ -10,7 +10,7 @@ from helpers.train_run import SYNTHETIC, synthetic_cache
 
 from modeling_mambavl import MambaVLProcessor, MambaVLVideoProcessor
 from modeling_mambavl.ek100 import load_ek100, make_synthetic_ek100, set_ek100_epoch
-from modeling_mambavl.ek100.media import WindowReader
+from modeling_mambavl.ek100.media import EK100Clips, WindowReader
 from modeling_mambavl.processors import MediaError, load_clip, sample_frame_indices
 from modeling_mambavl.processors.sampling import view_indices
 from modeling_mambavl.training.builders import DataSpec, build_clip_dataset, load_rows, resolve_data
@@ -174,7 +174,7 @@ def test_bad_clips_are_flagged_or_raise(data, processor, tmp_path):
     cached = ClipCache.build(tmp_path / "clips", rows, WindowReader(media, "frames", "recognition", "validation"),
                              skip_bad_clips=True)
     assert list(cached.bad) == [broken["narration_id"]]
-    from_cache = EK100ClipDataset(rows, processor, cache=cached, num_frames=4, skip_bad_clips=True)
+    from_cache = EK100ClipDataset(rows, EK100Clips(cached, processor.video_processor, num_frames=4), skip_bad_clips=True)
     assert from_cache[1]["valid"] is False and from_cache[0]["valid"] is True
 
 
@@ -182,7 +182,7 @@ def test_rows_with_classes_outside_the_models_heads_are_refused_before_training(
     spec, _ = data
     rows = load_rows(spec, "train", "recognition", limit=4)
     reader = WindowReader(spec.media_root, spec.media, "recognition", "train")
-    dataset = EK100ClipDataset(rows, processor, reader=reader, num_frames=4)
+    dataset = EK100ClipDataset(rows, EK100Clips(reader, processor.video_processor, num_frames=4))
     dataset.check_labels(97, 300)  # the EK100 vocabulary fits the default heads
     biggest = max(rows, key=lambda r: r["noun_class"])
     with pytest.raises(ValueError) as info:

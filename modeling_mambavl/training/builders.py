@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..ek100.annotations import load_ek100
-from ..ek100.media import WindowReader, open_features
+from ..ek100.media import EK100Clips, WindowReader, open_features
 from .data import ClipCache, EK100ClipDataset, EpochSampler
 from .losses import class_counts, log_prior
 
@@ -174,9 +174,8 @@ def build_clip_dataset(
     ids, mask = tokenize_questions(rows, processor, question_source, split, path=questions_path)
     sampling = sampling or ("dense" if task == "anticipation" else "segment")
     anchor = "end" if task == "anticipation" else "center"
-    source: dict[str, Any] = {}
     if data.media == "features":
-        source["features"] = open_features(data.media_root, task)
+        source: Any = open_features(data.media_root, task)
     else:
         if data.media_root is None:
             raise ValueError("--media_root is needed with --annotations_dir (the folder holding rgb_frames/ or "
@@ -194,18 +193,17 @@ def build_clip_dataset(
 
             if accelerator is not None:
                 with accelerator.main_process_first():
-                    source["cache"] = build()
+                    source = build()
             else:
-                source["cache"] = build()
+                source = build()
         else:
-            source["reader"] = reader
+            source = reader
     vp = processor.video_processor
-    return EK100ClipDataset(
-        rows, processor, question_input_ids=ids, question_attention_mask=mask, num_frames=vp.num_frames,
-        sampling=sampling, stride=stride, target_fps=target_fps, anchor=anchor, training=training, seed=seed,
-        temporal_views=temporal_views, spatial_crops=spatial_crops, skip_bad_clips=skip_bad_clips,
-        reverse_frames=reverse_frames, question_order=question_order, **source,
-    )
+    clips = EK100Clips(source, vp, num_frames=vp.num_frames, sampling=sampling, stride=stride, target_fps=target_fps,
+                       anchor=anchor, training=training, seed=seed, temporal_views=temporal_views,
+                       spatial_crops=spatial_crops, reverse_frames=reverse_frames)
+    return EK100ClipDataset(rows, clips, question_input_ids=ids, question_attention_mask=mask,
+                            skip_bad_clips=skip_bad_clips, question_order=question_order)
 
 
 def build_dataloader(dataset: EK100ClipDataset, batch_size: int, *, shuffle: bool, seed: int,

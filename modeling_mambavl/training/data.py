@@ -181,20 +181,14 @@ class EK100ClipDataset(torch.utils.data.Dataset):
 
     Args:
         rows: annotation rows (``load_ek100(...)`` without media, as dicts), each with ``sample_index``.
-        processor: a ``MambaVLProcessor`` (its video processor transforms the clips).
+        clips: the clip pipeline, an ``ek100.media.EK100Clips`` (the pipeline of ``load_ek100`` too): its source (a
+            ``WindowReader``, a :class:`ClipCache` or an ``EK100FeatureReader``), video processor, frame sampling,
+            training augmentation and evaluation views (``pixel_values`` ``(K*M, T, C, H, W)`` then; the model's
+            logits are averaged over them) are documented there.
         question_input_ids / question_attention_mask: ``(N, Q, L)`` tokenized questions, one per row (or ``None``
             for the model's default questions).
-        reader / cache / features: where clips come from: a ``WindowReader`` (decode on access), a
-            :class:`ClipCache`, or an ``EK100FeatureReader`` (pre-extracted ``video_features``).
-        num_frames, sampling, stride, target_fps, anchor: frame sampling (as ``load_clip``).
-        training: random frame positions and augmentation from ``clip_generator(seed, epoch, sample_index)``.
-        temporal_views, spatial_crops: evaluation views, K x M per clip (``pixel_values`` ``(K*M, T, C, H, W)``
-            then; the model's logits are averaged over them).
         skip_bad_clips: an unreadable clip gives zeros and ``valid=False`` instead of raising.
-        reverse_frames: play every clip backwards (a control: motion verbs must stop being recognised).
         question_order: row ``i`` takes the questions of row ``question_order[i]`` (a control: shuffled questions).
-
-    Clips are made by ``ek100.media.EK100Clips`` (:attr:`clips`), the pipeline of ``load_ek100`` too.
 
     Items: ``index`` (row position), ``valid``, ``pixel_values`` ``(T, C, H, W)`` (or views first) or
     ``video_features`` ``(F, D)``, ``question_input_ids`` / ``question_attention_mask`` ``(Q, L)``, ``verb_labels`` /
@@ -204,41 +198,20 @@ class EK100ClipDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         rows: Sequence[dict],
-        processor: Any,
+        clips: EK100Clips,
         *,
         question_input_ids: torch.Tensor | None = None,
         question_attention_mask: torch.Tensor | None = None,
-        reader: WindowReader | None = None,
-        cache: ClipCache | None = None,
-        features: Any = None,
-        num_frames: int = 16,
-        sampling: str = "segment",
-        stride: int = 4,
-        target_fps: float = 30.0,
-        anchor: str = "center",
-        training: bool = False,
-        seed: int = 0,
-        temporal_views: int = 1,
-        spatial_crops: int = 1,
         skip_bad_clips: bool = False,
-        reverse_frames: bool = False,
         question_order: Sequence[int] | None = None,
     ) -> None:
-        sources = [s for s in (reader, cache, features) if s is not None]
-        if len(sources) != 1:
-            raise ValueError("EK100ClipDataset: give exactly one of reader, cache or features")
-        self.rows = list(rows)
-        self.processor = processor
-        self.clips = EK100Clips(
-            sources[0], getattr(processor, "video_processor", processor), num_frames=num_frames, sampling=sampling,
-            stride=stride, target_fps=target_fps, anchor=anchor, training=training, seed=seed,
-            temporal_views=temporal_views, spatial_crops=spatial_crops, reverse_frames=reverse_frames,
-        )
-        self.question_input_ids = question_input_ids
-        self.question_attention_mask = question_attention_mask
+        if not isinstance(clips, EK100Clips):
+            raise TypeError(f"EK100ClipDataset: clips is a {type(clips).__name__}; expected an ek100.media.EK100Clips "
+                            "(EK100Clips(source, video_processor, num_frames=..., ...))")
+        self.rows, self.clips, self.skip_bad_clips = list(rows), clips, bool(skip_bad_clips)
         if question_input_ids is not None and len(question_input_ids) != len(self.rows):
             raise ValueError(f"question_input_ids has {len(question_input_ids)} rows for {len(self.rows)} clips")
-        self.skip_bad_clips = bool(skip_bad_clips)
+        self.question_input_ids, self.question_attention_mask = question_input_ids, question_attention_mask
         if question_order is not None and sorted(question_order) != list(range(len(self.rows))):
             raise ValueError("question_order must be a permutation of the rows")
         self.question_order = None if question_order is None else list(question_order)
