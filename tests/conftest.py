@@ -42,6 +42,22 @@ def tiny_saved(tmp_path_factory):
     return folder, model, processor
 
 
+@pytest.fixture(scope="module")
+def train_script(request):
+    """examples/train_ek100.py imported as a module, a fresh import for each test module that asks for it."""
+    from helpers.scripts import EXAMPLES, import_script
+
+    yield from import_script(EXAMPLES / "train_ek100.py", f"train_ek100_for_{request.module.__name__}")
+
+
+@pytest.fixture(scope="module")
+def eval_script(request):
+    """examples/eval_ek100.py imported as a module, a fresh import for each test module that asks for it."""
+    from helpers.scripts import EXAMPLES, import_script
+
+    yield from import_script(EXAMPLES / "eval_ek100.py", f"eval_ek100_for_{request.module.__name__}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """On a pytest-xdist worker, the cores are shared with the other workers: without this, n workers (and the
     subprocesses they start) each run one PyTorch / OpenMP thread per core and wait on each other's descheduled

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.scripts import import_script
+from helpers.scripts import EXAMPLES, import_script
+from helpers.synthetic_files import small_frames_set
 from helpers.train_run import environment
 
-from modeling_mambavl.ek100 import make_synthetic_ek100
 from modeling_mambavl.ek100.metric import official_action_topk
 from modeling_mambavl.processors import make_question_source
 from modeling_mambavl.training.evaluation import (
@@ -27,7 +27,7 @@ from modeling_mambavl.training.evaluation import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CASCADE = REPO / "examples" / "cascade_ek100.py"
+CASCADE = EXAMPLES / "cascade_ek100.py"
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,9 @@ def cascade_script():
 
 
 @pytest.fixture(scope="module")
-def eval_script():
-    yield from import_script(REPO / "examples" / "eval_ek100.py", "eval_ek100_for_cascade")
-
-
-@pytest.fixture(scope="module")
 def six_videos(tmp_path_factory):
     """A synthetic EK100-format set at 32 px whose training split has 6 videos of 4 clips (frames only)."""
-    root = tmp_path_factory.mktemp("cascade-data")
-    return make_synthetic_ek100(root, num_train=24, num_validation=12, num_test=12, clips_per_video=4, size=32,
-                                video=False, features=False)
+    return small_frames_set(tmp_path_factory.mktemp("cascade-data"), clips_per_video=4, size=32)
 
 
 def read_csv(path: Path) -> list[dict]:

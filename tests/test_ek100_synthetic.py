@@ -1,12 +1,11 @@
 import csv
-import hashlib
 import json
 from importlib import resources
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from helpers.synthetic_files import folder_digest, split_rows
 from PIL import Image
 
 from modeling_mambavl.ek100 import EK100Vocabulary, load_ek100, make_synthetic_ek100
@@ -21,21 +20,6 @@ def synthetic(tmp_path_factory):
     return make_synthetic_ek100(tmp_path_factory.mktemp("synthetic"), **SMALL)
 
 
-def _rows(data, split):
-    name = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv", "test": "EPIC_100_test_timestamps.csv"}
-    with open(data.annotations_dir / name[split], newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, list(reader)
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "synthetic.json"):
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def test_layout_is_ek100(synthetic):
     vocab = EK100Vocabulary.default()
     package = resources.files("modeling_mambavl.ek100") / "data"
@@ -43,11 +27,11 @@ def test_layout_is_ek100(synthetic):
                  "EPIC_100_tail_verbs.csv", "EPIC_100_tail_nouns.csv",
                  "EPIC_100_unseen_participant_ids_validation.csv", "EPIC_100_unseen_participant_ids_test.csv"):
         assert (synthetic.annotations_dir / name).read_bytes() == (package / name).read_bytes()
-    header, train = _rows(synthetic, "train")
+    header, train = split_rows(synthetic, "train")
     assert tuple(header) == LABELLED_COLUMNS and len(train) == SMALL["num_train"]
-    header, test = _rows(synthetic, "test")
+    header, test = split_rows(synthetic, "test")
     assert tuple(header) == TEST_COLUMNS and len(test) == SMALL["num_test"]
-    _, validation = _rows(synthetic, "validation")
+    _, validation = split_rows(synthetic, "validation")
     assert len(validation) == SMALL["num_validation"]
     with open(synthetic.annotations_dir / "EPIC_100_video_info.csv", newline="") as f:
         info = {r["video_id"]: r for r in csv.DictReader(f)}
@@ -76,9 +60,9 @@ def test_layout_is_ek100(synthetic):
 
 def test_classes_splits_and_short_clips(synthetic):
     vocab = EK100Vocabulary.default()
-    _, train = _rows(synthetic, "train")
-    _, validation = _rows(synthetic, "validation")
-    _, test = _rows(synthetic, "test")
+    _, train = split_rows(synthetic, "train")
+    _, validation = split_rows(synthetic, "validation")
+    _, test = split_rows(synthetic, "test")
     verbs = {int(r["verb_class"]) for r in train}
     nouns = {int(r["noun_class"]) for r in train}
     assert len(verbs) == len(SYNTHETIC_VERBS) >= 6 and len(nouns) == len(SYNTHETIC_NOUNS) >= 8
@@ -142,9 +126,9 @@ def test_deterministic(tmp_path):
     settings = dict(num_train=12, num_validation=12, num_test=12, clips_per_video=12, size=48, seed=5)
     a = make_synthetic_ek100(tmp_path / "a", **settings)
     b = make_synthetic_ek100(tmp_path / "b", **settings)
-    assert _digest(a.root) == _digest(b.root)
+    assert folder_digest(a.root) == folder_digest(b.root)
     c = make_synthetic_ek100(tmp_path / "c", **{**settings, "seed": 6})
-    assert _digest(a.root) != _digest(c.root)
+    assert folder_digest(a.root) != folder_digest(c.root)
     # Same settings: reused as is; other settings on a used folder: refused unless overwrite.
     assert make_synthetic_ek100(tmp_path / "a", **settings).root == a.root
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -153,7 +137,7 @@ def test_deterministic(tmp_path):
 
 
 def test_jpeg_frames_equal_mp4_frames(synthetic):
-    _, validation = _rows(synthetic, "validation")
+    _, validation = split_rows(synthetic, "validation")
     video_id = validation[0]["video_id"]
     participant = validation[0]["participant_id"]
     folder = synthetic.media_root / "rgb_frames" / participant / video_id
@@ -179,7 +163,7 @@ def test_jpeg_frames_equal_mp4_frames(synthetic):
 
 def test_reads_back_through_load_ek100_features(synthetic):
     for split in ("train", "validation"):
-        _, rows = _rows(synthetic, split)
+        _, rows = split_rows(synthetic, split)
         ds = load_ek100(synthetic.annotations_dir, split, synthetic.features_dir, media="features")
         assert ds["narration_id"] == sorted(r["narration_id"] for r in rows)
         assert ds["verb_class"] == [int(r["verb_class"]) for r in rows]

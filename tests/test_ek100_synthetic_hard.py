@@ -2,11 +2,9 @@
 default variant left as it was."""
 
 import argparse
-import csv
-import hashlib
-from pathlib import Path
 
 import pytest
+from helpers.synthetic_files import folder_digest, split_rows
 
 from modeling_mambavl.ek100 import EK100Vocabulary, load_ek100, make_synthetic_ek100
 from modeling_mambavl.ek100.annotations import LABELLED_COLUMNS, TEST_COLUMNS, UNKNOWN_ACTION
@@ -21,27 +19,11 @@ from modeling_mambavl.training.builders import load_rows, resolve_data, syntheti
 
 HARD = dict(num_train=36, num_validation=24, num_test=12, clips_per_video=12, size=32, seed=1, variant="hard",
             video=False)
-SPLIT_FILES = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv",
-               "test": "EPIC_100_test_timestamps.csv"}
 
 
 @pytest.fixture(scope="module")
 def hard(tmp_path_factory):
     return make_synthetic_ek100(tmp_path_factory.mktemp("hard"), **HARD)
-
-
-def _rows(data, split):
-    with open(data.annotations_dir / SPLIT_FILES[split], newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, list(reader)
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "synthetic.json"):
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _by_video(rows):
@@ -64,7 +46,7 @@ DEFAULT_DIGESTS = {
 def test_default_variant_is_unchanged(tmp_path):
     settings = dict(num_train=36, num_validation=24, num_test=12, clips_per_video=6, size=64, seed=3)
     data = make_synthetic_ek100(tmp_path / "default", **settings)
-    assert {sub: _digest(data.root / sub) for sub in DEFAULT_DIGESTS} == DEFAULT_DIGESTS
+    assert {sub: folder_digest(data.root / sub) for sub in DEFAULT_DIGESTS} == DEFAULT_DIGESTS
     # Its synthetic.json settings too, so folders made before variants existed are still reused.
     assert make_synthetic_ek100(tmp_path / "default", variant="default", **settings).root == data.root
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -73,19 +55,19 @@ def test_default_variant_is_unchanged(tmp_path):
 
 def test_hard_is_deterministic(hard, tmp_path):
     again = make_synthetic_ek100(tmp_path / "again", **HARD)
-    assert _digest(again.root) == _digest(hard.root)
+    assert folder_digest(again.root) == folder_digest(hard.root)
     other = make_synthetic_ek100(tmp_path / "other", **{**HARD, "seed": 2, "frames": False})
-    assert _digest(other.annotations_dir) != _digest(hard.annotations_dir)
+    assert folder_digest(other.annotations_dir) != folder_digest(hard.annotations_dir)
     with pytest.raises(ValueError, match="variant='harder'"):
         make_synthetic_ek100(tmp_path / "bad", **{**HARD, "variant": "harder"})
 
 
 def test_hard_is_ek100_format(hard):
     vocab = EK100Vocabulary.default()
-    header, train = _rows(hard, "train")
+    header, train = split_rows(hard, "train")
     assert tuple(header) == LABELLED_COLUMNS and len(train) == HARD["num_train"]
-    _, validation = _rows(hard, "validation")
-    header, test = _rows(hard, "test")
+    _, validation = split_rows(hard, "validation")
+    header, test = split_rows(hard, "test")
     assert tuple(header) == TEST_COLUMNS and len(test) == HARD["num_test"] and len(validation) == HARD["num_validation"]
     for split in ("train", "validation"):
         ds = load_ek100(hard.annotations_dir, split, hard.media_root, unknown_actions="error")
@@ -118,8 +100,8 @@ def test_hard_is_ek100_format(hard):
 
 
 def test_hard_videos_are_consecutive_actions(hard):
-    _, train = _rows(hard, "train")
-    _, validation = _rows(hard, "validation")
+    _, train = split_rows(hard, "train")
+    _, validation = split_rows(hard, "validation")
     for video in _by_video(train + validation).values():
         assert [r["narration_id"] for r in video] == [f"{video[0]['video_id']}_{i}" for i in range(len(video))]
         fps = 50 if len(video[0]["video_id"].split("_")[1]) == 3 else 60
@@ -146,8 +128,8 @@ def _parses(actions, last_may_be_partial=True):
 
 
 def test_hard_videos_follow_the_grammar(hard):
-    _, train = _rows(hard, "train")
-    _, validation = _rows(hard, "validation")
+    _, train = split_rows(hard, "train")
+    _, validation = split_rows(hard, "validation")
     videos = _by_video(train + validation)
     for video in videos.values():
         assert _parses([(r["verb"], r["noun"]) for r in video]), [r["narration"] for r in video]

@@ -10,20 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.scripts import import_script
+from helpers.scripts import EXAMPLES, import_script
+from helpers.synthetic_files import small_frames_set
 from helpers.train_run import two_cpu_processes
 
 from modeling_mambavl import MambaVLVideoProcessor
-from modeling_mambavl.ek100 import (
-    EK100FeatureReader,
-    EK100FeatureWriter,
-    load_ek100,
-    make_synthetic_ek100,
-    set_ek100_epoch,
-)
+from modeling_mambavl.ek100 import EK100FeatureReader, EK100FeatureWriter, load_ek100, set_ek100_epoch
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "examples" / "extract_features.py"
+SCRIPT = EXAMPLES / "extract_features.py"
 VISION = {"image_size": 32, "patch_size": 16, "num_frames": 4, "hidden_size": 16, "num_hidden_layers": 1,
           "num_attention_heads": 2, "intermediate_size": 32}
 
@@ -34,15 +29,9 @@ def extract():
 
 
 @pytest.fixture(scope="module")
-def train_script():
-    yield from import_script(REPO / "examples" / "train_ek100.py", "train_ek100_for_features")
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ek100")
-    synthetic = make_synthetic_ek100(root / "syn", num_train=24, num_validation=12, num_test=12, clips_per_video=6,
-                                     size=64, video=False, features=False)
+    synthetic = small_frames_set(root / "syn", clips_per_video=6, size=64)
     from transformers import TimesformerConfig, TimesformerModel, VideoMAEConfig, VideoMAEModel
 
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_checkpoint import TINY_BERT
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
@@ -16,13 +17,10 @@ from transformers import (
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel
 
-TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
-
 
 def _config(fusion_type: str = "ssm", **overrides) -> MambaVLConfig:
     return MambaVLConfig.from_preset(
-        "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=2, fuser_heads=2, text_config=TEXT,
+        "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=2, fuser_heads=2, text_config=TINY_BERT,
         vision_config={"num_hidden_layers": 1, "image_size": 32}, image_size=32, scan_backend="reference",
         **overrides,
     )

@@ -10,21 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.scripts import import_script
-from helpers.train_run import EVAL, TRAIN, break_clip, copy_dataset, run, script_args, synthetic_cache
+from helpers.train_run import TRAIN, break_clip, copy_dataset, run, script_args, synthetic_cache
 
 from modeling_mambavl.ek100 import EK100AnnotationError
 from modeling_mambavl.processors import MediaError
-
-
-@pytest.fixture(scope="module")
-def train_module():
-    yield from import_script(TRAIN, "train_ek100_reliability")
-
-
-@pytest.fixture(scope="module")
-def eval_module():
-    yield from import_script(EVAL, "eval_ek100_reliability")
 
 
 @pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
@@ -84,14 +73,14 @@ BAD_ANNOTATIONS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ANNOTATIONS))
-def test_bad_annotations_stop_the_training_script_before_training(case, cache, tmp_path, train_module,
+def test_bad_annotations_stop_the_training_script_before_training(case, cache, tmp_path, train_script,
                                                                    fresh_accelerate_state):
     filename, edit, expected = BAD_ANNOTATIONS[case]
     annotations, media = copy_dataset(cache, tmp_path / "data")
     _rewrite(annotations / filename, edit)
     out = tmp_path / "run"
     with pytest.raises(EK100AnnotationError, match=str(annotations / filename).replace(".", r"\.") + ", " + expected):
-        train_module.main(script_args(cache, out, *_data_args(annotations, media), "--max_train_steps", "1"))
+        train_script.main(script_args(cache, out, *_data_args(annotations, media), "--max_train_steps", "1"))
     assert not out.exists()  # no checkpoint, no model, not even the run folder
 
 
@@ -110,7 +99,7 @@ def test_bad_annotation_subprocess_exits_nonzero_naming_file_and_line(cache, tmp
 
 
 @pytest.mark.slow
-def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, train_module, fresh_accelerate_state):
+def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, train_script, fresh_accelerate_state):
     annotations, media = copy_dataset(cache, tmp_path / "data")
     broken = break_clip(media, annotations, "train", 2)
     # The broken clip's frames may be shared by a validation clip of the same video: count those too.
@@ -118,7 +107,7 @@ def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, trai
               "--data_cache_dir", str(tmp_path / "cache")]
     strict = tmp_path / "strict"
     with pytest.raises(MediaError, match=r"frame_\d+\.jpg") as err:
-        train_module.main(script_args(cache, strict, *common))
+        train_script.main(script_args(cache, strict, *common))
     assert "rgb_frames" in err.value.path and broken in str(err.value)
     assert not any(strict.glob("checkpoint-*"))
 
@@ -126,7 +115,7 @@ def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, trai
 
     AcceleratorState._reset_state(reset_partial_state=True)
     lenient = tmp_path / "lenient"
-    result = train_module.main(script_args(cache, lenient, *common, "--skip_bad_clips"))
+    result = train_script.main(script_args(cache, lenient, *common, "--skip_bad_clips"))
     assert broken in result["bad_train_clips"]
     summary = json.loads((lenient / "train_summary.json").read_text())
     assert broken in summary["bad_training_clips"]
@@ -136,13 +125,13 @@ def test_bad_training_clip_stops_or_is_skipped_and_counted(cache, tmp_path, trai
 
 
 @pytest.mark.slow
-def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_module, eval_module,
+def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_script, eval_script,
                                                           fresh_accelerate_state):
     from accelerate.state import AcceleratorState
 
     # A model from a clean one-step run.
     model_run = tmp_path / "model"
-    train_module.main(script_args(cache, model_run, "--max_train_steps", "1", "--per_device_train_batch_size", "6"))
+    train_script.main(script_args(cache, model_run, "--max_train_steps", "1", "--per_device_train_batch_size", "6"))
     annotations, media = copy_dataset(cache, tmp_path / "data")
     broken = break_clip(media, annotations, "validation", 3)
     args = ["--model_name_or_path", str(model_run / "final_model"), *_data_args(annotations, media),
@@ -150,12 +139,12 @@ def test_evaluation_keeps_unreadable_clips_in_its_count(cache, tmp_path, train_m
 
     AcceleratorState._reset_state(reset_partial_state=True)
     with pytest.raises(MediaError) as err:
-        eval_module.main([*args, "--output_dir", str(tmp_path / "strict")])
+        eval_script.main([*args, "--output_dir", str(tmp_path / "strict")])
     assert broken in str(err.value) and "rgb_frames" in err.value.path
 
     AcceleratorState._reset_state(reset_partial_state=True)
     out = tmp_path / "lenient"
-    result = eval_module.main([*args, "--skip_bad_clips", "--output_dir", str(out)])
+    result = eval_script.main([*args, "--skip_bad_clips", "--output_dir", str(out)])
     bad = result["bad_clips"]
     assert broken in bad
     assert result["num_clips"] == 12 and result["num_clips_scored"] == 12 - len(bad)

@@ -3,16 +3,10 @@
 import json
 
 import pytest
-from helpers.scripts import import_script
 from helpers.train_run import TRAIN, assert_same_state, run, script_args, synthetic_cache
 
 from modeling_mambavl.training import checkpointing
 from modeling_mambavl.training.recipe import RecipeError
-
-
-@pytest.fixture(scope="module")
-def train_module():
-    yield from import_script(TRAIN, "train_ek100_for_train_script")
 
 
 @pytest.fixture(scope="session")  # the session's data set (helpers/train_run.py builds it once)
@@ -20,14 +14,14 @@ def cache(tmp_path_factory):
     return synthetic_cache(tmp_path_factory)
 
 
-def _dry_run(train_module, capsys, *argv):
-    report = train_module.main(["--dry_run", *argv])
+def _dry_run(train_script, capsys, *argv):
+    report = train_script.main(["--dry_run", *argv])
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(report))
     return printed
 
 
-def test_dry_run_prints_the_resolved_groups(train_module, capsys, tmp_path, fresh_accelerate_state):
+def test_dry_run_prints_the_resolved_groups(train_script, capsys, tmp_path, fresh_accelerate_state):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "_notes: the authors' recognition recipe, shortened\n"
@@ -35,7 +29,7 @@ def test_dry_run_prints_the_resolved_groups(train_module, capsys, tmp_path, fres
         "lr_schedule: cosine\nwarmup_epochs: 2\nnum_train_epochs: 100\nmixup_alpha: 0.8\ncutmix_alpha: 1.0\n"
         "decay_state_params: true\n"
     )
-    report = _dry_run(train_module, capsys, "--recipe", str(recipe), "--preset", "tiny", "--num_train_epochs", "7")
+    report = _dry_run(train_script, capsys, "--recipe", str(recipe), "--preset", "tiny", "--num_train_epochs", "7")
     assert report["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": True, "betas": [0.9, 0.999],
                                    "eps": 1e-8}
     assert report["schedule"]["name"] == "cosine" and report["schedule"]["warmup_epochs"] == 2.0
@@ -57,29 +51,29 @@ def test_dry_run_prints_the_resolved_groups(train_module, capsys, tmp_path, fres
     assert report["args"]["mixup_alpha"] == 0.8 and report["args"]["recipe"] == str(recipe)
 
 
-def test_dry_run_state_params_in_the_mamba_group(train_module, capsys, fresh_accelerate_state):
-    report = _dry_run(train_module, capsys, "--state_params_group", "mamba", "--lr", "1", "--lr_mamba", "2")
+def test_dry_run_state_params_in_the_mamba_group(train_script, capsys, fresh_accelerate_state):
+    report = _dry_run(train_script, capsys, "--state_params_group", "mamba", "--lr", "1", "--lr_mamba", "2")
     groups = {g["name"]: g for g in report["groups"]}
-    default = _dry_run(train_module, capsys, "--lr", "1", "--lr_mamba", "2")
+    default = _dry_run(train_script, capsys, "--lr", "1", "--lr_mamba", "2")
     moved = {g["name"]: g for g in default["groups"]}
     a_log = 128 * 16  # the tiny preset's shared A_log: d_inner 128 x N 16
     assert groups["mamba/no_decay"]["num_parameters"] == moved["mamba/no_decay"]["num_parameters"] + a_log
     assert groups["rest/no_decay"]["num_parameters"] == moved["rest/no_decay"]["num_parameters"] - a_log
 
 
-def test_label_smoothing_is_given_once(train_module, fresh_accelerate_state):
+def test_label_smoothing_is_given_once(train_script, fresh_accelerate_state):
     with pytest.raises(ValueError, match="label_smoothing=0.2 but --label_smoothing is 0.1: give it once"):
-        train_module.main(["--dry_run", "--config_overrides", '{"label_smoothing": 0.2}'])
+        train_script.main(["--dry_run", "--config_overrides", '{"label_smoothing": 0.2}'])
 
 
-def test_recipe_errors_name_the_file_and_key(train_module, tmp_path, fresh_accelerate_state):
+def test_recipe_errors_name_the_file_and_key(train_script, tmp_path, fresh_accelerate_state):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 0.1\n")
     with pytest.raises(RecipeError, match=r"bad\.yaml.*learning_rate"):
-        train_module.parse_args(["--recipe", str(bad)])
+        train_script.parse_args(["--recipe", str(bad)])
     bad.write_text("optimizer: lamb\n")
     with pytest.raises(RecipeError, match="lamb"):
-        train_module.parse_args(["--recipe", str(bad)])
+        train_script.parse_args(["--recipe", str(bad)])
 
 
 @pytest.mark.slow

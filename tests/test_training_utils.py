@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.tiny_checkpoint import TINY_BERT
 from torch import nn
 from transformers import BertConfig, BertModel
 
@@ -19,9 +20,6 @@ from modeling_mambavl.training.losses import (
 )
 from modeling_mambavl.training.mixup import mix_batch, one_hot_smoothed
 from modeling_mambavl.training.optimization import build_param_groups, classify_parameters, lr_multiplier
-
-TINY_TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
 
 
 class ToyMixer(nn.Module):
@@ -136,7 +134,7 @@ def test_one_class_prior_for_the_head_bias_and_the_logit_adjustment():
     prior = log_prior(counts)
     torch.testing.assert_close(prior.exp(), torch.tensor([3, 0.5, 1, 0.5], dtype=torch.float64) / 5)
     config = MambaVLConfig.from_preset("features-768", num_verb_classes=4, num_noun_classes=3, actions=[[0, 1]],
-                                       hidden_size=16, text_config=TINY_TEXT)
+                                       hidden_size=16, text_config=TINY_BERT)
     model = MambaVLForVideoClassification(config)
     init_head_bias_from_prior(model, rows)
     assert torch.equal(model.verb_head.bias, prior.float())

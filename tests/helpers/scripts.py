@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
 
 def import_script(path: Path, name: str) -> Iterator[ModuleType]:
     """The script at ``path`` imported as module ``name``, for a fixture: ``yield from import_script(path, name)``.

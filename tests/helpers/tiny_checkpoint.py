@@ -1,5 +1,6 @@
-"""Shared by the Hub, pipeline, CLI and Space tests: a tiny MambaVL checkpoint saved with its processor, a small test
-video, the real Big Buck Bunny clip when present, and a metrics.json that follows the contract."""
+"""Shared by the Hub, pipeline, CLI, Space and model tests: a tiny MambaVL checkpoint saved with its processor, a tiny
+text config, a small test video, the real Big Buck Bunny clip when present, and a metrics.json that follows the
+contract."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def _shared_clip(name: Path = Path("shared", "data", "videos", "bigbuckbunny_720
 
 
 BBB = _shared_clip()
+
+# A one-layer BERT text config small enough for a test to build a model from in milliseconds.
+TINY_BERT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
 
 METRICS = {
     "task": "recognition",
