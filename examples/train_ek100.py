@@ -44,10 +44,10 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from modeling_mambavl import MambaVLProcessor, atomic
+from modeling_mambavl import MambaVLForVideoClassification, MambaVLProcessor, atomic
 from modeling_mambavl.atomic import DiskFullError, atomic_write
 from modeling_mambavl.configuration import FUSION_TYPES
-from modeling_mambavl.saving import save_model_and_processor
+from modeling_mambavl.saving import load_model_and_processor, save_model_and_processor
 from modeling_mambavl.training import checkpointing, faults, runs
 from modeling_mambavl.training.arguments import (
     TRAINING_HELP,
@@ -338,11 +338,11 @@ def train(args, recipe, accelerator, after_training=None) -> dict:
     logger.info(accelerator.state, main_process_only=False)
 
     # Model first (a dry run needs nothing else), built identically on every process from the run seed.
-    model, model_source = create_model(args)
+    model, processor, model_source = create_model(args)
     if args.dry_run:
         return dry_run_report(args, model, model_source, accelerator)
     config = model.config
-    processor = create_processor(args, config)
+    processor = create_processor(args, config, processor)
     data = load_data(args, processor, config, accelerator)
     model = initialise_model(args, model, processor, data.train_rows, accelerator)
 
@@ -391,9 +391,16 @@ def create_accelerator(args) -> Accelerator:
     return Accelerator(**kwargs)
 
 
-def create_model(args) -> tuple[Any, str]:
-    """The model to train (seeded by ``--seed``) and where it came from. Its ``config.label_smoothing`` is
-    ``--label_smoothing``: the model's own loss reads it, and the saved config says what training used."""
+def create_model(args) -> tuple[Any, MambaVLProcessor | None, str]:
+    """The model to train (seeded by ``--seed``), the processor saved with it when it comes from a checkpoint
+    (``None`` for a new model) and where it came from. Its ``config.label_smoothing`` is ``--label_smoothing``: the
+    model's own loss reads it, and the saved config says what training used.
+
+    A checkpoint (``--init_from`` / ``--model_name_or_path``) loads through ``load_model_and_processor``, the
+    package's one loader: weights lacking tensors of the model (also after ``--fusion_type`` / ``--config_overrides``
+    change its architecture) and a processor that does not make the model's inputs are refused there, naming them;
+    LoRA adapters are merged into their base. The config fields given here (``--label_smoothing``,
+    ``--fusion_type``, ``--config_overrides``) override the checkpoint's."""
     set_seed(args.seed)
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
     if overrides.get("label_smoothing", args.label_smoothing) != args.label_smoothing:
@@ -404,11 +411,17 @@ def create_model(args) -> tuple[Any, str]:
         overrides["fusion_type"] = args.fusion_type
     if args.init_from and args.task == "anticipation":
         logger.info(f"anticipation starts from the recognition checkpoint {args.init_from}")
-    return build_model(
-        preset=args.preset, config_name=args.config_name,
-        model_name_or_path=args.init_from or args.model_name_or_path, vision_backbone=args.vision_backbone,
-        text_backbone=args.text_backbone, config_overrides=overrides, meta=args.dry_run,
+    checkpoint = args.init_from or args.model_name_or_path
+    if checkpoint and not args.dry_run:
+        model, processor = load_model_and_processor(checkpoint, model_class=MambaVLForVideoClassification,
+                                                     merge_adapters=True, **overrides)
+        return model, processor, f"checkpoint {checkpoint}"
+    model, source = build_model(
+        preset=args.preset, config_name=args.config_name, model_name_or_path=checkpoint,
+        vision_backbone=args.vision_backbone, text_backbone=args.text_backbone, config_overrides=overrides,
+        meta=args.dry_run,
     )
+    return model, None, source
 
 
 def is_new_model(args) -> bool:
@@ -443,22 +456,12 @@ def dry_run_report(args, model, model_source: str, accelerator) -> dict:
     return report
 
 
-def create_processor(args, config) -> MambaVLProcessor:
-    """The checkpoint's processor when it has a usable one, else one made for ``config`` with the options' tokenizer
+def create_processor(args, config, processor: MambaVLProcessor | None = None) -> MambaVLProcessor:
+    """The checkpoint's ``processor`` (its questions checked against the model by the loader; here also its frames
+    and crop, unless the clips are pre-extracted features), else one made for ``config`` with the options' tokenizer
     and augmentation; the config gets the default questions and the pad id of its tokenizer."""
-    processor = None
-    source = args.init_from or args.model_name_or_path
-    if not is_new_model(args):
-        try:
-            from transformers import AutoProcessor
-
-            processor = AutoProcessor.from_pretrained(source)
-            processor.check_model_config(config, source, video=False)
-        except (OSError, ValueError, TypeError) as e:
-            logger.warning(f"no usable processor saved with the checkpoint ({e}); building one from the config")
-            processor = None
-        if processor is not None and args.media != "features":
-            processor.check_model_config(config, source, questions=False)
+    if processor is not None and args.media != "features":
+        processor.check_model_config(config, args.init_from or args.model_name_or_path, questions=False)
     if processor is None:
         processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
                                                  max_length=args.max_question_length, crop_scale=args.crop_scale,

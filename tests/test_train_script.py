@@ -138,3 +138,47 @@ def test_killed_and_resumed_equals_uninterrupted(cache, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "checkpoint-00000002" in proc.stderr
     assert_same_state(straight / "checkpoint-00000005", killed / "checkpoint-00000005")
+
+
+def test_init_from_loads_through_the_one_loader(train_script, tmp_path):
+    """--init_from / --model_name_or_path load with load_model_and_processor: the weights as saved with the config
+    fields the options set, the processor saved with them; incomplete weights and a processor that does not make the
+    model's questions are refused, named."""
+    import torch
+    from helpers.train_run import SMALL_MODEL
+    from safetensors.torch import load_file, save_file
+
+    from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLProcessor
+    from modeling_mambavl.saving import IncompleteCheckpointError, save_model_and_processor
+    from modeling_mambavl.training.builders import build_model
+
+    torch.manual_seed(0)
+    config = MambaVLConfig.from_preset("tiny", **SMALL_MODEL, **MambaVLProcessor().default_question_inputs())
+    model, processor = MambaVLForVideoClassification(config), MambaVLProcessor.from_config(config)
+    save_model_and_processor(model, processor, tmp_path / "complete")
+    for option in ("--init_from", "--model_name_or_path"):
+        args, _ = train_script.parse_args([option, str(tmp_path / "complete"), "--label_smoothing", "0.2"])
+        loaded, loaded_processor, source = train_script.create_model(args)
+        assert source == f"checkpoint {tmp_path / 'complete'}" and loaded.config.label_smoothing == 0.2
+        assert loaded.state_dict().keys() == model.state_dict().keys()
+        assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+        assert loaded_processor.questions == processor.questions
+        assert loaded_processor.video_processor.num_frames == processor.video_processor.num_frames == config.num_frames
+        assert train_script.create_processor(args, loaded.config, loaded_processor) is loaded_processor
+
+    weights = load_file(str(tmp_path / "complete" / "model.safetensors"))
+    save_model_and_processor(model, processor, tmp_path / "partial")
+    partial = {k: v for k, v in weights.items() if k != "verb_head.weight"}
+    save_file(partial, str(tmp_path / "partial" / "model.safetensors"), metadata={"format": "pt"})
+    args, _ = train_script.parse_args(["--init_from", str(tmp_path / "partial")])
+    with pytest.raises(IncompleteCheckpointError, match="verb_head.weight"):
+        train_script.create_model(args)
+
+    other = MambaVLProcessor(processor.video_processor, processor.tokenizer, questions=["Which action?", "Which object?"])
+    save_model_and_processor(model, other, tmp_path / "other-questions")
+    args, _ = train_script.parse_args(["--init_from", str(tmp_path / "other-questions")])
+    with pytest.raises(ValueError, match="default_question_input_ids do not match"):
+        train_script.create_model(args)
+
+    with pytest.raises(ValueError, match="load_model_and_processor"):
+        build_model(model_name_or_path=tmp_path / "complete")

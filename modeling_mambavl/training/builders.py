@@ -226,24 +226,26 @@ def build_model(
     config_overrides: dict[str, Any] | None = None,
     meta: bool = False,
 ) -> tuple[Any, str]:
-    """The model to train and a description of where it came from.
+    """A new model to train and a description of where it came from.
 
-    In order of precedence: ``model_name_or_path`` (a checkpoint folder or Hub id: its weights), ``vision_backbone``
+    In order of precedence: ``model_name_or_path`` (with ``meta=True`` only: a checkpoint's config), ``vision_backbone``
     / ``text_backbone`` (``from_backbones``: pretrained backbones, new fusion and heads), ``config_name`` (a config
-    JSON: new weights), ``preset`` (new weights). ``config_overrides`` (config fields) apply to the last three and to
-    a checkpoint's config. ``meta=True`` builds on the meta device (shapes and names only, for ``--dry_run``).
+    JSON: new weights), ``preset`` (new weights). ``config_overrides`` (config fields) apply to each. ``meta=True``
+    builds on the meta device (shapes and names only, for ``--dry_run``). A checkpoint's weights load through
+    ``modeling_mambavl.saving.load_model_and_processor`` (which refuses incomplete weights and checks the processor).
     """
     from ..configuration import MambaVLConfig
     from ..modeling import MambaVLForVideoClassification
 
     overrides = dict(config_overrides or {})
     if model_name_or_path is not None:
-        if meta:
-            config = MambaVLConfig.from_pretrained(str(model_name_or_path), **overrides)
-            with torch.device("meta"):
-                return MambaVLForVideoClassification(config), f"checkpoint {model_name_or_path}"
-        model = MambaVLForVideoClassification.from_pretrained(str(model_name_or_path), **overrides)
-        return model, f"checkpoint {model_name_or_path}"
+        if not meta:
+            raise ValueError(f"build_model(model_name_or_path={str(model_name_or_path)!r}) builds a checkpoint's "
+                             "config on the meta device only (meta=True); load its weights with "
+                             "modeling_mambavl.load_model_and_processor(path), which refuses incomplete weights")
+        config = MambaVLConfig.from_pretrained(str(model_name_or_path), **overrides)
+        with torch.device("meta"):
+            return MambaVLForVideoClassification(config), f"checkpoint {model_name_or_path}"
     if vision_backbone is not None or text_backbone is not None:
         if meta:
             raise ValueError("--dry_run with --vision_backbone / --text_backbone would download the backbones; use "
