@@ -81,8 +81,8 @@ DEMO_TRAINING = ["--optimizer", "adamw", "--lr", "3e-3", "--weight_decay", "0.05
                  "--checkpoints_total_limit", "1", "--num_threads", "1", "--no_plot"]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str], argparse._ArgumentGroup]:
-    """(arguments, the training arguments after ``--``, the data option group)."""
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str], tuple[argparse.Action, ...]]:
+    """(arguments, the training arguments after ``--``, the data options' actions)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
@@ -115,8 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--launcher", type=str, default=None,
                         help='command that runs the scripts, e.g. "accelerate launch --num_processes 2" (default: '
                              "this Python)")
-    data = parser.add_argument_group("data (passed to every run)")
-    add_data_arguments(data)
+    data = add_data_arguments(parser.add_argument_group("data (passed to every run)"))
     finish_parser(parser)
     args = parser.parse_args(argv)
     if args.num_folds < 2:
@@ -134,11 +133,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     return args, extra, data
 
 
-def check_training_arguments(extra: Sequence[str], group: argparse._ArgumentGroup) -> None:
-    """Refuse data options among the training arguments (after ``--``, or in a ``--recipe`` file there): the
-    evaluation runs would not see them, so they go before ``--``, where every run gets them."""
-    dests = {a.dest: a.option_strings[0] for a in group._group_actions if a.option_strings}
-    flags = {flag for a in group._group_actions for flag in a.option_strings}
+def check_training_arguments(extra: Sequence[str], data: Sequence[argparse.Action]) -> None:
+    """Refuse data options (``data``: their actions) among the training arguments (after ``--``, or in a ``--recipe``
+    file there): the evaluation runs would not see them, so they go before ``--``, where every run gets them."""
+    dests = {a.dest: a.option_strings[0] for a in data if a.option_strings}
+    flags = {flag for a in data for flag in a.option_strings}
     given = [token.split("=", 1)[0] for token in extra if token.split("=", 1)[0] in flags]
     if "--recipe" in extra and extra.index("--recipe") + 1 < len(extra):
         recipe = Path(extra[extra.index("--recipe") + 1])
@@ -151,11 +150,12 @@ def check_training_arguments(extra: Sequence[str], group: argparse._ArgumentGrou
                          "--, where every training and evaluation run of the cascade gets them")
 
 
-def data_options(args: argparse.Namespace, group: argparse._ArgumentGroup) -> list[str]:
+def data_options(args: argparse.Namespace, data: Sequence[argparse.Action]) -> list[str]:
     """The data options given on the command line (those differing from their defaults), as arguments again, except
-    the ones the cascade sets per run: every option ``add_data_arguments`` defines travels, new ones included."""
+    the ones the cascade sets per run: every option ``add_data_arguments`` defines (``data``: the actions it
+    returned) travels, new ones included."""
     out: list[str] = []
-    for action in group._group_actions:
+    for action in data:
         if action.dest in OWN_DATA_OPTIONS | STAGE2_DATA_OPTIONS or not action.option_strings:
             continue
         value = getattr(args, action.dest)
@@ -278,12 +278,12 @@ def run_command(command: list[str], stdout=None) -> tuple[int, float | None]:
 class Cascade:
     """Runs the steps, each once: a step whose folder holds ``step.json`` is done."""
 
-    def __init__(self, args: argparse.Namespace, extra: list[str], data_group: argparse._ArgumentGroup) -> None:
+    def __init__(self, args: argparse.Namespace, extra: list[str], data_actions: Sequence[argparse.Action]) -> None:
         self.args = args
         self.extra = extra
         self.out = Path(args.output_dir)
         self.launcher = shlex.split(args.launcher) if args.launcher else [sys.executable]
-        self.data = data_options(args, data_group)
+        self.data = data_options(args, data_actions)
         cache = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
         self.spec = resolve_data(args.annotations_dir, args.media_root, args.media, cache_dir=cache,
                                  synthetic=synthetic_settings(args))
@@ -293,7 +293,7 @@ class Cascade:
             + (["--media_root", args.media_root] if args.media_root else [])
         self.commands: dict[str, str] = {}
         # e.g. --question_pool: phrases the second stage's predicted questions, meaningless for the other sources
-        self.stage2 = [item for a in data_group._group_actions if a.dest in STAGE2_DATA_OPTIONS
+        self.stage2 = [item for a in data_actions if a.dest in STAGE2_DATA_OPTIONS
                        and getattr(args, a.dest, None) is not None for item in (a.option_strings[0],
                                                                                  str(getattr(args, a.dest)))]
 
@@ -517,7 +517,7 @@ def check_settings(out: Path, settings: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args, extra, data_group = parse_args(argv)
+    args, extra, data_actions = parse_args(argv)
     start = time.perf_counter()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -526,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in ignored}
     settings["training_arguments"] = extra
     check_settings(out, settings)
-    cascade = Cascade(args, extra, data_group)
+    cascade = Cascade(args, extra, data_actions)
     predictions, stage1_metrics = stage1(cascade)
     rows = {"stage1": {"title": f"stage 1 alone (mean of {args.num_folds} fold models)",
                        "metrics": stage1_metrics.get(args.eval_split, {}), "question_source": "generic"}}

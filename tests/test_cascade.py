@@ -144,6 +144,8 @@ def test_data_options_belong_before_the_training_arguments(cascade_script, eval_
         cascade_script.parse_args(["--", "--recipe", str(recipe)])
     args, extra, group = cascade_script.parse_args(["--synthetic_size", "32", "--cache_clips", "--", "--lr", "1"])
     assert cascade_script.data_options(args, group) == ["--cache_clips", "--synthetic_size", "32"]
+    # the data options are the actions add_data_arguments added (public argparse.Action objects)
+    assert {"annotations_dir", "cache_clips", "question_pool"} <= {a.dest for a in group}
     assert extra == ["--lr", "1"]
     with pytest.raises(SystemExit):
         eval_script.parse_args(["--model_name_or_path", "m", "--question_source", "oracle",

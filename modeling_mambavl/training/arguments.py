@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["HF_ALIASES", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "add_run_arguments", "apply_warmup_ratio",
            "finish_parser"]
@@ -95,49 +96,57 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def add_data_arguments(group: argparse._ActionsContainer) -> None:
-    """Add the shared EK100 data options (media, task, questions, caches, synthetic data, sampling) to ``group``."""
-    group.add_argument("--annotations_dir", type=str, default=None,
-                       help="epic-kitchens-100-annotations folder; without it, synthetic EK100-format data is used")
-    group.add_argument("--media_root", type=str, default=None,
-                       help="folder holding rgb_frames/ or videos/ (EK100 layout), or a feature folder")
-    group.add_argument("--media", choices=("frames", "video", "features"), default="frames",
-                       help="what --media_root holds: JPEG frame folders, MP4 videos, or extracted features")
-    group.add_argument("--task", choices=("recognition", "anticipation"), default="recognition",
-                       help="recognise the action in the segment, or anticipate it from the video before it")
-    group.add_argument("--anticipation_time", type=float, default=1.0,
-                       help="anticipation: seconds between the end of the observed window and the action")
-    group.add_argument("--observation_time", type=float, default=2.133,
-                       help="anticipation: seconds of video observed")
-    group.add_argument("--max_eval_samples", type=int, default=None,
-                       help="evaluate on the first N clips of the split only (quick runs)")
-    group.add_argument("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic",
-                       help="where the questions come from: fixed templates, a question file, a first-stage model's "
-                            "predictions, or the ground truth (oracle: an upper bound, labelled as such)")
-    group.add_argument("--question_pool", type=str, default=None,
-                       help="--question_source predicted: phrase the questions from this question pool (JSON from "
-                            "examples/generate_questions.py --pool) instead of the templates; saved with the "
-                            "processor, so a model trained with it is evaluated with it")
-    group.add_argument("--data_cache_dir", type=str, default=None,
-                       help="synthetic data and decoded-clip caches (default $MAMBAVL_CACHE or ~/.cache/mambavl)")
-    group.add_argument("--cache_clips", action="store_true",
-                       help="decode every clip's window once into a uint8 cache (small data sets)")
-    group.add_argument("--synthetic_train_clips", type=int, default=400,
-                       help="synthetic data (no --annotations_dir): training clips")
-    group.add_argument("--synthetic_validation_clips", type=int, default=128,
-                       help="synthetic data: validation clips")
-    group.add_argument("--synthetic_size", type=int, default=112, help="synthetic data: frame size in pixels")
-    group.add_argument("--synthetic_variant", choices=("default", "hard"), default="default",
-                       help="synthetic data: 6 verbs / 9 nouns in independent clips (default), or 14 verbs / 25 nouns "
-                            "with near-twin classes, small objects, noise and videos of action sequences (hard)")
-    group.add_argument("--sampling", choices=("segment", "dense"), default=None,
-                       help="frame sampling (default: segment for recognition, dense end-anchored for anticipation)")
-    group.add_argument("--stride", type=int, default=4, help="dense sampling: every stride-th frame at --target_fps")
-    group.add_argument("--target_fps", type=float, default=30.0,
-                       help="dense sampling: the frame rate strides are counted at, whatever the source's")
-    group.add_argument("--skip_bad_clips", action="store_true",
-                       help="skip unreadable media (counted and listed at the end) instead of stopping")
-    group.add_argument("--num_workers", type=int, default=2, help="data-loader worker processes per process")
+def add_data_arguments(group: argparse._ActionsContainer) -> tuple[argparse.Action, ...]:
+    """Add the shared EK100 data options (media, task, questions, caches, synthetic data, sampling) to ``group``;
+    returns their actions (``dest``, ``option_strings``, ``default``, ``nargs``), for a script that passes the data
+    options on to the runs it starts."""
+    actions: list[argparse.Action] = []
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        actions.append(group.add_argument(*flags, **kwargs))
+
+    add("--annotations_dir", type=str, default=None,
+        help="epic-kitchens-100-annotations folder; without it, synthetic EK100-format data is used")
+    add("--media_root", type=str, default=None,
+        help="folder holding rgb_frames/ or videos/ (EK100 layout), or a feature folder")
+    add("--media", choices=("frames", "video", "features"), default="frames",
+        help="what --media_root holds: JPEG frame folders, MP4 videos, or extracted features")
+    add("--task", choices=("recognition", "anticipation"), default="recognition",
+        help="recognise the action in the segment, or anticipate it from the video before it")
+    add("--anticipation_time", type=float, default=1.0,
+        help="anticipation: seconds between the end of the observed window and the action")
+    add("--observation_time", type=float, default=2.133,
+        help="anticipation: seconds of video observed")
+    add("--max_eval_samples", type=int, default=None,
+        help="evaluate on the first N clips of the split only (quick runs)")
+    add("--question_source", choices=("generic", "file", "predicted", "oracle"), default="generic",
+        help="where the questions come from: fixed templates, a question file, a first-stage model's "
+             "predictions, or the ground truth (oracle: an upper bound, labelled as such)")
+    add("--question_pool", type=str, default=None,
+        help="--question_source predicted: phrase the questions from this question pool (JSON from "
+             "examples/generate_questions.py --pool) instead of the templates; saved with the "
+             "processor, so a model trained with it is evaluated with it")
+    add("--data_cache_dir", type=str, default=None,
+        help="synthetic data and decoded-clip caches (default $MAMBAVL_CACHE or ~/.cache/mambavl)")
+    add("--cache_clips", action="store_true",
+        help="decode every clip's window once into a uint8 cache (small data sets)")
+    add("--synthetic_train_clips", type=int, default=400,
+        help="synthetic data (no --annotations_dir): training clips")
+    add("--synthetic_validation_clips", type=int, default=128,
+        help="synthetic data: validation clips")
+    add("--synthetic_size", type=int, default=112, help="synthetic data: frame size in pixels")
+    add("--synthetic_variant", choices=("default", "hard"), default="default",
+        help="synthetic data: 6 verbs / 9 nouns in independent clips (default), or 14 verbs / 25 nouns "
+             "with near-twin classes, small objects, noise and videos of action sequences (hard)")
+    add("--sampling", choices=("segment", "dense"), default=None,
+        help="frame sampling (default: segment for recognition, dense end-anchored for anticipation)")
+    add("--stride", type=int, default=4, help="dense sampling: every stride-th frame at --target_fps")
+    add("--target_fps", type=float, default=30.0,
+        help="dense sampling: the frame rate strides are counted at, whatever the source's")
+    add("--skip_bad_clips", action="store_true",
+        help="skip unreadable media (counted and listed at the end) instead of stopping")
+    add("--num_workers", type=int, default=2, help="data-loader worker processes per process")
+    return tuple(actions)
 
 
 def apply_warmup_ratio(args: argparse.Namespace) -> argparse.Namespace:
