@@ -32,7 +32,12 @@ from modeling_mambavl.training.builders import (
     resolve_data,
     synthetic_settings,
 )
-from modeling_mambavl.training.evaluation import evaluate_ek100, write_probabilities, write_question_predictions
+from modeling_mambavl.training.evaluation import (
+    EvaluationArguments,
+    evaluate_ek100,
+    write_probabilities,
+    write_question_predictions,
+)
 
 logger = get_logger(__name__)
 
@@ -97,17 +102,17 @@ def main(argv=None) -> dict:
         synthetic=synthetic_settings(args),
     )
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
-    evaluation = evaluate_ek100(
-        model, processor, data, args.split, task=args.task, question_source=args.question_source,
-        questions_path=args.questions_file, action_rule=args.action_rule, temporal_views=args.temporal_views,
-        spatial_crops=args.spatial_crops, skip_bad_clips=args.skip_bad_clips, limit=args.max_eval_samples,
-        anticipation_time=args.anticipation_time, observation_time=args.observation_time, sampling=args.sampling,
-        stride=args.stride, target_fps=args.target_fps, batch_size=args.per_device_eval_batch_size,
-        num_workers=args.num_workers, seed=args.seed, clip_cache_dir=cache_dir / "clips" if args.cache_clips else None,
-        reverse_frames=args.reverse_frames, shuffle_questions=args.shuffle_questions,
-        checkpoint=args.model_name_or_path, metrics_path=output_dir / "metrics.json", predictions_dir=output_dir,
-        accelerator=accelerator,
+    arguments = EvaluationArguments(
+        split=args.split, task=args.task, limit=args.max_eval_samples, anticipation_time=args.anticipation_time,
+        observation_time=args.observation_time, question_source=args.question_source,
+        questions_path=args.questions_file, temporal_views=args.temporal_views, spatial_crops=args.spatial_crops,
+        sampling=args.sampling, stride=args.stride, target_fps=args.target_fps, skip_bad_clips=args.skip_bad_clips,
+        clip_cache_dir=cache_dir / "clips" if args.cache_clips else None, reverse_frames=args.reverse_frames,
+        shuffle_questions=args.shuffle_questions, seed=args.seed, batch_size=args.per_device_eval_batch_size,
+        num_workers=args.num_workers, action_rule=args.action_rule, checkpoint=args.model_name_or_path,
+        metrics_path=output_dir / "metrics.json", predictions_dir=output_dir,
     )
+    evaluation = evaluate_ek100(model, processor, data, arguments, accelerator=accelerator)
     predictions = evaluation.predictions
     result: dict = {"num_clips": predictions.num_clips, "num_clips_scored": predictions.num_clips_scored,
                     "bad_clips": predictions.bad_clips, "output_dir": str(output_dir)}

@@ -257,19 +257,19 @@ def _eval(args: argparse.Namespace) -> int:
     from .model_card import metrics_json_text
     from .saving import load_model_and_processor
     from .training.builders import DataSpec
-    from .training.evaluation import evaluate_ek100
+    from .training.evaluation import EvaluationArguments, evaluate_ek100
 
     _check_model_argument(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_model_and_processor(args.model, revision=args.revision, device=device)
     data = DataSpec(Path(args.annotations), Path(args.media_root), args.media, args.dataset_name)
-    evaluation = evaluate_ek100(
-        model, processor, data, args.split, task=args.task, question_source=args.question_source,
-        questions_path=args.questions_file, action_rule=args.action_rule, temporal_views=args.temporal_views,
-        spatial_crops=args.spatial_crops, skip_bad_clips=args.skip_bad_clips, limit=args.limit,
-        batch_size=args.batch_size, require_labels=True, checkpoint=args.model, metrics_path=args.output,
-        print_table=not args.json,
+    arguments = EvaluationArguments(
+        split=args.split, task=args.task, limit=args.limit, require_labels=True, question_source=args.question_source,
+        questions_path=args.questions_file, temporal_views=args.temporal_views, spatial_crops=args.spatial_crops,
+        skip_bad_clips=args.skip_bad_clips, batch_size=args.batch_size, action_rule=args.action_rule,
+        checkpoint=args.model, metrics_path=args.output, print_table=not args.json,
     )
+    evaluation = evaluate_ek100(model, processor, data, arguments)
     if args.json:
         print(metrics_json_text(evaluation.payload), end="")
     return 0

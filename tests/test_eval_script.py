@@ -97,3 +97,20 @@ def test_check_processor_fits_names_the_disagreement():
     processor.video_processor.num_frames = config.num_frames * 2
     with pytest.raises(ValueError, match=f"num_frames={config.num_frames * 2} .* num_frames={config.num_frames}"):
         processor.check_model_config(config, "ckpt")
+
+
+def test_evaluation_options_are_the_fields_of_evaluation_arguments(cache, tiny_saved, tmp_path):
+    """The script and `mambavl eval` each fill one EvaluationArguments; keyword overrides replace its fields (the
+    caller's object is left as it was), and an unknown option is named with the ones there are."""
+    from modeling_mambavl.training.builders import DataSpec
+    from modeling_mambavl.training.evaluation import EvaluationArguments, evaluate_ek100
+
+    _, model, processor = tiny_saved
+    root = synthetic_root(cache)
+    data = DataSpec(root / "annotations", root, "frames", "synthetic-ek100")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['temporal_view'\].*'temporal_views'"):
+        evaluate_ek100(model, processor, data, temporal_view=2)
+    arguments = EvaluationArguments(limit=3, batch_size=2, print_table=False, metrics_path=tmp_path / "metrics.json")
+    result = evaluate_ek100(model, processor, data, arguments, limit=2)
+    assert result.predictions.num_clips == 2 and arguments.limit == 3
+    assert json.loads((tmp_path / "metrics.json").read_text())["num_clips"] == 2

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from .builders import DataSpec, build_clip_dataset, build_dataloader, load_rows
 
 __all__ = [
     "Evaluation",
+    "EvaluationArguments",
     "Predictions",
     "checkpoint_position",
     "evaluate_ek100",
@@ -300,113 +301,144 @@ class Evaluation:
     predictions_paths: tuple[Path, Path] | None = None
 
 
+@dataclass
+class EvaluationArguments:
+    """What :func:`evaluate_ek100` evaluates and how (in the manner of transformers' ``TrainingArguments``): ``mambavl
+    eval`` and ``examples/eval_ek100.py`` each fill one from their command line, so the options, their defaults and
+    their meaning are written here once.
+
+    Which clips:
+        split: the annotation split. task: ``"recognition"`` or ``"anticipation"`` (``anticipation_time`` /
+        ``observation_time`` seconds). limit: the first ``limit`` rows only. require_labels: refuse a split without
+        verb / noun labels before anything runs.
+    Questions:
+        question_source: ``"generic"``, ``"file"``, ``"predicted"`` or ``"oracle"`` (labelled ``ORACLE QUESTIONS``);
+        questions_path: the file of ``file`` / ``predicted``.
+    Clips:
+        temporal_views x spatial_crops views a clip, their logits averaged; sampling / stride / target_fps: frame
+        sampling (default: segment for recognition, dense end-anchored for anticipation). skip_bad_clips: an
+        unreadable clip stays in ``num_clips`` and is left out of the metrics (else its ``MediaError`` stops the
+        evaluation before the model runs). clip_cache_dir: decode every window once into a clip cache there.
+    Controls:
+        reverse_frames: every clip played backwards; shuffle_questions: each clip gets another clip's questions (a
+        permutation drawn from ``seed``, which also seeds the frame sampling).
+    Running:
+        batch_size clips a step and process; num_workers data-loader workers.
+    Scoring and outputs:
+        action_rule: ``"official"`` or the authors' ``"independent"``. checkpoint: the folder or Hub id the model came
+        from (named in a processor mismatch; its ``metrics.json`` gives ``epoch`` / ``global_step``). metrics_path:
+        write ``metrics.json`` (strict JSON, :func:`metrics_payload`) there; predictions_dir: write
+        ``predictions.json`` / ``.csv`` there; print_table: print the metric table.
+    """
+
+    split: str = "validation"
+    task: str = "recognition"
+    limit: int | None = None
+    anticipation_time: float = 1.0
+    observation_time: float = 2.133
+    require_labels: bool = False
+    question_source: str = "generic"
+    questions_path: str | os.PathLike | None = None
+    temporal_views: int = 1
+    spatial_crops: int = 1
+    sampling: str | None = None
+    stride: int = 4
+    target_fps: float = 30.0
+    skip_bad_clips: bool = False
+    clip_cache_dir: str | os.PathLike | None = None
+    reverse_frames: bool = False
+    shuffle_questions: bool = False
+    seed: int = 0
+    batch_size: int = 8
+    num_workers: int = 0
+    action_rule: str = "official"
+    checkpoint: str | os.PathLike | None = None
+    metrics_path: str | os.PathLike | None = None
+    predictions_dir: str | os.PathLike | None = None
+    print_table: bool = True
+
+
 def evaluate_ek100(
     model: torch.nn.Module,
     processor: Any,
     data: DataSpec,
-    split: str = "validation",
+    arguments: EvaluationArguments | None = None,
     *,
-    task: str = "recognition",
-    question_source: str = "generic",
-    questions_path: str | os.PathLike | None = None,
-    action_rule: str = "official",
-    temporal_views: int = 1,
-    spatial_crops: int = 1,
-    skip_bad_clips: bool = False,
-    limit: int | None = None,
-    anticipation_time: float = 1.0,
-    observation_time: float = 2.133,
-    sampling: str | None = None,
-    stride: int = 4,
-    target_fps: float = 30.0,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    seed: int = 0,
-    clip_cache_dir: str | os.PathLike | None = None,
-    reverse_frames: bool = False,
-    shuffle_questions: bool = False,
-    require_labels: bool = False,
-    checkpoint: str | os.PathLike | None = None,
-    metrics_path: str | os.PathLike | None = None,
-    predictions_dir: str | os.PathLike | None = None,
-    print_table: bool = True,
     accelerator: Any = None,
+    **overrides: Any,
 ) -> Evaluation:
-    """Evaluate ``model`` on ``split`` of ``data`` (from ``training.builders.resolve_data``): ``mambavl eval`` and
+    """Evaluate ``model`` on a split of ``data`` (from ``training.builders.resolve_data``): ``mambavl eval`` and
     ``examples/eval_ek100.py`` are this function.
 
-    The first ``limit`` rows of the split are read (clips decoded on access, or once into a clip cache under
-    ``clip_cache_dir``), each as ``temporal_views`` x ``spatial_crops`` views whose logits are averaged; with
-    ``skip_bad_clips`` an unreadable clip stays in ``num_clips`` and is left out of the metrics
-    (``num_clips_scored``, ``predictions.bad_clips``), else its ``MediaError`` stops the evaluation before the model
-    runs. ``reverse_frames`` / ``shuffle_questions`` (with ``seed``) are the controls. ``checkpoint`` (the folder or
-    Hub id the model came from) names the processor in a mismatch error, and its ``metrics.json`` gives ``epoch`` /
-    ``global_step``. On a labelled split the metric table is printed and, with ``metrics_path``, ``metrics.json``
-    written (strict JSON, :func:`metrics_payload`); ``predictions_dir`` receives ``predictions.json`` / ``.csv``.
-    ``require_labels`` refuses a split without labels before anything runs. With ``accelerator`` (Accelerate) the
-    model and the data loader are prepared and every process evaluates its shard; without, one process runs on the
-    model's device.
+    ``arguments`` (:class:`EvaluationArguments`, default: its defaults) says what is evaluated and how; ``overrides``
+    replace some of its fields (``evaluate_ek100(model, processor, data, temporal_views=2)``). The clips are read as
+    ``predict`` and ``score`` need them, the metric table printed and ``metrics.json`` written on a labelled split.
+    With ``accelerator`` (Accelerate) the model and the data loader are prepared and every process evaluates its
+    shard; without, one process runs on the model's device.
     """
+    unknown = sorted(set(overrides) - {f.name for f in fields(EvaluationArguments)})
+    if unknown:
+        raise TypeError(f"evaluate_ek100: unknown option(s) {unknown}; the options are the fields of "
+                        f"EvaluationArguments: {[f.name for f in fields(EvaluationArguments)]}")
+    args = replace(arguments if arguments is not None else EvaluationArguments(), **overrides)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if data.media != "features":
-        processor.check_model_config(base.config, checkpoint if checkpoint is not None else "the model", questions=False)
-    rows = load_rows(data, split, task, anticipation_time=anticipation_time, observation_time=observation_time,
-                     limit=limit)
+        processor.check_model_config(base.config, args.checkpoint if args.checkpoint is not None else "the model",
+                                     questions=False)
+    rows = load_rows(data, args.split, args.task, anticipation_time=args.anticipation_time,
+                     observation_time=args.observation_time, limit=args.limit)
     labelled = any(r.get("verb_class") is not None for r in rows)
-    if require_labels and not labelled:
-        raise ValueError(f"split {split!r} of {data.annotations_dir} has no verb / noun labels to score; evaluate a "
-                         "labelled split (validation), or make a challenge submission with examples/eval_ek100.py "
-                         "--submission")
-    order = np.random.default_rng([seed, 7]).permutation(len(rows)).tolist() if shuffle_questions else None
+    if args.require_labels and not labelled:
+        raise ValueError(f"split {args.split!r} of {data.annotations_dir} has no verb / noun labels to score; "
+                         "evaluate a labelled split (validation), or make a challenge submission with "
+                         "examples/eval_ek100.py --submission")
+    order = np.random.default_rng([args.seed, 7]).permutation(len(rows)).tolist() if args.shuffle_questions else None
     main = accelerator is None or accelerator.is_main_process
     dataset = build_clip_dataset(
-        rows, data, processor, split=split, task=task, training=False, seed=seed, question_source=question_source,
-        questions_path=questions_path, sampling=sampling, stride=stride, target_fps=target_fps,
-        skip_bad_clips=skip_bad_clips, cache_dir=clip_cache_dir,
-        cache_short_side=getattr(base.config, "image_size", None), temporal_views=temporal_views,
-        spatial_crops=spatial_crops, reverse_frames=reverse_frames, question_order=order, accelerator=accelerator,
-        progress=main,
+        rows, data, processor, split=args.split, task=args.task, training=False, seed=args.seed,
+        question_source=args.question_source, questions_path=args.questions_path, sampling=args.sampling,
+        stride=args.stride, target_fps=args.target_fps, skip_bad_clips=args.skip_bad_clips,
+        cache_dir=args.clip_cache_dir, cache_short_side=getattr(base.config, "image_size", None),
+        temporal_views=args.temporal_views, spatial_crops=args.spatial_crops, reverse_frames=args.reverse_frames,
+        question_order=order, accelerator=accelerator, progress=main,
     )
-    dataloader = build_dataloader(dataset, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+    dataloader = build_dataloader(dataset, args.batch_size, shuffle=False, seed=args.seed,
+                                  num_workers=args.num_workers)
     if accelerator is not None:
         model, dataloader = accelerator.prepare(model, dataloader)
-    predictions = predict(model, dataloader, accelerator, rows, description=f"eval {split}")
+    predictions = predict(model, dataloader, accelerator, rows, description=f"eval {args.split}")
     result = Evaluation(predictions)
     if main:
-        controls = [name for name, on in (("frames reversed", reverse_frames),
-                                          ("questions shuffled", shuffle_questions)) if on]
-        title = split + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
-        _report(result, rows, data, split=split, task=task, question_source=question_source, action_rule=action_rule,
-                checkpoint=checkpoint, metrics_path=metrics_path, predictions_dir=predictions_dir,
-                title=title if print_table else None)
+        _report(result, rows, data, args)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return result
 
 
-def _report(result: Evaluation, rows: Sequence[dict], data: DataSpec, *, split: str, task: str, question_source: str,
-            action_rule: str, checkpoint: str | os.PathLike | None, metrics_path: str | os.PathLike | None,
-            predictions_dir: str | os.PathLike | None, title: str | None) -> None:
+def _report(result: Evaluation, rows: Sequence[dict], data: DataSpec, args: EvaluationArguments) -> None:
     """The main process's part of :func:`evaluate_ek100`: per-clip predictions, the unreadable clips named, and on a
-    labelled split the metrics, ``metrics.json`` and (``title`` given) the printed table; fills ``result``."""
+    labelled split the metrics, ``metrics.json`` and (``print_table``) the printed table; fills ``result``."""
     predictions = result.predictions
-    if predictions_dir is not None:
-        result.predictions_paths = write_predictions(predictions_dir, predictions)
+    if args.predictions_dir is not None:
+        result.predictions_paths = write_predictions(args.predictions_dir, predictions)
     if predictions.bad_clips:
         logger.warning(f"{len(predictions.bad_clips)} clips could not be read and were not scored: "
                        f"{predictions.bad_clips}")
     if not any(r.get("verb_class") is not None for r in rows):
         return
-    observation = [r.get("observation_clipped", False) for r in rows] if task == "anticipation" else None
-    result.metrics = score(predictions, task=task, split=split, question_source=question_source,
-                           action_rule=action_rule, observation_clipped=observation)
-    epoch, step = checkpoint_position(checkpoint)
-    result.payload = metrics_payload(result.metrics, task=task, split=split, dataset=data.dataset,
-                                     question_source=question_source, epoch=epoch, global_step=step)
-    if metrics_path is not None:
-        result.metrics_path = write_metrics_json(metrics_path, result.payload)
-    if title is not None:
-        print(format_metric_table(result.metrics, question_source, title=title))
+    observation = [r.get("observation_clipped", False) for r in rows] if args.task == "anticipation" else None
+    result.metrics = score(predictions, task=args.task, split=args.split, question_source=args.question_source,
+                           action_rule=args.action_rule, observation_clipped=observation)
+    epoch, step = checkpoint_position(args.checkpoint)
+    result.payload = metrics_payload(result.metrics, task=args.task, split=args.split, dataset=data.dataset,
+                                     question_source=args.question_source, epoch=epoch, global_step=step)
+    if args.metrics_path is not None:
+        result.metrics_path = write_metrics_json(args.metrics_path, result.payload)
+    if args.print_table:
+        controls = [name for name, on in (("frames reversed", args.reverse_frames),
+                                          ("questions shuffled", args.shuffle_questions)) if on]
+        title = args.split + (f" [control: {', '.join(controls)}]" if controls else "") + ":"
+        print(format_metric_table(result.metrics, args.question_source, title=title))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
