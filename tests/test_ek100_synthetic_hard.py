@@ -2,6 +2,7 @@
 default variant left as it was."""
 
 import argparse
+import json
 
 import pytest
 from helpers.synthetic_files import folder_digest, split_rows
@@ -180,7 +181,8 @@ def test_synthetic_settings_and_cache_folders(tmp_path):
                           synthetic={**synthetic_settings(hard_args), "num_test": 12})
     # The default's folder keeps the name it had before variants existed; the hard one has its own.
     assert default.media_root.parent.name == "synthetic-num_train12-num_validation12-size32"
-    assert harder.media_root.parent.name == "synthetic-num_test12-num_train12-num_validation12-size32-varianthard"
+    assert harder.media_root.parent.name == \
+        "synthetic-num_test12-num_train12-num_validation12-size32-varianthard-variant_version1"
     explicit = resolve_data(None, None, "features", cache_dir=tmp_path,
                             synthetic={**synthetic_settings(args), "variant": "default"})
     assert explicit.media_root == default.media_root
@@ -188,3 +190,28 @@ def test_synthetic_settings_and_cache_folders(tmp_path):
     assert verbs <= set(SYNTHETIC_HARD_VERBS) and not verbs <= {"take", "put", "open", "close", "move", "shake"}
     with pytest.raises(SystemExit):
         _parse_data_args(["--synthetic_variant", "harder"])
+
+
+def test_a_cache_made_by_an_older_hard_generator_is_neither_reused_nor_an_error(tmp_path, monkeypatch):
+    """The generator's version is in the cache folder's name: after a change of the hard variant's data (its version
+    bumped), the folder the older generator made is left as it was and a new one is made beside it, where the same
+    name would have raised FileExistsError (its synthetic.json records other settings)."""
+    from modeling_mambavl.ek100 import synthetic
+
+    settings = {"num_train": 12, "num_validation": 12, "num_test": 12, "size": 32, "variant": "hard"}
+    current = synthetic.SYNTHETIC_VARIANT_VERSIONS["hard"]
+    with monkeypatch.context() as patch:
+        patch.setitem(synthetic.SYNTHETIC_VARIANT_VERSIONS, "hard", current - 1)
+        old = resolve_data(None, None, "frames", cache_dir=tmp_path, synthetic=settings)
+    old_folder, old_digest = old.annotations_dir.parent, folder_digest(old.annotations_dir.parent)
+    assert json.loads((old_folder / "synthetic.json").read_text())["settings"]["variant_version"] == current - 1
+    new = resolve_data(None, None, "frames", cache_dir=tmp_path, synthetic=settings)
+    new_folder = new.annotations_dir.parent
+    assert new_folder != old_folder and new_folder.name.endswith(f"-varianthard-variant_version{current}")
+    assert json.loads((new_folder / "synthetic.json").read_text())["settings"]["variant_version"] == current
+    assert folder_digest(old_folder) == old_digest  # not reused, not touched
+    assert resolve_data(None, None, "frames", cache_dir=tmp_path, synthetic=settings).annotations_dir == \
+        new.annotations_dir  # the current one is reused
+    # What the version in the name avoids: the older generator's folder asked for with today's settings.
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        make_synthetic_ek100(old_folder, **settings, frames=True, video=False, features=False)

@@ -80,11 +80,15 @@ def resolve_data(
                                     "epic-kitchens-100-annotations checkout)")
         return DataSpec(annotations_dir, Path(media_root) if media_root else None, media, "epic-kitchens-100")
     from ..ek100 import make_synthetic_ek100
+    from ..ek100.synthetic import SYNTHETIC_VARIANT_VERSIONS
 
     settings = dict(synthetic or {})
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    # The variant is part of the folder's name, except the default, whose folders predate variants.
+    # The variant and the version of its generator are part of the folder's name (a folder an older generator made
+    # is left alone, neither reused nor refused), except the default's, whose folders predate variants.
     named = {k: v for k, v in settings.items() if not (k == "variant" and v == "default")}
+    if named.get("variant") in SYNTHETIC_VARIANT_VERSIONS:
+        named["variant_version"] = SYNTHETIC_VARIANT_VERSIONS[named["variant"]]
     name = "synthetic-" + "-".join(f"{k}{v}" for k, v in sorted(named.items()))
     root = cache_dir / name
     kwargs = dict(settings, frames=media == "frames", video=media == "video", features=media == "features")
