@@ -24,6 +24,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
+from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
 from modeling_mambavl.training.builders import (
@@ -85,6 +86,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
+    # Refused before the evaluation runs, so that a bad output path leaves no half of the outputs behind.
+    check_target(output_dir, directory=True, name="--output_dir")
+    if args.write_question_predictions:
+        check_target(args.write_question_predictions, name="--write_question_predictions")
     accelerator = Accelerator(**({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
@@ -96,7 +102,6 @@ def main(argv=None) -> dict:
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
         synthetic=synthetic_settings(args),
     )
-    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
     evaluation = evaluate_ek100(
         model, processor, data, args.split, task=args.task, question_source=args.question_source,
         questions_path=args.questions_file, action_rule=args.action_rule, temporal_views=args.temporal_views,

@@ -143,6 +143,32 @@ def test_cli_refuses_a_split_without_labels(cache, tiny_saved, tmp_path, capsys)
     assert not out.exists()
 
 
+def test_bad_output_paths_are_refused_before_the_evaluation(tiny_saved, eval_module, tmp_path, capsys):
+    """eval_ek100.py with a folder as --write_question_predictions (it used to be replaced by the file, with all it
+    held, after the evaluation) or a file as --output_dir: one line naming the option, status 2, nothing written."""
+    from modeling_mambavl.cli import run_main
+
+    folder = tmp_path / "first_stage"
+    folder.mkdir()
+    (folder / "keep.json").write_text("{}")
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    model = str(tiny_saved[0])
+    cases = [
+        (["--output_dir", str(tmp_path / "out"), "--write_question_predictions", str(folder)],
+         f"--write_question_predictions {folder}: is a folder, and a file goes there"),
+        (["--output_dir", str(plain)], f"--output_dir {plain}: is a file, and a folder goes there"),
+        (["--output_dir", str(tmp_path / "out"), "--write_question_predictions", str(plain / "q.json")],
+         f"--write_question_predictions {plain / 'q.json'}: {plain} is a file, not a folder"),
+    ]
+    for options, expected in cases:
+        assert run_main(eval_module.main, "eval_ek100.py", ["--model_name_or_path", model, *options]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"eval_ek100.py: {expected}"), lines
+    assert (folder / "keep.json").read_text() == "{}" and plain.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first_stage", "plain"]  # no output folder was made
+
+
 def test_metrics_json_is_strict_json():
     """A NaN that escaped metrics_payload is refused instead of being written as the non-JSON constant NaN."""
     from modeling_mambavl.model_card import metrics_json_text

@@ -138,6 +138,27 @@ def test_simulated_enospc_becomes_the_documented_message(tmp_path):
     assert info.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_where_a_file_goes_is_refused_and_kept_whole(tmp_path):
+    """A file written over an existing folder used to replace the folder and all it held (a rename over it); a file
+    where a folder goes, or a file on the way, gave a bare "[Errno 17] File exists"."""
+    folder = tmp_path / "predictions.json"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match=r"predictions\.json: is a folder, and a file goes there .*give a file "):
+        atomic.write_text(folder, "{}")
+    assert (folder / "keep.txt").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"--output_dir .*plain: is a file, and a folder goes there"):
+        atomic.check_target(plain, directory=True, name="--output_dir")
+    with pytest.raises(NotADirectoryError, match=r"plain is a file, not a folder, so nothing can be written inside"):
+        with atomic.atomic_write(plain / "deeper" / "metrics.json") as tmp:
+            tmp.write_text("{}")
+    assert plain.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "predictions.json"]  # no temporary left
+
+
 @pytest.mark.parametrize("writer", ["safetensors", "torch", "python"])
 def test_real_full_disk_from_each_writer_becomes_the_documented_message(tmp_path, writer):
     from safetensors.torch import save_file

@@ -259,7 +259,7 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
         tuple[Path, Path]:
     """``predictions.json`` (per ``narration_id``: top-k verbs and nouns with softmax scores, labels, ``valid``) and
     ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid); each written atomically."""
-    folder = Path(folder)
+    folder = atomic.check_target(folder, directory=True)
     folder.mkdir(parents=True, exist_ok=True)
     verb_p = softmax(predictions.verb_logits.astype(np.float64))
     noun_p = softmax(predictions.noun_logits.astype(np.float64))
