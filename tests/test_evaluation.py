@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,70 @@ def test_metrics_json_is_strict_json():
     assert document["num_empty_metrics"] == 1
     with pytest.raises(ValueError, match="Out of range float"):
         metrics_json_text({**payload, "metrics": {"all_verb_top1": float("nan")}})
+
+
+def _predictions(ids, seed=0):
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import Predictions
+
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    return Predictions(narration_ids=list(ids), participant_ids=["P01"] * n, verb_logits=rng.normal(size=(n, 97)),
+                       noun_logits=rng.normal(size=(n, 300)), verb_labels=rng.integers(0, 97, n),
+                       noun_labels=rng.integers(0, 300, n), valid=np.ones(n, dtype=bool))
+
+
+def test_question_predictions_refuse_bad_top_k_and_non_finite_logits(tmp_path):
+    """top_k of the wrong type (a bare TypeError before), above the 97 x 100 actions the official score ranks (9,700
+    were written silently for 20,000), and NaN logits on a valid clip (a numpy broadcasting error before)."""
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import question_predictions, write_question_predictions
+
+    predictions = _predictions(["a", "b", "c"])
+    for top_k in (2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"top_k={re.escape(repr(top_k))}: .*an integer >= 1"):
+            question_predictions(predictions, top_k)
+    with pytest.raises(ValueError, match=r"top_k=9701: the official action score ranks 9700 actions per clip"):
+        question_predictions(predictions, 9701)
+    assert len(question_predictions(predictions, 9700)["a"]) == 9700
+    predictions.verb_logits[1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"verb_logits: 1 valid clip\(s\) hold NaN or inf, e.g. narrations \['b'\]"):
+        write_question_predictions(tmp_path / "q.json", predictions)
+    assert list(tmp_path.iterdir()) == []
+    predictions.valid[1] = False  # an unreadable clip's logits are never read
+    assert sorted(question_predictions(predictions, 1)) == ["a", "c"]
+
+
+def test_read_probabilities_names_a_file_that_is_not_one_of_ours(tmp_path):
+    """Missing, empty, text, pickled, lacking arrays, NaN probabilities: each an error naming the file and what to
+    give (EOFError, a pickle message or KeyError 'verb_probs' before, none naming the file)."""
+    import pickle
+
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import read_probabilities, write_probabilities
+
+    good = write_probabilities(tmp_path / "good.npz", _predictions(["a", "b"]))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "text.npz").write_text("hello")
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"verb_probs": 1}))
+    np.savez(tmp_path / "partial.npz", narration_ids=np.array(["a", "b"]))
+    with np.load(good) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["noun_probs"][0, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    fix = "give a probabilities.npz written by eval_ek100.py --write_question_predictions"
+    cases = {
+        "missing.npz": (FileNotFoundError, rf"probabilities file .*missing.npz not found; {fix}"),
+        "empty.npz": (ValueError, rf"empty.npz: not a .npz file of probabilities .*; {fix}"),
+        "text.npz": (ValueError, rf"text.npz: not a .npz file of probabilities .*; {fix}"),
+        "pickle.npz": (ValueError, rf"pickle.npz: not a .npz file of probabilities .*; {fix}"),
+        "partial.npz": (ValueError, rf"partial.npz: lacks the arrays \['participant_ids', 'verb_probs', .*; {fix}"),
+        "nan.npz": (ValueError, r"nan.npz: noun_probs holds NaN, inf or negative values on valid clips"),
+    }
+    for name, (error, expected) in cases.items():
+        with pytest.raises(error, match=expected):
+            read_probabilities([good, tmp_path / name])
+    assert read_probabilities(str(good)).narration_ids == ["a", "b"]
