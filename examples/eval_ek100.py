@@ -21,8 +21,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from accelerate import Accelerator
-from accelerate.logging import get_logger
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
+
+try:
+    from accelerate import Accelerator
+    from accelerate.logging import get_logger
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "eval_ek100.py")
 
 from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor

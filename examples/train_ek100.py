@@ -39,9 +39,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.logging import get_logger
-from accelerate.utils import gather_object, set_seed
+
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
+
+try:
+    from accelerate import Accelerator
+    from accelerate.logging import get_logger
+    from accelerate.utils import gather_object, set_seed
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "train_ek100.py")
 from tqdm.auto import tqdm
 
 from modeling_mambavl import MambaVLProcessor, atomic
