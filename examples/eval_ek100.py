@@ -31,7 +31,7 @@ except ModuleNotFoundError as e:  # an inference install: one line naming the ex
 
 from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor
-from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
+from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, check_minimums, finish_parser
 from modeling_mambavl.training.builders import (
     apply_question_pool,
     default_cache_dir,
@@ -86,6 +86,7 @@ def parse_args(argv=None):
                      "a second stage; evaluate the first stage with generic, file or predicted questions")
     if args.question_top_k < 1:
         parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
+    check_minimums(parser, args)
     return args
 
 

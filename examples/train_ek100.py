@@ -61,6 +61,7 @@ from modeling_mambavl.training.arguments import (
     add_data_arguments,
     add_run_arguments,
     apply_warmup_ratio,
+    check_minimums,
     finish_parser,
 )
 from modeling_mambavl.training.builders import (
@@ -246,6 +247,7 @@ def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> tupl
         parser.error(f"--checkpointing_steps {args.checkpointing_steps!r}: give a number of steps, 'epoch' or 'no'")
     if args.init_from and args.model_name_or_path:
         parser.error("give --init_from or --model_name_or_path, not both")
+    check_minimums(parser, args)
     return args, recipe
 
 
