@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from modeling_mambavl.lazy_imports import exit_for_missing_extra
 
@@ -39,6 +40,7 @@ from modeling_mambavl.training.builders import (
     synthetic_settings,
 )
 from modeling_mambavl.training.evaluation import evaluate_ek100, write_probabilities, write_question_predictions
+from modeling_mambavl.training.runs import lock_output_dir
 
 logger = get_logger(__name__)
 
@@ -103,6 +105,14 @@ def main(argv=None) -> dict:
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
     apply_question_pool(processor, args.question_pool, args.question_source)
     model.eval()
+    # One evaluation at a time per --output_dir: two would mix their metrics.json, predictions and probabilities.
+    with lock_output_dir(accelerator, output_dir):
+        return evaluate_into(args, accelerator, output_dir, model, processor)
+
+
+def evaluate_into(args: argparse.Namespace, accelerator: Accelerator, output_dir: Path, model: Any,
+                  processor: Any) -> dict:
+    """Evaluate ``model`` on ``args.split`` and write every output into ``output_dir``; returns the summary."""
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,

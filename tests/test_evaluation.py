@@ -170,6 +170,32 @@ def test_bad_output_paths_are_refused_before_the_evaluation(tiny_saved, eval_mod
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first_stage", "plain"]  # no output folder was made
 
 
+def test_a_second_evaluation_into_the_same_output_dir_is_refused(tiny_saved, eval_module, tmp_path, capsys):
+    """Two evaluations into one --output_dir would mix their metrics.json, predictions and probabilities: the second
+    is refused, one line naming the folder and the other process, and writes nothing."""
+    import subprocess
+    import sys
+
+    from modeling_mambavl.cli import run_main
+
+    out = tmp_path / "eval"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom modeling_mambavl.training.runs import RunLock\n"
+         "RunLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(300)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = run_main(eval_module.main, "eval_ek100.py", ["--model_name_or_path", str(tiny_saved[0]),
+                                                            "--output_dir", str(out), "--num_workers", "0"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith(f"eval_ek100.py: --output_dir {out} is in use by another")
+        assert f"pid {holder.pid}" in lines[-1]
+        assert [p.name for p in out.iterdir()] == ["run.lock"]  # the holder's, nothing of the refused run
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_metrics_json_is_strict_json():
     """A NaN that escaped metrics_payload is refused instead of being written as the non-JSON constant NaN."""
     from modeling_mambavl.model_card import metrics_json_text
