@@ -276,3 +276,43 @@ def test_read_probabilities_names_a_file_that_is_not_one_of_ours(tmp_path):
         with pytest.raises(error, match=expected):
             read_probabilities([good, tmp_path / name])
     assert read_probabilities(str(good)).narration_ids == ["a", "b"]
+
+
+def test_a_full_disk_while_writing_first_stage_outputs_leaves_the_previous_files(tmp_path, monkeypatch):
+    """write_question_predictions and write_probabilities on a full disk (a write raising ENOSPC): the documented
+    DiskFullError, the previous file untouched, no temporary left."""
+    import errno
+    import pathlib
+
+    from modeling_mambavl import atomic
+    from modeling_mambavl.training.evaluation import write_probabilities, write_question_predictions
+
+    predictions = _predictions(["a", "b"])
+    (tmp_path / "q.json").write_text("previous")
+    (tmp_path / "probabilities.npz").write_text("previous")
+
+    class FullFile:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_write_bytes(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", FullFile, raising=False)  # atomic.write_text's file
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_write_bytes)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write question predictions \(.*q.json\); nothing of "):
+        write_question_predictions(tmp_path / "q.json", predictions)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write probabilities \(.*probabilities.npz\)"):
+        write_probabilities(tmp_path / "probabilities.npz", predictions)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probabilities.npz", "q.json"]
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"previous"}

@@ -380,3 +380,36 @@ def test_a_model_trained_with_a_pool_is_evaluated_with_it(script, tmp_path, tmp_
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"eval_ek100.py: --question_pool {pool_path}: a question pool phrases the questions of "
                            "--question_source predicted, not generic; add --question_source predicted"), line
+
+
+def test_a_full_disk_while_saving_the_pool_keeps_the_previous_file(script, tmp_path, monkeypatch):
+    """A pool saved on a full disk (a write raising ENOSPC): the documented DiskFullError naming the pool, the file
+    of the last save untouched (a rerun resumes from it), no temporary left."""
+    import errno
+
+    from modeling_mambavl import atomic
+
+    path = tmp_path / "pool.json"
+    pool = {"format": "mambavl-question-pool", "version": 1, "complete": False, "mask_token": "[MASK]",
+            "settings": {}, "report": {}, "pools": {"verb": {"0": {"name": "take", "entries": ["Why?"]}}}}
+    script.write_pool(path, pool)
+    before = path.read_text()
+
+    class FullFile:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", FullFile, raising=False)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write the question pool \(.*pool.json\); nothing of"):
+        script.write_pool(path, {**pool, "complete": True})
+    monkeypatch.undo()
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["pool.json"]
