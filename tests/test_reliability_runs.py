@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -157,6 +158,15 @@ def test_a_folder_where_a_file_goes_is_refused_and_kept_whole(tmp_path):
             tmp.write_text("{}")
     assert plain.read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "predictions.json"]  # no temporary left
+
+
+def test_an_output_dir_that_is_a_file_is_refused_naming_it(tmp_path):
+    """train_ek100.py / demo.py / eval_ek100.py --output_dir <a file>: the lock said "[Errno 17] File exists"."""
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(NotADirectoryError, match=rf"^--output_dir {re.escape(str(plain))}: is a file, and a folder "):
+        runs.RunLock(plain).acquire()
+    assert plain.read_text() == "x"
 
 
 @pytest.mark.parametrize("writer", ["safetensors", "torch", "python"])
