@@ -250,6 +250,19 @@ def test_unreadable_predictions_files_name_the_file_and_the_fix(tmp_path, conten
         make_question_source("predicted", split="validation", path=path)
 
 
+def test_predictions_lacking_narrations_of_the_split_are_refused_and_extra_ones_ignored(tmp_path):
+    """One predictions file serves every split (the cascade writes train, validation and test into one), so ids of
+    other splits are ignored; a narration of the split without an entry is refused when the split is loaded."""
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"a": [[1, 2, 0.5]], "other_split_0": [[3, 4, 0.9]]}))
+    source = make_question_source("predicted", split="validation", path=path)
+    source.check_ids(["a"])
+    assert source({"narration_id": "a"})[1].endswith(f"{VOCAB.noun_name(2)}?")
+    with pytest.raises(ValueError, match=rf"the predictions file {re.escape(str(path))} lacks 1 of the 2 narrations of "
+                                         r"the validation split, e.g. \['b'\]; every narration needs an entry"):
+        source.check_ids(["a", "b"])
+
+
 @pytest.mark.parametrize(("option", "value"), [("top_k", "3"), ("top_k", 2.5), ("top_k", True), ("top_k", 0),
                                                ("seed", "x"), ("seed", 1.5)])
 def test_question_source_options_of_the_wrong_type_are_refused(tmp_path, option, value):
