@@ -403,7 +403,14 @@ def create_model(args) -> tuple[Any, str]:
     """The model to train (seeded by ``--seed``) and where it came from. Its ``config.label_smoothing`` is
     ``--label_smoothing``: the model's own loss reads it, and the saved config says what training used."""
     set_seed(args.seed)
-    overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    try:
+        overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config_overrides {args.config_overrides!r}: not valid JSON ({e}); give an object such as "
+                         "'{\"hidden_size\": 64}'") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--config_overrides {args.config_overrides!r}: a JSON {type(overrides).__name__}; give an "
+                         "object of config fields such as '{\"hidden_size\": 64}'")
     if overrides.get("label_smoothing", args.label_smoothing) != args.label_smoothing:
         raise ValueError(f"--config_overrides sets label_smoothing={overrides['label_smoothing']} but "
                          f"--label_smoothing is {args.label_smoothing}: give it once, with --label_smoothing")

@@ -30,13 +30,16 @@ DEBUG_HELP = "on an error, show the full traceback instead of one line"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import StrictDataclassFieldValidationError
+
     from .processors.video_io import MediaError
     from .training.runs import RunRefused
 
     # Bad media, bad paths, bad values, a model folder or repo that cannot be read, an output folder in use or a
-    # checkpoint that does not match (RunRefused), a full disk (an OSError): the user's to fix.
+    # checkpoint that does not match (RunRefused), a full disk (an OSError), a config field of the wrong type
+    # (transformers' strict dataclass check, e.g. from --config_overrides): the user's to fix.
     return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError,
-            RunRefused)
+            RunRefused, StrictDataclassFieldValidationError)
 
 
 def __getattr__(name: str) -> Any:
