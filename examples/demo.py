@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accelerate import PartialState
+
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
+
+try:
+    from accelerate import PartialState
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "demo.py")
 
 from modeling_mambavl import atomic
 from modeling_mambavl.training import runs

@@ -20,12 +20,19 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
-from accelerate import Accelerator
-from accelerate.logging import get_logger
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
 
+try:
+    from accelerate import Accelerator
+    from accelerate.logging import get_logger
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "eval_ek100.py")
+
+from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor
-from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
+from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, check_minimums, finish_parser
 from modeling_mambavl.training.builders import (
     apply_question_pool,
     default_cache_dir,
@@ -38,6 +45,7 @@ from modeling_mambavl.training.evaluation import (
     write_probabilities,
     write_question_predictions,
 )
+from modeling_mambavl.training.runs import lock_output_dir
 
 logger = get_logger(__name__)
 
@@ -85,23 +93,36 @@ def parse_args(argv=None):
                      "a second stage; evaluate the first stage with generic, file or predicted questions")
     if args.question_top_k < 1:
         parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
+    check_minimums(parser, args)
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
+    # Refused before the evaluation runs, so that a bad output path leaves no half of the outputs behind.
+    check_target(output_dir, directory=True, name="--output_dir")
+    if args.write_question_predictions:
+        check_target(args.write_question_predictions, name="--write_question_predictions")
     accelerator = Accelerator(**({"mixed_precision": args.mixed_precision} if args.mixed_precision else {}))
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     model, processor = load_model_and_processor(args.model_name_or_path, base_model=args.base_model)
     apply_question_pool(processor, args.question_pool, args.question_source)
     model.eval()
+    # One evaluation at a time per --output_dir: two would mix their metrics.json, predictions and probabilities.
+    with lock_output_dir(accelerator, output_dir):
+        return evaluate_into(args, accelerator, output_dir, model, processor)
+
+
+def evaluate_into(args: argparse.Namespace, accelerator: Accelerator, output_dir: Path, model: Any,
+                  processor: Any) -> dict:
+    """Evaluate ``model`` on ``args.split`` and write every output into ``output_dir``; returns the summary."""
     cache_dir = Path(args.data_cache_dir) if args.data_cache_dir else default_cache_dir()
     data = resolve_data(
         args.annotations_dir, args.media_root, args.media, cache_dir=cache_dir, accelerator=accelerator,
         synthetic=synthetic_settings(args),
     )
-    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_name_or_path) / f"eval_{args.split}"
     arguments = EvaluationArguments(
         split=args.split, task=args.task, limit=args.max_eval_samples, anticipation_time=args.anticipation_time,
         observation_time=args.observation_time, question_source=args.question_source,

@@ -50,7 +50,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from modeling_mambavl.ek100 import EK100FeatureWriter, load_ek100, set_ek100_epoch  # noqa: E402
+from modeling_mambavl.lazy_imports import exit_for_missing_extra  # noqa: E402
+
+try:
+    from modeling_mambavl.ek100 import EK100FeatureWriter, load_ek100, set_ek100_epoch
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "extract_features.py")
 from modeling_mambavl.ek100.features import FEATURES_FORMAT, FEATURES_INDEX  # noqa: E402
 from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
 from modeling_mambavl.training.faults import kill_point  # noqa: E402

@@ -60,9 +60,10 @@ from pathlib import Path
 from typing import Any
 
 from modeling_mambavl import atomic
+from modeling_mambavl.atomic import check_target
 from modeling_mambavl.ek100 import EK100Vocabulary
 from modeling_mambavl.processors import GENERIC_TEMPLATES, mask_answer, write_question_file
-from modeling_mambavl.processors.questions import POOL_FORMAT, POOL_KINDS, check_question_pool, pool_key
+from modeling_mambavl.processors.questions import POOL_FORMAT, POOL_KINDS, pool_key, read_question_pool
 from modeling_mambavl.training.arguments import HelpFormatter, finish_parser
 
 PROMPT_TEMPLATE = (
@@ -276,11 +277,10 @@ def load_pool_for_resume(path: Path, settings: dict, mask_token: str) -> dict | 
     settings, naming them."""
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as f:
-        try:
-            pool = check_question_pool(json.load(f), str(path))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); delete it to start the pool again") from None
+    try:
+        pool = read_question_pool(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; delete it to start the pool again, or give another --pool path") from None
     old = {**pool.get("settings", {}), "mask_token": pool["mask_token"]}
     new = {**settings, "mask_token": mask_token}
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -432,6 +432,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("--annotations and --output go together")
         if not 1 <= args.pool_size <= len(POOL_ASPECTS):
             parser.error(f"--pool-size must be 1..{len(POOL_ASPECTS)} (one prompt per aspect), got {args.pool_size}")
+        # A limit of -1 would slice off the last class silently, a batch of 0 fail deep inside range().
+        for option in ("limit", "batch_size", "max_new_tokens", "pool_limit", "pool_save_every"):
+            value = getattr(args, option)
+            if value is not None and value < 1:
+                parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     return args
 
 
@@ -452,13 +457,18 @@ def write_narration_questions(args: argparse.Namespace, generate: Callable[[list
     return report
 
 
+def pool_settings(args: argparse.Namespace) -> dict:
+    """The settings a pool file records; resuming with other ones is refused (:func:`load_pool_for_resume`)."""
+    return {"model": str(args.model), "prompt_template": POOL_PROMPT_TEMPLATE,
+            "subjects": {k: list(v) for k, v in POOL_SUBJECTS.items()},
+            "aspects": list(POOL_ASPECTS[: args.pool_size]), "pool_size": args.pool_size,
+            "max_new_tokens": args.max_new_tokens, "policy": "strict"}
+
+
 def write_question_pool(args: argparse.Namespace, generate: Callable[[list[str]], list[str]]) -> dict:
     """``--pool``: generate (or resume) the question pool and write it; returns its report."""
     path = Path(args.pool)
-    settings = {"model": str(args.model), "prompt_template": POOL_PROMPT_TEMPLATE,
-                "subjects": {k: list(v) for k, v in POOL_SUBJECTS.items()},
-                "aspects": list(POOL_ASPECTS[: args.pool_size]), "pool_size": args.pool_size,
-                "max_new_tokens": args.max_new_tokens, "policy": "strict"}
+    settings = pool_settings(args)
     resume = load_pool_for_resume(path, settings, args.mask_token)
     classes = pool_classes(EK100Vocabulary.default(), args.pool_kinds, args.pool_limit)
     pool = generate_pool(classes, generate, pool_size=args.pool_size, mask_token=args.mask_token,
@@ -482,6 +492,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print()
         print(POOL_PROMPT_TEMPLATE)
         return {}
+    for option, path in (("--output", args.output), ("--pool", args.pool), ("--report", args.report)):
+        if path is not None:  # refused before the model loads, not after hours of generation
+            check_target(path, name=option)
+    if args.pool is not None:
+        load_pool_for_resume(Path(args.pool), pool_settings(args), args.mask_token)
     generate = make_generator(args.model, max_new_tokens=args.max_new_tokens, device=args.device)
     report: dict[str, Any] = {"model": str(args.model)}
     if args.output is not None:

@@ -39,9 +39,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.logging import get_logger
-from accelerate.utils import gather_object, set_seed
+
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
+
+try:
+    from accelerate import Accelerator
+    from accelerate.logging import get_logger
+    from accelerate.utils import gather_object, set_seed
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "train_ek100.py")
 from tqdm.auto import tqdm
 
 from modeling_mambavl import MambaVLForVideoClassification, MambaVLProcessor, atomic
@@ -55,6 +61,7 @@ from modeling_mambavl.training.arguments import (
     add_data_arguments,
     add_run_arguments,
     apply_warmup_ratio,
+    check_minimums,
     finish_parser,
 )
 from modeling_mambavl.training.builders import (
@@ -240,6 +247,7 @@ def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> tupl
         parser.error(f"--checkpointing_steps {args.checkpointing_steps!r}: give a number of steps, 'epoch' or 'no'")
     if args.init_from and args.model_name_or_path:
         parser.error("give --init_from or --model_name_or_path, not both")
+    check_minimums(parser, args)
     return args, recipe
 
 
@@ -402,7 +410,14 @@ def create_model(args) -> tuple[Any, MambaVLProcessor | None, str]:
     LoRA adapters are merged into their base. The config fields given here (``--label_smoothing``,
     ``--fusion_type``, ``--config_overrides``) override the checkpoint's."""
     set_seed(args.seed)
-    overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    try:
+        overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config_overrides {args.config_overrides!r}: not valid JSON ({e}); give an object such as "
+                         "'{\"hidden_size\": 64}'") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--config_overrides {args.config_overrides!r}: a JSON {type(overrides).__name__}; give an "
+                         "object of config fields such as '{\"hidden_size\": 64}'")
     if overrides.get("label_smoothing", args.label_smoothing) != args.label_smoothing:
         raise ValueError(f"--config_overrides sets label_smoothing={overrides['label_smoothing']} but "
                          f"--label_smoothing is {args.label_smoothing}: give it once, with --label_smoothing")

@@ -23,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "DiskFullError",
     "atomic_write",
+    "check_target",
     "clean_temporaries",
     "commit",
     "discard",
@@ -155,6 +156,32 @@ def is_disk_full(error: BaseException, where: str | os.PathLike | None = None) -
     return False
 
 
+def check_target(path: str | os.PathLike, *, directory: bool = False, name: str | None = None) -> Path:
+    """Refuse, before anything is written, a target that cannot take what is meant to go there: a folder where a file
+    goes (it would be replaced, and everything in it lost), a file where a folder goes, or a file where a folder on
+    the way should be. ``name`` (an option such as ``--output_dir``) leads the message. Returns ``Path(path)``.
+
+    Raises ``IsADirectoryError`` / ``NotADirectoryError`` naming the path and what would fix it.
+    """
+    final = Path(path)
+    lead = f"{name} {final}" if name else str(final)
+    if final.exists():
+        if final.is_dir() and not directory:
+            raise IsADirectoryError(f"{lead}: is a folder, and a file goes there (writing it would replace the folder "
+                                    f"and all it holds); give a file path such as {final / 'name.json'}")
+        if directory and not final.is_dir():
+            raise NotADirectoryError(f"{lead}: is a file, and a folder goes there; give a folder path, or remove "
+                                     "the file")
+        return final
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{lead}: {parent} is a file, not a folder, so nothing can be written "
+                                         "inside it; give a path in a folder")
+            break
+    return final
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, directory: bool = False, what: str | None = None,
                  hint: str | None = None) -> Iterator[Path]:
@@ -166,9 +193,10 @@ def atomic_write(path: str | os.PathLike, *, directory: bool = False, what: str 
         what / hint: the words of :class:`DiskFullError` should the disk be full.
 
     On success ``tmp`` is fsynced and renamed to ``path``; on any error it is removed and the previous ``path`` (if
-    any) is untouched; a full disk raises :class:`DiskFullError` from the original error.
+    any) is untouched; a full disk raises :class:`DiskFullError` from the original error. A folder where a file goes
+    (or a file where a folder goes) is refused before anything is written (:func:`check_target`).
     """
-    final = Path(path)
+    final = check_target(path, directory=directory)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(final)
     _remove(tmp)

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .lazy_imports import missing_extra
+
 # USER_ERRORS is built on first use (see __getattr__ below).
 __all__ = ["main", "build_parser", "run_main", "user_error_message", "USER_ERRORS"]  # noqa: F822
 
@@ -28,13 +30,16 @@ DEBUG_HELP = "on an error, show the full traceback instead of one line"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import StrictDataclassFieldValidationError
+
     from .processors.video_io import MediaError
     from .training.runs import RunRefused
 
     # Bad media, bad paths, bad values, a model folder or repo that cannot be read, an output folder in use or a
-    # checkpoint that does not match (RunRefused), a full disk (an OSError): the user's to fix.
+    # checkpoint that does not match (RunRefused), a full disk (an OSError), a config field of the wrong type
+    # (transformers' strict dataclass check, e.g. from --config_overrides): the user's to fix.
     return (MediaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, OSError,
-            RunRefused)
+            RunRefused, StrictDataclassFieldValidationError)
 
 
 def __getattr__(name: str) -> Any:
@@ -70,6 +75,13 @@ def user_error_message(error: BaseException, args: argparse.Namespace | None = N
     return f"{text}; {fix}"
 
 
+def _missing_extra_message(error: ModuleNotFoundError) -> str | None:
+    """The line for a library of an extra that this install lacks (``mambavl eval`` in an inference install), or
+    None for any other missing module (a bug, shown with its traceback)."""
+    converted = missing_extra(error, "this command")
+    return None if converted is error else str(converted)
+
+
 def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -> int:
     """Run a script's ``main(argv)`` and return its exit status (``main``'s own when it returns an int, else 0): a
     user error (``USER_ERRORS``) prints one line, ``prog: message; fix``, and gives 2; ``--debug`` among the arguments
@@ -77,6 +89,10 @@ def run_main(main_function: Any, prog: str, argv: Sequence[str] | None = None) -
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         result = main_function(argv)
+    except ModuleNotFoundError as e:
+        message = _missing_extra_message(e)
+        if message is None or "--debug" in argv:
+            raise
     except _user_errors() as e:
         if "--debug" in argv:
             raise
@@ -300,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except ModuleNotFoundError as e:
+        message = _missing_extra_message(e)
+        if message is None or args.debug:
+            raise
+        print(f"mambavl {args.command}: {message}", file=sys.stderr)
+        return 2
     except _user_errors() as e:
         if args.debug:
             raise

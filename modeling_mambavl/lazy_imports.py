@@ -9,10 +9,11 @@ that defines it (then the name is cached in the package namespace, so later acce
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["lazy_getattr", "missing_extra"]
+__all__ = ["exit_for_missing_extra", "lazy_getattr", "missing_extra"]
 
 # Libraries that come with an extra of setup.cfg rather than with `pip install mambavl` (an inference install).
 EXTRAS = {"datasets": "ek100", "evaluate": "ek100", "accelerate": "train", "peft": "train", "matplotlib": "train",
@@ -26,6 +27,17 @@ def missing_extra(error: ModuleNotFoundError, what: str) -> ModuleNotFoundError:
         return error
     return ModuleNotFoundError(f"{what} needs {error.name}, which this install lacks: install the package's "
                                f"'{extra}' extra (in its checkout: pip install -e '.[{extra}]')", name=error.name)
+
+
+def exit_for_missing_extra(error: ModuleNotFoundError, prog: str) -> NoReturn:
+    """For a script's imports: a module that an extra brings ends the script with one line, ``<prog> needs <module>,
+    ... install the package's '<extra>' extra ...``, and exit status 2 (a user error); any other missing module is
+    re-raised."""
+    converted = missing_extra(error, prog)
+    if converted is error:
+        raise error
+    print(converted, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def lazy_getattr(package: str, exports: Mapping[str, str] | None = None,

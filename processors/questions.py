@@ -42,6 +42,7 @@ import csv
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -270,13 +271,9 @@ def read_predictions(
     from ..ek100.vocabulary import EK100Vocabulary  # the processors load without the EK100 tools
 
     path = Path(path)
-
     vocab = vocab or EK100Vocabulary.default()
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = _read_json_object(path, "predictions file", "write one with eval_ek100.py --write_question_predictions",
+                             "narration_id")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object narration_id -> [[verb, noun, score], ...]")
     verb_names = {name for c in vocab.verbs for name in (c.key, *c.instances)}
@@ -285,9 +282,11 @@ def read_predictions(
     for nid, preds in data.items():
         where = f"{path}, narration {nid!r}"
         try:
+            if any(isinstance(s, bool) for _, _, s in preds):  # JSON true / false are no scores
+                raise TypeError
             triples = [(v, n, float(s)) for v, n, s in preds]
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: must be a list of [verb, noun, score]") from None
+            raise ValueError(f"{where}: must be a list of [verb, noun, score] (score a number)") from None
         if not triples:
             raise ValueError(f"{where}: empty candidate list; give at least one [verb, noun, score]")
         for v, n, score in triples:
@@ -299,9 +298,39 @@ def read_predictions(
     return out
 
 
+def _read_json_object(path: Path, what: str, fix: str, key_name: str) -> Any:
+    """The JSON document of ``path`` (a UTF-8 byte-order mark allowed); a missing file, a folder, bytes that are not
+    UTF-8, invalid JSON or a key given twice raise an error naming ``path`` (``what`` / ``fix`` / ``key_name`` word
+    it)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} not found; {fix}")
+    if not path.is_file():
+        raise IsADirectoryError(f"{what} {path} is a folder; give the JSON file")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:  # json.load would keep the last one silently
+                raise ValueError(f"{path}: {key_name} {key!r} is given twice; give each once")
+            seen[key] = value
+        return seen
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); give the JSON {what}") \
+            from None
+
+
 def _check_class(where: str, kind: str, value: Any, size: int, names: set[str]) -> None:
-    """A class id in ``[0, size)`` (an int or a string of digits), or a class key or instance of the vocabulary."""
-    if isinstance(value, str) and not value.isdigit():
+    """A class id in ``[0, size)`` (an int or a string of ASCII digits), or a class key or instance of the
+    vocabulary."""
+    if isinstance(value, float) and value.is_integer():
+        raise ValueError(f"{where}: {kind} class id {value!r} is a float; give the integer {int(value)}")
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         if value not in names:
             raise ValueError(f"{where}: unknown {kind} {value!r}; give a {kind} class id in 0..{size - 1}, or a "
                              "class key or instance of the vocabulary")
@@ -326,7 +355,10 @@ def pool_key(kind: str, verb: int | None = None, noun: int | None = None) -> str
 def _check_pool_key(where: str, kind: str, key: Any, vocab: EK100Vocabulary) -> None:
     parts = key.split(",") if isinstance(key, str) else []
     sizes = {"verb": [vocab.num_verbs], "noun": [vocab.num_nouns], "action": [vocab.num_verbs, vocab.num_nouns]}[kind]
-    if len(parts) != len(sizes) or not all(p.isdigit() and int(p) < n for p, n in zip(parts, sizes)):
+    # Canonical ids only ("7", not "07" or " 7"): entries are looked up by pool_key, so any other spelling would
+    # never be found and the class would silently fall back to the templates.
+    if len(parts) != len(sizes) or not all(p.isascii() and p.isdigit() and p == str(int(p)) and int(p) < n
+                                           for p, n in zip(parts, sizes)):
         form = {"verb": f"a verb id 0..{vocab.num_verbs - 1}", "noun": f"a noun id 0..{vocab.num_nouns - 1}",
                 "action": "'<verb id>,<noun id>'"}[kind]
         raise ValueError(f"{where}: pools.{kind} key {key!r} is not {form}")
@@ -360,6 +392,9 @@ def check_question_pool(pool: Any, where: str = "question pool", vocab: EK100Voc
             raise ValueError(f"{where}: pools.{kind} must be an object {{class key: {{name, entries}}}}")
         for key, item in classes.items():
             _check_pool_key(where, kind, key, vocab)
+            if not isinstance(item, Mapping):
+                raise ValueError(f"{where}: pools.{kind}[{key!r}] must be an object {{name, entries}}, got a "
+                                 f"{type(item).__name__}")
             entries = item.get("entries") if isinstance(item, Mapping) else None
             if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
                 raise ValueError(f"{where}: pools.{kind}[{key!r}].entries must be a list of non-empty strings, got "
@@ -370,13 +405,7 @@ def check_question_pool(pool: Any, where: str = "question pool", vocab: EK100Voc
 def read_question_pool(path: str | os.PathLike, vocab: EK100Vocabulary | None = None) -> dict:
     """Read and validate a question pool JSON (see the module docstring and :func:`check_question_pool`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"question pool {path} not found; write one with examples/generate_questions.py --pool")
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = _read_json_object(path, "question pool", "write one with examples/generate_questions.py --pool", "key")
     return check_question_pool(data, str(path), vocab)
 
 
@@ -563,8 +592,10 @@ def make_question_source(
         raise ValueError(f"policy must be one of {MASK_POLICIES}, got {policy!r}")
     if policy == "paper" and not set(types) <= {"verb", "noun"}:
         raise ValueError("policy='paper' masks across the verb and noun questions; question_types must be verb/noun")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (predicted actions a question names), got {top_k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer (it picks each narration's phrasing), got {seed!r}")
     if pool is not None and source != "predicted":
         raise ValueError(f"pool= phrases the questions of question_source='predicted' from the predicted classes; "
                          f"question_source={source!r} does not use it (drop the pool or use 'predicted')")

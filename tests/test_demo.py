@@ -38,6 +38,38 @@ def test_demo_recipe_gives_the_tuned_settings_and_the_command_line_overrides_it(
         assert (args.lr, args.install_seconds, args.preset) == (1e-3, 3.0, "tiny")
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lrr: 0.1\n", r"unknown option 'lrr'; recipe keys are the script's option names"),
+        ("lr: true\n", r"lr=True: takes a float value, not true / false"),  # it became lr 1.0
+        ("num_train_epochs: 2.5\n", r"num_train_epochs=2.5: takes an integer"),  # it became 2 epochs
+        ("cache_clips: 'yes'\n", r"cache_clips takes true or false, got 'yes'"),
+        ("lr: [1, 2]\n", r"lr takes one value, got \[1, 2\]"),
+        ("optimizer: adamx\n", r"optimizer='adamx' is not one of \['adamw', 'sgd'\]"),
+        ("- lr\n", r"expected a mapping of option names to values, got list"),
+        ("lr: [unclosed\n", r"not valid YAML"),
+        (None, r"no such file"),
+    ],
+    ids=["unknown-key", "bool-for-float", "fraction-for-int", "string-for-bool", "list-for-one", "bad-choice",
+         "not-a-mapping", "not-yaml", "missing"],
+)
+def test_a_bad_recipe_given_to_the_demo_names_the_file_and_the_key(tmp_path, text, expected):
+    from modeling_mambavl.training.recipe import RecipeError
+
+    recipe = tmp_path / "mine.yaml"
+    if text is not None:
+        recipe.write_text(text)
+    for demo in import_script(DEMO, "demo_bad_recipe"):
+        with pytest.raises(RecipeError, match=rf"^--recipe {re.escape(str(recipe))}: {expected}"):
+            demo.parse_args(["--recipe", str(recipe)])
+    whole = tmp_path / "whole.yaml"
+    whole.write_text("num_train_epochs: 2.0\nlr: 1\n")  # whole numbers are fine either way
+    for demo in import_script(DEMO, "demo_good_recipe"):
+        args, _ = demo.parse_args(["--recipe", str(whole)])
+        assert (args.num_train_epochs, args.lr) == (2, 1.0)
+
+
 @pytest.mark.slow
 def test_demo_prints_metrics_controls_and_time_breakdown(cache, tmp_path):
     out = tmp_path / "demo"

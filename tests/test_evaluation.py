@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,58 @@ def test_cli_refuses_a_split_without_labels(cache, tiny_saved, tmp_path, capsys)
     assert not out.exists()
 
 
+def test_bad_output_paths_are_refused_before_the_evaluation(tiny_saved, eval_module, tmp_path, capsys):
+    """eval_ek100.py with a folder as --write_question_predictions (it used to be replaced by the file, with all it
+    held, after the evaluation) or a file as --output_dir: one line naming the option, status 2, nothing written."""
+    from modeling_mambavl.cli import run_main
+
+    folder = tmp_path / "first_stage"
+    folder.mkdir()
+    (folder / "keep.json").write_text("{}")
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    model = str(tiny_saved[0])
+    cases = [
+        (["--output_dir", str(tmp_path / "out"), "--write_question_predictions", str(folder)],
+         f"--write_question_predictions {folder}: is a folder, and a file goes there"),
+        (["--output_dir", str(plain)], f"--output_dir {plain}: is a file, and a folder goes there"),
+        (["--output_dir", str(tmp_path / "out"), "--write_question_predictions", str(plain / "q.json")],
+         f"--write_question_predictions {plain / 'q.json'}: {plain} is a file, not a folder"),
+    ]
+    for options, expected in cases:
+        assert run_main(eval_module.main, "eval_ek100.py", ["--model_name_or_path", model, *options]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"eval_ek100.py: {expected}"), lines
+    assert (folder / "keep.json").read_text() == "{}" and plain.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first_stage", "plain"]  # no output folder was made
+
+
+def test_a_second_evaluation_into_the_same_output_dir_is_refused(tiny_saved, eval_module, tmp_path, capsys):
+    """Two evaluations into one --output_dir would mix their metrics.json, predictions and probabilities: the second
+    is refused, one line naming the folder and the other process, and writes nothing."""
+    import subprocess
+    import sys
+
+    from modeling_mambavl.cli import run_main
+
+    out = tmp_path / "eval"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom modeling_mambavl.training.runs import RunLock\n"
+         "RunLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(300)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = run_main(eval_module.main, "eval_ek100.py", ["--model_name_or_path", str(tiny_saved[0]),
+                                                            "--output_dir", str(out), "--num_workers", "0"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith(f"eval_ek100.py: --output_dir {out} is in use by another")
+        assert f"pid {holder.pid}" in lines[-1]
+        assert [p.name for p in out.iterdir()] == ["run.lock"]  # the holder's, nothing of the refused run
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_metrics_json_is_strict_json():
     """A NaN that escaped metrics_payload is refused instead of being written as the non-JSON constant NaN."""
     from modeling_mambavl.model_card import metrics_json_text
@@ -156,3 +209,110 @@ def test_metrics_json_is_strict_json():
     assert document["num_empty_metrics"] == 1
     with pytest.raises(ValueError, match="Out of range float"):
         metrics_json_text({**payload, "metrics": {"all_verb_top1": float("nan")}})
+
+
+def _predictions(ids, seed=0):
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import Predictions
+
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    return Predictions(narration_ids=list(ids), participant_ids=["P01"] * n, verb_logits=rng.normal(size=(n, 97)),
+                       noun_logits=rng.normal(size=(n, 300)), verb_labels=rng.integers(0, 97, n),
+                       noun_labels=rng.integers(0, 300, n), valid=np.ones(n, dtype=bool))
+
+
+def test_question_predictions_refuse_bad_top_k_and_non_finite_logits(tmp_path):
+    """top_k of the wrong type (a bare TypeError before), above the 97 x 100 actions the official score ranks (9,700
+    were written silently for 20,000), and NaN logits on a valid clip (a numpy broadcasting error before)."""
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import question_predictions, write_question_predictions
+
+    predictions = _predictions(["a", "b", "c"])
+    for top_k in (2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"top_k={re.escape(repr(top_k))}: .*an integer >= 1"):
+            question_predictions(predictions, top_k)
+    with pytest.raises(ValueError, match=r"top_k=9701: the official action score ranks 9700 actions per clip"):
+        question_predictions(predictions, 9701)
+    assert len(question_predictions(predictions, 9700)["a"]) == 9700
+    predictions.verb_logits[1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"verb_logits: 1 valid clip\(s\) hold NaN or inf, e.g. narrations \['b'\]"):
+        write_question_predictions(tmp_path / "q.json", predictions)
+    assert list(tmp_path.iterdir()) == []
+    predictions.valid[1] = False  # an unreadable clip's logits are never read
+    assert sorted(question_predictions(predictions, 1)) == ["a", "c"]
+
+
+def test_read_probabilities_names_a_file_that_is_not_one_of_ours(tmp_path):
+    """Missing, empty, text, pickled, lacking arrays, NaN probabilities: each an error naming the file and what to
+    give (EOFError, a pickle message or KeyError 'verb_probs' before, none naming the file)."""
+    import pickle
+
+    import numpy as np
+
+    from modeling_mambavl.training.evaluation import read_probabilities, write_probabilities
+
+    good = write_probabilities(tmp_path / "good.npz", _predictions(["a", "b"]))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "text.npz").write_text("hello")
+    (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"verb_probs": 1}))
+    np.savez(tmp_path / "partial.npz", narration_ids=np.array(["a", "b"]))
+    with np.load(good) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["noun_probs"][0, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    fix = "give a probabilities.npz written by eval_ek100.py --write_question_predictions"
+    cases = {
+        "missing.npz": (FileNotFoundError, rf"probabilities file .*missing.npz not found; {fix}"),
+        "empty.npz": (ValueError, rf"empty.npz: not a .npz file of probabilities .*; {fix}"),
+        "text.npz": (ValueError, rf"text.npz: not a .npz file of probabilities .*; {fix}"),
+        "pickle.npz": (ValueError, rf"pickle.npz: not a .npz file of probabilities .*; {fix}"),
+        "partial.npz": (ValueError, rf"partial.npz: lacks the arrays \['participant_ids', 'verb_probs', .*; {fix}"),
+        "nan.npz": (ValueError, r"nan.npz: noun_probs holds NaN, inf or negative values on valid clips"),
+    }
+    for name, (error, expected) in cases.items():
+        with pytest.raises(error, match=expected):
+            read_probabilities([good, tmp_path / name])
+    assert read_probabilities(str(good)).narration_ids == ["a", "b"]
+
+
+def test_a_full_disk_while_writing_first_stage_outputs_leaves_the_previous_files(tmp_path, monkeypatch):
+    """write_question_predictions and write_probabilities on a full disk (a write raising ENOSPC): the documented
+    DiskFullError, the previous file untouched, no temporary left."""
+    import errno
+    import pathlib
+
+    from modeling_mambavl import atomic
+    from modeling_mambavl.training.evaluation import write_probabilities, write_question_predictions
+
+    predictions = _predictions(["a", "b"])
+    (tmp_path / "q.json").write_text("previous")
+    (tmp_path / "probabilities.npz").write_text("previous")
+
+    class FullFile:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_write_bytes(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", FullFile, raising=False)  # atomic.write_text's file
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_write_bytes)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write question predictions \(.*q.json\); nothing of "):
+        write_question_predictions(tmp_path / "q.json", predictions)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write probabilities \(.*probabilities.npz\)"):
+        write_probabilities(tmp_path / "probabilities.npz", predictions)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probabilities.npz", "q.json"]
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"previous"}

@@ -15,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from modeling_mambavl import mask_answer
 from modeling_mambavl.ek100 import EK100Vocabulary
 from modeling_mambavl.processors import GENERIC_TEMPLATES, default_question_tokenizer, make_question_source
+from modeling_mambavl.processors.questions import check_question_pool
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "generate_questions.py"
 VOCAB = EK100Vocabulary.default()
@@ -201,7 +202,7 @@ def test_pool_entries_are_masked_strictly_and_unparseable_ones_dropped(script):
         return [next(r for a, r in replies.items() if a in p) for p in prompts]
 
     pool = script.generate_pool(classes, fake_generate, pool_size=4, batch_size=3, progress=False)
-    assert script.check_question_pool(pool) == pool and pool["complete"] is True
+    assert check_question_pool(pool) == pool and pool["complete"] is True
     entries = {(kind, key): item["entries"] for kind, items in pool["pools"].items() for key, item in items.items()}
     # strict: the class's own verb and nouns, in every form (grab / pick up are instances of take, spoons of spoon)
     assert entries["verb", "0"] == ["Do the hands [MASK] the tap or the spoons?", "Does the person [MASK] the water tap?"]
@@ -239,7 +240,7 @@ def test_a_stopped_pool_run_resumes_where_it_stopped(script, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pool.json"]  # no temporary left behind
     calls.clear()
     pool = script.generate_pool(classes, lambda ps: [" What does the person do there?"] * len(ps), pool_size=2,
-                                batch_size=2, resume=script.check_question_pool(stopped), progress=False)
+                                batch_size=2, resume=check_question_pool(stopped), progress=False)
     assert pool["complete"] is True and sorted(pool["pools"]["verb"]) == ["0", "1", "2", "3", "4"]
     assert pool["report"]["reused_classes"] == 2 and pool["report"]["generated_classes"] == 3
     assert pool["report"]["by_kind"]["verb"]["classes"] == 5  # counts carried over from the stopped run
@@ -258,7 +259,7 @@ def test_pool_end_to_end_with_a_tiny_local_lm(script, tiny_lm, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "question pool" in proc.stderr  # the progress bar
     assert "question pool -> " in proc.stdout and "3 classes (3 generated, 0 from the file already there)" in proc.stdout
-    pool = script.check_question_pool(json.loads(pool_path.read_text()))
+    pool = check_question_pool(json.loads(pool_path.read_text()))
     assert pool["complete"] is True and pool["settings"]["model"] == str(lm)
     # the model wrote "where do you take this tap?" for every prompt; each class lost its own name only
     assert pool["pools"] == {
@@ -293,6 +294,44 @@ def test_pool_arguments_are_checked(script, capsys):
     with pytest.raises(SystemExit):
         script.main(["--model", "m", "--pool", "p.json", "--pool-size", "0"])
     assert "--pool-size must be 1..10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--limit", "--batch-size", "--max-new-tokens", "--pool-limit",
+                                    "--pool-save-every"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_counts_below_one_are_refused_naming_the_option(script, capsys, option, value):
+    """--pool-limit -1 sliced off the last class silently, --batch-size 0 failed inside range()."""
+    with pytest.raises(SystemExit) as info:
+        script.main(["--model", "m", "--pool", "p.json", option, value])
+    assert info.value.code == 2
+    assert f"{option} must be at least 1, got {value}" in capsys.readouterr().err
+
+
+def test_bad_pool_and_output_paths_are_refused_before_the_model_loads(script, tmp_path, capsys):
+    """A folder as --pool or --report, a file on the way of --output, a pool to resume that is not valid: one line
+    naming the option or the file, before the (possibly large) model is loaded: --model names nothing that exists."""
+    from modeling_mambavl.cli import run_main
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b"\xef\xbb\xbf{")  # a byte-order mark, then half a JSON object
+    missing_model = str(tmp_path / "no-model")
+    cases = [
+        (["--pool", str(folder)], f"--pool {folder}: is a folder, and a file goes there"),
+        (["--pool", str(tmp_path / "p.json"), "--report", str(folder)], f"--report {folder}: is a folder"),
+        (["--annotations", "a.csv", "--output", str(plain / "q.csv")], f"--output {plain / 'q.csv'}: {plain} is a "
+                                                                        "file, not a folder"),
+        (["--pool", str(broken)], f"{broken}: not valid JSON (Expecting property name enclosed in double quotes: "
+                                  "line 1 column 2 (char 1)); delete it to start the pool again"),
+    ]
+    for options, expected in cases:
+        assert run_main(script.main, "generate_questions.py", ["--model", missing_model, *options]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"generate_questions.py: {expected}"), lines
+    assert plain.read_text() == "x" and list(folder.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -341,3 +380,36 @@ def test_a_model_trained_with_a_pool_is_evaluated_with_it(script, tmp_path, tmp_
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith(f"eval_ek100.py: --question_pool {pool_path}: a question pool phrases the questions of "
                            "--question_source predicted, not generic; add --question_source predicted"), line
+
+
+def test_a_full_disk_while_saving_the_pool_keeps_the_previous_file(script, tmp_path, monkeypatch):
+    """A pool saved on a full disk (a write raising ENOSPC): the documented DiskFullError naming the pool, the file
+    of the last save untouched (a rerun resumes from it), no temporary left."""
+    import errno
+
+    from modeling_mambavl import atomic
+
+    path = tmp_path / "pool.json"
+    pool = {"format": "mambavl-question-pool", "version": 1, "complete": False, "mask_token": "[MASK]",
+            "settings": {}, "report": {}, "pools": {"verb": {"0": {"name": "take", "entries": ["Why?"]}}}}
+    script.write_pool(path, pool)
+    before = path.read_text()
+
+    class FullFile:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", FullFile, raising=False)
+    with pytest.raises(atomic.DiskFullError, match=r"could not write the question pool \(.*pool.json\); nothing of"):
+        script.write_pool(path, {**pool, "complete": True})
+    monkeypatch.undo()
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["pool.json"]

@@ -9,10 +9,13 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import modeling_mambavl
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Loaded on first use only: the EK100 and training tools with their dependencies, the Hub helpers, the CLI.
 PACKAGE_LAZY = ("modeling_mambavl.ek100", "modeling_mambavl.ek100.synthetic", "modeling_mambavl.training",
@@ -109,6 +112,41 @@ def test_inference_install_imports_and_names_the_missing_extra():
     assert lines[0] == "MambaVLConfig"
     assert lines[1].startswith("modeling_mambavl.ek100.load_ek100 needs datasets") and "pip install -e '.[ek100]'" in \
         lines[1], lines
+
+
+BLOCK_EXTRAS = ("import sys\n"
+                "for name in ('datasets', 'evaluate', 'pandas', 'accelerate', 'peft', 'matplotlib'):\n"
+                "    sys.modules[name] = None  # an import of it fails as if it were not installed\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import modeling_mambavl.training.evaluation",
+         "ModuleNotFoundError: modeling_mambavl.ek100.annotations needs datasets, which this install lacks: install "
+         "the package's 'ek100' extra (in its checkout: pip install -e '.[ek100]')"),
+        ("from modeling_mambavl.cli import main\n"
+         "sys.exit(main(['eval', '--model', 'm', '--annotations', 'a', '--media-root', 'r']))",
+         "mambavl eval: this command needs datasets, which this install lacks: install the package's 'ek100' extra "
+         "(in its checkout: pip install -e '.[ek100]')"),
+        *[(f"import runpy\nsys.argv = ['{name}', '--help']\nrunpy.run_path('{REPO / 'examples' / name}', "
+           "run_name='__main__')",
+           f"{name} needs {needs}, which this install lacks: install the package's '{extra}' extra (in its "
+           f"checkout: pip install -e '.[{extra}]')")
+          for name, needs, extra in [("eval_ek100.py", "accelerate", "train"), ("train_ek100.py", "accelerate", "train"),
+                                     ("demo.py", "accelerate", "train"), ("extract_features.py", "datasets", "ek100")]],
+    ],
+    ids=["module", "mambavl-eval", "eval_ek100", "train_ek100", "demo", "extract_features"],
+)
+def test_what_needs_an_extra_says_which_in_one_line(code, expected):
+    """Where the ``ek100`` / ``train`` extras are not installed: importing a module that needs one names the extra,
+    and ``mambavl eval`` and the example scripts end with that one line and status 2 instead of a traceback (they
+    ended with "No module named 'accelerate'" / "'datasets'" before)."""
+    out = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS + code], capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert lines and lines[-1] == expected, out.stderr[-2000:]
+    if not code.startswith("import modeling_mambavl"):  # the command and the scripts: a user error
+        assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
 
 
 def test_lazy_subpackages_are_attributes():

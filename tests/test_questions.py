@@ -1,6 +1,7 @@
 """Question templates and sources (generic / file / predicted / oracle), question files, the oracle refusals."""
 
 import json
+import re
 
 import pytest
 
@@ -212,6 +213,9 @@ def test_question_file_missing_ids_of_the_split_is_refused_at_load_time(tmp_path
         ([[1, 2, "nan"]], r"narration 'x': score nan of \(1, 2\) is not a finite number"),
         ([["fly", 2, 0.5]], r"narration 'x': unknown verb 'fly'"),
         ([[1, "moon", 0.5]], r"narration 'x': unknown noun 'moon'"),
+        ([[1, 2, True]], r"narration 'x': must be a list of \[verb, noun, score\] \(score a number\)"),
+        ([[1.0, 2, 0.5]], r"narration 'x': verb class id 1.0 is a float; give the integer 1"),
+        ([["\u00b2", 2, 0.5]], r"narration 'x': unknown verb '\u00b2'"),  # a digit to str.isdigit, not to int()
     ],
 )
 def test_bad_predictions_name_file_narration_and_value(tmp_path, entry, expected):
@@ -220,6 +224,53 @@ def test_bad_predictions_name_file_narration_and_value(tmp_path, entry, expected
     with pytest.raises(ValueError, match=expected) as info:
         make_question_source("predicted", split="validation", path=path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "expected"),
+    [
+        (None, FileNotFoundError, r"predictions file .*missing.json not found; write one with eval_ek100.py "
+                                  r"--write_question_predictions"),
+        ("folder", IsADirectoryError, r"predictions file .*folder is a folder; give the JSON file"),
+        (b"\xff\xfe\x00{", ValueError, r"bytes.json: not a UTF-8 text file"),
+        (b'{"x": [[1, 2, 0.5]], "x": [[3, 4, 0.5]]}', ValueError, r"twice.json: narration_id 'x' is given twice"),
+    ],
+    ids=["missing", "folder", "not-utf8", "duplicate-id"],
+)
+def test_unreadable_predictions_files_name_the_file_and_the_fix(tmp_path, content, error, expected):
+    """A missing file, a folder, bytes that are not UTF-8 (raw OS / codec errors before) and a narration given twice
+    (the last one was kept silently, as json.load does)."""
+    names = {None: "missing.json", "folder": "folder"}
+    path = tmp_path / (names.get(content) or ("bytes.json" if content.startswith(b"\xff") else "twice.json"))
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=expected):
+        make_question_source("predicted", split="validation", path=path)
+
+
+def test_predictions_lacking_narrations_of_the_split_are_refused_and_extra_ones_ignored(tmp_path):
+    """One predictions file serves every split (the cascade writes train, validation and test into one), so ids of
+    other splits are ignored; a narration of the split without an entry is refused when the split is loaded."""
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"a": [[1, 2, 0.5]], "other_split_0": [[3, 4, 0.9]]}))
+    source = make_question_source("predicted", split="validation", path=path)
+    source.check_ids(["a"])
+    assert source({"narration_id": "a"})[1].endswith(f"{VOCAB.noun_name(2)}?")
+    with pytest.raises(ValueError, match=rf"the predictions file {re.escape(str(path))} lacks 1 of the 2 narrations of "
+                                         r"the validation split, e.g. \['b'\]; every narration needs an entry"):
+        source.check_ids(["a", "b"])
+
+
+@pytest.mark.parametrize(("option", "value"), [("top_k", "3"), ("top_k", 2.5), ("top_k", True), ("top_k", 0),
+                                               ("seed", "x"), ("seed", 1.5)])
+def test_question_source_options_of_the_wrong_type_are_refused(tmp_path, option, value):
+    """top_k="3" raised a bare TypeError, top_k=2.5 and seed="x" failed only when the first question was made."""
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"x": [[1, 2, 0.5]]}))
+    with pytest.raises(ValueError, match=rf"^{option} must be an integer.*got {re.escape(repr(value))}$"):
+        make_question_source("predicted", split="validation", path=path, **{option: value})
 
 
 def test_predictions_with_a_byte_order_mark_are_read(tmp_path):
@@ -284,6 +335,10 @@ def test_predicted_questions_from_a_pool(tmp_path):
         ({"pools": {"verb": {"97": {"entries": ["q?"]}}}}, r"pools.verb key '97' is not a verb id 0..96"),
         ({"pools": {"action": {"3": {"entries": ["q?"]}}}}, r"pools.action key '3' is not '<verb id>,<noun id>'"),
         ({"pools": {"noun": {"3": {"entries": ["q?", " "]}}}}, r"pools.noun\['3'\].entries must be a list of non-empty"),
+        # "07" would never be looked up (entries are found by pool_key, "7"): the class fell back silently
+        ({"pools": {"verb": {"07": {"entries": ["q?"]}}}}, r"pools.verb key '07' is not a verb id 0..96"),
+        ({"pools": {"action": {"1, 18": {"entries": ["q?"]}}}}, r"pools.action key '1, 18' is not '<verb id>,<noun"),
+        ({"pools": {"verb": {"1": ["q?"]}}}, r"pools.verb\['1'\] must be an object \{name, entries\}, got a list"),
     ],
 )
 def test_bad_pools_name_file_field_and_value(tmp_path, change, expected):
@@ -294,6 +349,23 @@ def test_bad_pools_name_file_field_and_value(tmp_path, change, expected):
     with pytest.raises(ValueError, match=expected) as info:
         read_question_pool(path)
     assert str(path) in str(info.value)
+
+
+def test_pool_files_that_cannot_be_read_name_the_file(tmp_path):
+    """A folder given as the pool ("not found" before), a key given twice (the last one kept silently), bytes that
+    are not UTF-8 (a bare codec error)."""
+    from modeling_mambavl.processors.questions import read_question_pool
+
+    with pytest.raises(IsADirectoryError, match=rf"question pool {re.escape(str(tmp_path))} is a folder"):
+        read_question_pool(tmp_path)
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps(POOL)[:-1] + ', "pools": {}}')
+    with pytest.raises(ValueError, match=r"twice.json: key 'pools' is given twice"):
+        read_question_pool(twice)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\x80" + json.dumps(POOL).encode())
+    with pytest.raises(ValueError, match=r"binary.json: not a UTF-8 text file"):
+        read_question_pool(binary)
 
 
 def test_a_checkpoint_keeps_its_pool_and_reproduces_its_questions(tmp_path):

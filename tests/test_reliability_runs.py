@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -136,6 +137,36 @@ def test_simulated_enospc_becomes_the_documented_message(tmp_path):
     assert message == (f"[Errno 28] No space left on device: could not write metrics.json ({tmp_path / 'metrics.json'}"
                        "); nothing of it was kept. The hint.")
     assert info.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_where_a_file_goes_is_refused_and_kept_whole(tmp_path):
+    """A file written over an existing folder used to replace the folder and all it held (a rename over it); a file
+    where a folder goes, or a file on the way, gave a bare "[Errno 17] File exists"."""
+    folder = tmp_path / "predictions.json"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match=r"predictions\.json: is a folder, and a file goes there .*give a file "):
+        atomic.write_text(folder, "{}")
+    assert (folder / "keep.txt").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"--output_dir .*plain: is a file, and a folder goes there"):
+        atomic.check_target(plain, directory=True, name="--output_dir")
+    with pytest.raises(NotADirectoryError, match=r"plain is a file, not a folder, so nothing can be written inside"):
+        with atomic.atomic_write(plain / "deeper" / "metrics.json") as tmp:
+            tmp.write_text("{}")
+    assert plain.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "predictions.json"]  # no temporary left
+
+
+def test_an_output_dir_that_is_a_file_is_refused_naming_it(tmp_path):
+    """train_ek100.py / demo.py / eval_ek100.py --output_dir <a file>: the lock said "[Errno 17] File exists"."""
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(NotADirectoryError, match=rf"^--output_dir {re.escape(str(plain))}: is a file, and a folder "):
+        runs.RunLock(plain).acquire()
+    assert plain.read_text() == "x"
 
 
 @pytest.mark.parametrize("writer", ["safetensors", "torch", "python"])

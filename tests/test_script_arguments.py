@@ -103,3 +103,29 @@ def test_script_user_errors_are_one_line(tmp_path):
     assert line.startswith(f"eval_ek100.py: {missing}: no such folder") and "save_pretrained" in line
     debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=600, env=env)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value", "expected"),
+    [
+        ("train_ek100", "--per_device_train_batch_size", "0", "must be at least 1, got 0"),
+        ("train_ek100", "--num_train_epochs", "-3", "must be at least 1, got -3"),
+        ("train_ek100", "--lr", "-1", "must be at least 0, got -1.0"),
+        ("train_ek100", "--gradient_accumulation_steps", "0", "must be at least 1, got 0"),
+        ("train_ek100", "--seed", "-1", "must be at least 0, got -1"),
+        ("train_ek100", "--seed", str(2**32), f"must be at most {2**32 - 1}, got {2**32}"),
+        ("train_ek100", "--num_workers", "-2", "must be at least 0, got -2"),
+        ("eval_ek100", "--per_device_eval_batch_size", "0", "must be at least 1, got 0"),
+        ("eval_ek100", "--max_eval_samples", "0", "must be at least 1, got 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_the_option(name, option, value, expected, capsys):
+    """Before: a DataLoader's "batch_size should be a positive integer" naming no option, -3 epochs trained nothing
+    and still wrote final_model/, lr -1 stopped on a NaN loss with a traceback, --seed -1 gave numpy's "Seed must be
+    between 0 and 2**32 - 1", --max_eval_samples 0 "questions: no rows to tokenize"."""
+    for module in import_script(EXAMPLES / f"{name}.py", f"range_{name}"):
+        argv = (["--model_name_or_path", "m"] if name == "eval_ek100" else []) + [option, value]
+        with pytest.raises(SystemExit) as info:
+            module.parse_args(argv)
+        assert info.value.code == 2
+        assert f"{option} {expected}" in capsys.readouterr().err

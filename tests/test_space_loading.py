@@ -98,3 +98,14 @@ def test_synthetic_example_clip(tmp_path):
     assert info.num_frames == 30 and info.fps == 30 and a.read_bytes() == b.read_bytes()
     with pytest.raises(ValueError, match="synthetic classes"):
         write_synthetic_clip(tmp_path / "c.mp4", verb="juggle")
+
+
+def test_without_gradio_the_app_says_what_to_install_in_one_line():
+    """app.py where gradio is not installed (it ended with a ModuleNotFoundError traceback, even for --help)."""
+    app = Path(__file__).resolve().parents[1] / "examples" / "space" / "app.py"
+    code = ("import runpy, sys\nsys.modules['gradio'] = None\nsys.argv = ['app.py', '--help']\n"
+            f"runpy.run_path({str(app)!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "app.py needs gradio, which this install lacks: in the package's checkout pip install -e '.[space]', or pip "
+        "install -r examples/space/requirements.txt"], out.stderr[-2000:]

@@ -1,6 +1,7 @@
 """examples/train_ek100.py: recipes and --dry_run, outputs of a run, non-finite losses, exact resume after a kill."""
 
 import json
+import re
 
 import pytest
 from helpers.train_run import TRAIN, assert_same_state, run, script_args, synthetic_cache
@@ -64,6 +65,27 @@ def test_dry_run_state_params_in_the_mamba_group(train_script, capsys, fresh_acc
 def test_label_smoothing_is_given_once(train_script, fresh_accelerate_state):
     with pytest.raises(ValueError, match="label_smoothing=0.2 but --label_smoothing is 0.1: give it once"):
         train_script.main(["--dry_run", "--config_overrides", '{"label_smoothing": 0.2}'])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ('{"mixer_recompute": ', r"--config_overrides '\{\"mixer_recompute\": ': not valid JSON \(Expecting value"),
+        ("[1]", r"--config_overrides '\[1\]': a JSON list; give an object of config fields"),
+        ('{"mixer_recompute": 2}', r"Validation error for field 'mixer_recompute': TypeError: Field 'mixer_recompute' "
+                                   r"expected str, got int \(value: 2\)"),
+    ],
+    ids=["not-json", "not-an-object", "wrong-type"],
+)
+def test_bad_config_overrides_are_one_line_naming_the_option_or_field(train_script, overrides, expected, capsys,
+                                                                       fresh_accelerate_state):
+    """A JSON error naming no option, and a field of the wrong type (transformers' strict dataclass check), ended
+    with a traceback before."""
+    from modeling_mambavl.cli import run_main
+
+    assert run_main(train_script.main, "train_ek100.py", ["--dry_run", "--config_overrides", overrides]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert re.match(rf"train_ek100.py: {expected}", lines[-1]) and "Traceback" not in "\n".join(lines), lines
 
 
 def test_recipe_errors_name_the_file_and_key(train_script, tmp_path, fresh_accelerate_state):

@@ -13,10 +13,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
+try:
+    import gradio as gr
+except ModuleNotFoundError:  # the package's own helper may be absent here (a Space needs only requirements.txt)
+    print("app.py needs gradio, which this install lacks: in the package's checkout pip install -e '.[space]', or "
+          "pip install -r examples/space/requirements.txt", file=sys.stderr)
+    sys.exit(2)
 import numpy as np
 import torch
 from transformers import AutoModelForVideoClassification, AutoProcessor

@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import datasets
+from ..lazy_imports import missing_extra
+
+try:
+    import datasets
+except ModuleNotFoundError as e:  # an inference install: say which extra brings it
+    raise missing_extra(e, __name__) from e
 
 from .layout import VIDEO_ID_PATTERN, frames_fps
 from .vocabulary import EK100Vocabulary

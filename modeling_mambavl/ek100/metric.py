@@ -36,9 +36,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import datasets
-import evaluate
 import numpy as np
+
+from ..lazy_imports import missing_extra
+
+try:
+    import datasets
+    import evaluate
+except ModuleNotFoundError as e:  # an inference install: say which extra brings it
+    raise missing_extra(e, __name__) from e
 
 from .annotations import ORACLE_QUESTIONS
 from .vocabulary import EK100Vocabulary

@@ -183,6 +183,31 @@ def finish_parser(parser: argparse.ArgumentParser, help_texts: Mapping[str, str]
     return parser
 
 
+# The smallest value each numeric option takes (options a parser lacks are skipped). Below it an option failed deep
+# inside a run (a DataLoader's "batch_size should be a positive integer", a NaN loss at lr -1, numpy's seed range) or
+# was taken silently (-3 epochs trained nothing and still wrote final_model/).
+MINIMUMS: dict[str, float] = {
+    "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1, "num_train_epochs": 1, "max_train_steps": 1,
+    "gradient_accumulation_steps": 1, "eval_every_epochs": 1, "logging_steps": 1, "num_threads": 1,
+    "max_train_samples": 1, "max_eval_samples": 1, "synthetic_train_clips": 1, "synthetic_validation_clips": 1,
+    "synthetic_size": 1, "stride": 1, "num_workers": 0, "seed": 0, "lr": 0, "lr_backbone": 0, "lr_mamba": 0,
+    "weight_decay": 0,
+}
+SEED_MAX = 2**32 - 1  # numpy's and Accelerate's set_seed range
+
+
+def check_minimums(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   minimums: Mapping[str, float] = MINIMUMS) -> None:
+    """``parser.error`` naming the first option of ``minimums`` whose value is below its minimum (or ``--seed``
+    above ``SEED_MAX``); options ``args`` lacks, or left at ``None``, are skipped."""
+    for dest, minimum in minimums.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < minimum:
+            parser.error(f"--{dest} must be at least {minimum}, got {value}")
+    if getattr(args, "seed", None) is not None and args.seed > SEED_MAX:
+        parser.error(f"--seed must be at most {SEED_MAX}, got {args.seed}")
+
+
 def add_run_arguments(group: argparse._ActionsContainer) -> None:
     """Add the options of resuming into, and locking, a training run's ``--output_dir``."""
     group.add_argument("--allow_changed_args", action="store_true",

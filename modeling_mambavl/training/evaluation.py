@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -260,7 +261,7 @@ def write_predictions(folder: str | Path, predictions: Predictions, top_k: int =
         tuple[Path, Path]:
     """``predictions.json`` (per ``narration_id``: top-k verbs and nouns with softmax scores, labels, ``valid``) and
     ``predictions.csv`` (one line per clip: predicted and true verb / noun, valid); each written atomically."""
-    folder = Path(folder)
+    folder = atomic.check_target(folder, directory=True)
     folder.mkdir(parents=True, exist_ok=True)
     verb_p = softmax(predictions.verb_logits.astype(np.float64))
     noun_p = softmax(predictions.noun_logits.astype(np.float64))
@@ -458,9 +459,20 @@ def question_predictions(predictions: Predictions, top_k: int = 5) -> dict[str, 
     """
     from ..ek100.metric import official_action_topk
 
-    if top_k < 1:
-        raise ValueError(f"top_k={top_k}: a predictions file needs at least one action per clip (top_k >= 1)")
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise ValueError(f"top_k={top_k!r}: a predictions file needs at least one action per clip (an integer >= 1)")
+    # The official score ranks the top-100 verbs x the top-100 nouns: no clip has more actions than that.
+    ranked = min(100, predictions.verb_logits.shape[1]) * min(100, predictions.noun_logits.shape[1])
+    if top_k > ranked:
+        raise ValueError(f"top_k={top_k}: the official action score ranks {ranked} actions per clip (top-100 verbs x "
+                         f"top-100 nouns); give top_k <= {ranked}")
     keep = np.flatnonzero(predictions.valid)
+    for name in ("verb_logits", "noun_logits"):
+        bad = ~np.isfinite(getattr(predictions, name)[keep]).all(axis=1)
+        if bad.any():  # the ranking of a NaN row is meaningless; a second stage would read it as a prediction
+            ids = [predictions.narration_ids[i] for i in keep[bad][:3]]
+            raise ValueError(f"{name}: {int(bad.sum())} valid clip(s) hold NaN or inf, e.g. narrations {ids}; mark "
+                             "unreadable clips valid=False or fix the model's outputs")
     verbs, nouns, probs = official_action_topk(predictions.verb_logits[keep], predictions.noun_logits[keep], k=top_k)
     return {
         predictions.narration_ids[i]: [[int(v), int(n), round(float(p), 8)] for v, n, p in zip(*row)]
@@ -494,21 +506,52 @@ def write_probabilities(path: str | Path, predictions: Predictions) -> Path:
     return Path(path)
 
 
+PROBABILITY_KEYS = ("narration_ids", "participant_ids", "verb_probs", "noun_probs", "verb_labels", "noun_labels",
+                    "valid")
+
+
+def _load_probabilities(path: Path) -> dict[str, np.ndarray]:
+    """One :func:`write_probabilities` file as arrays; anything else raises an error naming ``path``."""
+    import zipfile
+
+    fix = "give a probabilities.npz written by eval_ek100.py --write_question_predictions"
+    if not path.is_file():
+        raise FileNotFoundError(f"probabilities file {path} not found" + (" (a folder)" if path.exists() else "")
+                                + f"; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            loaded = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a .npz file of probabilities ({e}); {fix}") from None
+    missing = [k for k in PROBABILITY_KEYS if k not in loaded]
+    if missing:
+        raise ValueError(f"{path}: lacks the arrays {missing}; {fix}")
+    n = len(loaded["narration_ids"])
+    for key in ("verb_probs", "noun_probs"):
+        if loaded[key].ndim != 2 or loaded[key].shape[0] != n:
+            raise ValueError(f"{path}: {key} has shape {loaded[key].shape}, expected ({n}, classes); {fix}")
+        probs = loaded[key][loaded["valid"].astype(bool)]  # unreadable clips' rows are never used
+        if not np.isfinite(probs).all() or (probs < 0).any():
+            raise ValueError(f"{path}: {key} holds NaN, inf or negative values on valid clips; a probability is in "
+                             "[0, 1]")
+    return loaded
+
+
 def read_probabilities(paths: str | Path | Sequence[str | Path]) -> Predictions:
     """:class:`Predictions` from one :func:`write_probabilities` file, or the mean of several models' probabilities
     over the same clips (an ensemble: a clip is valid when every model could read it).
 
     The returned logits are ``log`` of the (mean) probabilities: every softmax of them, and so the official action
     score and every metric, sees the mean probabilities. Raises ``ValueError`` naming the file whose clips differ
-    from the first file's.
+    from the first file's, or that is not such a file (not a ``.npz``, arrays missing, NaN / negative probabilities);
+    ``FileNotFoundError`` for a missing one.
     """
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise ValueError("read_probabilities needs at least one .npz file")
     first, verb, noun, valid = None, 0.0, 0.0, None
     for path in paths:
-        with np.load(path) as f:
-            loaded = {k: f[k] for k in f.files}
+        loaded = _load_probabilities(Path(path))
         if first is None:
             first = loaded
         elif not np.array_equal(loaded["narration_ids"], first["narration_ids"]):

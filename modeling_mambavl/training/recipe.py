@@ -50,6 +50,12 @@ def _check_value(path: Path, action: argparse.Action, value: Any) -> Any:
         return value
 
     def one(v: Any) -> Any:
+        # YAML's true / false and 2.5 must not become 1.0 and 2 for a number option: the command line refuses them.
+        if isinstance(v, bool) and action.type is not None:
+            raise RecipeError(f"--recipe {path}: {action.dest}={value!r}: takes a {action.type.__name__} value, not "
+                              "true / false")
+        if action.type is int and isinstance(v, float) and not v.is_integer():
+            raise RecipeError(f"--recipe {path}: {action.dest}={value!r}: takes an integer")
         try:
             # YAML reads 1e-3 as a string (no dot): the option's own type converts it as the command line would.
             v = action.type(v) if action.type is not None else v

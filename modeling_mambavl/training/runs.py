@@ -118,6 +118,7 @@ class RunLock:
         Raises:
             RunRefused: a live process holds the lock, or one on another host does and ``break_lock`` is False.
         """
+        atomic.check_target(self.output_dir, directory=True, name="--output_dir")  # a file there: say so, not EEXIST
         # A run that stops before writing anything (bad annotations, a refused resume) leaves no folder behind.
         self.created_dir = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
