@@ -46,8 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
+from modeling_mambavl.lazy_imports import exit_for_missing_extra
+
+try:
+    from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
+except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
+    exit_for_missing_extra(e, "cascade_ek100.py")
+
 from modeling_mambavl import atomic
-from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
 from modeling_mambavl.training.builders import default_cache_dir, resolve_data, synthetic_settings
 from modeling_mambavl.training.evaluation import (
@@ -190,6 +196,9 @@ def assign_folds(rows: Sequence[dict], num_folds: int, seed: int) -> list[list[s
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["video_id"]] = counts.get(row["video_id"], 0) + 1
+    if len(counts) < 2:
+        raise ValueError(f"the training split has {len(counts)} video(s), and out-of-fold predictions need at least 2 "
+                         "(a video is never split across folds); give a training split with clips of 2 or more videos")
     if len(counts) < num_folds:
         raise ValueError(f"--num_folds {num_folds}: the training split has only {len(counts)} videos, and a video is "
                          f"never split across folds; use --num_folds {max(2, len(counts))} or fewer")
@@ -519,14 +528,17 @@ def check_settings(out: Path, settings: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     args, extra, data_actions = parse_args(argv)
     start = time.perf_counter()
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = atomic.check_target(args.output_dir, directory=True, name="--output_dir")
     # what the results depend on; how they are run (jobs, launcher, workers) and which controls may change
     ignored = ("output_dir", "debug", "launcher", "controls", "num_workers", "demo", "jobs")
     settings = {k: v for k, v in vars(args).items() if k not in ignored}
     settings["training_arguments"] = extra
-    check_settings(out, settings)
     cascade = Cascade(args, extra, data_actions)
+    if not (out / "stage1" / "folds.json").is_file():
+        # Before cascade.json records the settings: a --num_folds the data cannot take must not pin the folder to it.
+        assign_folds(read_split_rows(cascade.spec.annotations_dir, "train")[1], args.num_folds, args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
     predictions, stage1_metrics = stage1(cascade)
     rows = {"stage1": {"title": f"stage 1 alone (mean of {args.num_folds} fold models)",
                        "metrics": stage1_metrics.get(args.eval_split, {}), "question_source": "generic"}}

@@ -135,6 +135,26 @@ def test_folds_split_by_video_never_within_one(cascade_script, six_videos, tmp_p
     assert sorted(held) == all_ids
 
 
+def test_fold_counts_the_data_cannot_take_are_refused_before_anything_is_recorded(cascade_script, six_videos,
+                                                                                   tmp_path):
+    rows = read_csv(six_videos.annotations_dir / "EPIC_100_train.csv")
+    one_video = [r for r in rows if r["video_id"] == rows[0]["video_id"]]
+    with pytest.raises(ValueError, match="has 1 video.*at least 2"):
+        cascade_script.assign_folds(one_video, 2, seed=0)
+    out = tmp_path / "run"
+    data = ["--annotations_dir", str(six_videos.annotations_dir), "--media_root", str(six_videos.media_root),
+            "--media", "frames"]
+    with pytest.raises(ValueError, match="--num_folds 7: the training split has only 6 videos"):
+        cascade_script.main(["--output_dir", str(out), "--num_folds", "7", *data])
+    # nothing pins the folder to the refused settings: a corrected rerun is not "started with other settings"
+    assert not (out / "cascade.json").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match=f"--output_dir {a_file}: is a file"):
+        cascade_script.main(["--output_dir", str(a_file), *data])
+    assert a_file.read_text() == "x"
+
+
 def test_data_options_belong_before_the_training_arguments(cascade_script, eval_script, tmp_path):
     with pytest.raises(ValueError, match="--synthetic_size.*give them before --"):
         cascade_script.parse_args(["--output_dir", str(tmp_path), "--", "--lr", "1e-3", "--synthetic_size", "32"])
