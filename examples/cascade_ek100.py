@@ -46,14 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_mambavl.lazy_imports import exit_for_missing_extra
+from modeling_mambavl.lazy_imports import require_modules
 
-try:
-    from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
-except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
-    exit_for_missing_extra(e, "cascade_ek100.py")
+# an inference install (no extras): one line naming the extra, not a traceback
+require_modules("cascade_ek100.py", "datasets", "accelerate")
 
 from modeling_mambavl import atomic
+from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
 from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
 from modeling_mambavl.training.builders import default_cache_dir, resolve_data, synthetic_settings
 from modeling_mambavl.training.evaluation import (

@@ -47,9 +47,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification  # noqa: E402
-from modeling_mambavl.configuration.presets import roberta_base_text_config  # noqa: E402
-from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
+from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification
+from modeling_mambavl.configuration.presets import roberta_base_text_config
+from modeling_mambavl.training.arguments import HelpFormatter, finish_parser
 
 BACKBONE_FILE = "authors_backbone.safetensors"
 REPORT_FILE = "conversion_report.json"

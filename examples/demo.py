@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_mambavl.lazy_imports import exit_for_missing_extra
+from modeling_mambavl.lazy_imports import require_modules
 
-try:
-    from accelerate import PartialState
-except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
-    exit_for_missing_extra(e, "demo.py")
+# an inference install (no extras): one line naming the extra, not a traceback
+require_modules("demo.py", "accelerate")
+
+from accelerate import PartialState
 
 from modeling_mambavl import atomic
 from modeling_mambavl.training import runs

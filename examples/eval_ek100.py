@@ -22,13 +22,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modeling_mambavl.lazy_imports import exit_for_missing_extra
+from modeling_mambavl.lazy_imports import require_modules
 
-try:
-    from accelerate import Accelerator
-    from accelerate.logging import get_logger
-except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
-    exit_for_missing_extra(e, "eval_ek100.py")
+# an inference install (no extras): one line naming the extra, not a traceback
+require_modules("eval_ek100.py", "accelerate")
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
 
 from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor

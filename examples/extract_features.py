@@ -50,15 +50,15 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from modeling_mambavl.lazy_imports import exit_for_missing_extra  # noqa: E402
+from modeling_mambavl.lazy_imports import require_modules
 
-try:
-    from modeling_mambavl.ek100 import EK100FeatureWriter, load_ek100, set_ek100_epoch
-except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
-    exit_for_missing_extra(e, "extract_features.py")
-from modeling_mambavl.ek100.features import FEATURES_FORMAT, FEATURES_INDEX  # noqa: E402
-from modeling_mambavl.training.arguments import HelpFormatter, finish_parser  # noqa: E402
-from modeling_mambavl.training.faults import kill_point  # noqa: E402
+# an inference install (no extras): one line naming the extra, not a traceback
+require_modules("extract_features.py", "datasets")
+
+from modeling_mambavl.ek100 import EK100FeatureWriter, load_ek100, set_ek100_epoch
+from modeling_mambavl.ek100.features import FEATURES_FORMAT, FEATURES_INDEX
+from modeling_mambavl.training.arguments import HelpFormatter, finish_parser
+from modeling_mambavl.training.faults import kill_point
 
 SHARDS_DIR = "shards"
 # The version of the index written here; the same as EK100FeatureWriter's (a test compares the two).

@@ -40,14 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from modeling_mambavl.lazy_imports import exit_for_missing_extra
+from modeling_mambavl.lazy_imports import require_modules
 
-try:
-    from accelerate import Accelerator
-    from accelerate.logging import get_logger
-    from accelerate.utils import gather_object, set_seed
-except ModuleNotFoundError as e:  # an inference install: one line naming the extra, not a traceback
-    exit_for_missing_extra(e, "train_ek100.py")
+# an inference install (no extras): one line naming the extra, not a traceback
+require_modules("train_ek100.py", "accelerate")
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from modeling_mambavl import MambaVLForVideoClassification, MambaVLProcessor, atomic

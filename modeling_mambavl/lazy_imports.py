@@ -9,11 +9,12 @@ that defines it (then the name is cached in the package namespace, so later acce
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-__all__ = ["exit_for_missing_extra", "lazy_getattr", "missing_extra"]
+__all__ = ["exit_for_missing_extra", "lazy_getattr", "missing_extra", "require_modules"]
 
 # Libraries that come with an extra of setup.cfg rather than with `pip install mambavl` (an inference install).
 EXTRAS = {"datasets": "ek100", "evaluate": "ek100", "accelerate": "train", "peft": "train", "matplotlib": "train",
@@ -38,6 +39,14 @@ def exit_for_missing_extra(error: ModuleNotFoundError, prog: str) -> NoReturn:
         raise error
     print(converted, file=sys.stderr)
     raise SystemExit(2)
+
+
+def require_modules(prog: str, *modules: str) -> None:
+    """For a script, before its imports: the first of ``modules`` that this install lacks ends the script with the
+    one line of :func:`exit_for_missing_extra` (the extra that installs it; status 2) instead of a traceback."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            exit_for_missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module), prog)
 
 
 def lazy_getattr(package: str, exports: Mapping[str, str] | None = None,

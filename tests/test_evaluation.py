@@ -281,8 +281,7 @@ def test_read_probabilities_names_a_file_that_is_not_one_of_ours(tmp_path):
 def test_a_full_disk_while_writing_first_stage_outputs_leaves_the_previous_files(tmp_path, monkeypatch):
     """write_question_predictions and write_probabilities on a full disk (a write raising ENOSPC): the documented
     DiskFullError, the previous file untouched, no temporary left."""
-    import errno
-    import pathlib
+    from helpers.full_disk import fill_disk
 
     from modeling_mambavl import atomic
     from modeling_mambavl.training.evaluation import write_probabilities, write_question_predictions
@@ -291,24 +290,7 @@ def test_a_full_disk_while_writing_first_stage_outputs_leaves_the_previous_files
     (tmp_path / "q.json").write_text("previous")
     (tmp_path / "probabilities.npz").write_text("previous")
 
-    class FullFile:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    def full_write_bytes(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(atomic, "open", FullFile, raising=False)  # atomic.write_text's file
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full_write_bytes)
+    fill_disk(monkeypatch, write_bytes=True)
     with pytest.raises(atomic.DiskFullError, match=r"could not write question predictions \(.*q.json\); nothing of "):
         write_question_predictions(tmp_path / "q.json", predictions)
     with pytest.raises(atomic.DiskFullError, match=r"could not write probabilities \(.*probabilities.npz\)"):

@@ -385,7 +385,7 @@ def test_a_model_trained_with_a_pool_is_evaluated_with_it(script, tmp_path, tmp_
 def test_a_full_disk_while_saving_the_pool_keeps_the_previous_file(script, tmp_path, monkeypatch):
     """A pool saved on a full disk (a write raising ENOSPC): the documented DiskFullError naming the pool, the file
     of the last save untouched (a rerun resumes from it), no temporary left."""
-    import errno
+    from helpers.full_disk import fill_disk
 
     from modeling_mambavl import atomic
 
@@ -395,20 +395,7 @@ def test_a_full_disk_while_saving_the_pool_keeps_the_previous_file(script, tmp_p
     script.write_pool(path, pool)
     before = path.read_text()
 
-    class FullFile:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(atomic, "open", FullFile, raising=False)
+    fill_disk(monkeypatch)
     with pytest.raises(atomic.DiskFullError, match=r"could not write the question pool \(.*pool.json\); nothing of"):
         script.write_pool(path, {**pool, "complete": True})
     monkeypatch.undo()

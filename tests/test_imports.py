@@ -134,9 +134,10 @@ BLOCK_EXTRAS = ("import sys\n"
            f"{name} needs {needs}, which this install lacks: install the package's '{extra}' extra (in its "
            f"checkout: pip install -e '.[{extra}]')")
           for name, needs, extra in [("eval_ek100.py", "accelerate", "train"), ("train_ek100.py", "accelerate", "train"),
-                                     ("demo.py", "accelerate", "train"), ("extract_features.py", "datasets", "ek100")]],
+                                     ("demo.py", "accelerate", "train"), ("extract_features.py", "datasets", "ek100"),
+                                     ("cascade_ek100.py", "datasets", "ek100")]],
     ],
-    ids=["module", "mambavl-eval", "eval_ek100", "train_ek100", "demo", "extract_features"],
+    ids=["module", "mambavl-eval", "eval_ek100", "train_ek100", "demo", "extract_features", "cascade_ek100"],
 )
 def test_what_needs_an_extra_says_which_in_one_line(code, expected):
     """Where the ``ek100`` / ``train`` extras are not installed: importing a module that needs one names the extra,
