@@ -236,12 +236,12 @@ class MambaVLMixer(nn.Module):
         out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
         if not keep_state:
             return out, None, None
-        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding), copied: a slice
-        # would keep the whole piece's (b, d_inner, L) input alive until the backward reaches the next piece.
+        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding): a slice, which the
+        # pieces' loop copies into its slot at once (kept, it would hold the piece's whole (b, d_inner, L) input).
         context = self.conv1d.kernel_size[0] - 1
         if conv_in.shape[-1] < context:
             conv_in = F.pad(conv_in, (context - conv_in.shape[-1], 0))
-        return out, conv_in[..., conv_in.shape[-1] - context:].clone(), state
+        return out, conv_in[..., conv_in.shape[-1] - context:], state
 
 
 class PlacePiece(torch.autograd.Function):
