@@ -500,7 +500,9 @@ def main(argv=None) -> int:
             "settings": {"hidden_size": 768, "batch": 1, "questions": 2, "tokens_per_frame": TOKENS_PER_FRAME,
                          "default_question_length": DEFAULT_QUESTION_LENGTH, "default_frames": DEFAULT_FRAMES,
                          "repeats": args.repeats, "trials": args.trials, "time_cap_s": TIME_CAP_S, "memory_cap_mb": MEMORY_CAP_MB,
-                         "mixer_chunk_size": chunk_size, "malloc_mmap_threshold": args.malloc_mmap_threshold, "mixer_recompute_levels": levels,
+                         "mixer_chunk_size": chunk_size,
+                         "mixer_recompute_chunk_size": _default_config_value("mixer_recompute_chunk_size"),
+                         "malloc_mmap_threshold": args.malloc_mmap_threshold, "mixer_recompute_levels": levels,
                          "attention": "one pre-LN self-attention layer (12 heads, "
                                       "F.scaled_dot_product_attention, residual; no MLP)",
                          "transformer": "one MambaVLFuserBlock (pre-LN, 12 heads, MLP 4x, "

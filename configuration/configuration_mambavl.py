@@ -190,8 +190,12 @@ class MambaVLConfig(PreTrainedConfig):
             What the fusion mixers keep for the backward of a training step: `"none"` every intermediate; `"speed"`
             the input projection's output (as mamba-ssm's `mamba_inner_fn`), recomputing the convolution, Δ, the
             scan's output and the gate in the backward; `"memory"` only the mixer's input, recomputing the input
-            projection too. Recomputation runs one `mixer_chunk_size` piece at a time (on every device), with the
-            same outputs and gradients.
+            projection too. Recomputation runs one piece at a time (on every device; pieces of at most
+            `mixer_chunk_size` and `mixer_recompute_chunk_size` tokens), with the same outputs and gradients.
+        mixer_recompute_chunk_size (`int`, *optional*, defaults to 512):
+            The longest piece when `mixer_recompute` recomputes (`None`: `mixer_chunk_size` alone). A piece's
+            recomputed intermediates are the backward's transient memory, so shorter pieces lower the peak; 512 tokens
+            keep it near the memory any training step needs (the output and the parameters' gradients).
     """
 
     model_type = "mambavl"
@@ -251,6 +255,7 @@ class MambaVLConfig(PreTrainedConfig):
     scan_backend: str = "auto"
     mixer_chunk_size: int | None = 2048
     mixer_recompute: str = "none"
+    mixer_recompute_chunk_size: int | None = 512
 
     def __post_init__(self, **kwargs):
         self._check_choices()
@@ -313,7 +318,8 @@ class MambaVLConfig(PreTrainedConfig):
         for name in ("hidden_size", "state_size", "expand", "conv_kernel", "num_fusion_layers", "fuser_layers",
                      "fuser_heads", "fuser_max_position_embeddings", "num_verb_classes", "num_noun_classes"):
             _check_positive(name, getattr(self, name))
-        for name in ("num_frames", "vision_feature_dim", "video_temporal_size", "image_size", "mixer_chunk_size"):
+        for name in ("num_frames", "vision_feature_dim", "video_temporal_size", "image_size", "mixer_chunk_size",
+                     "mixer_recompute_chunk_size"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
         if isinstance(self.time_step_rank, int):

@@ -60,6 +60,7 @@ class MambaVLSSMFusionLayer(GradientCheckpointingLayer):
                 config.hidden_size, config.intermediate_size, config.state_size, config.conv_kernel, config.dt_rank,
                 owns_state_matrix=not self.share_state_matrix, scan_backend=config.scan_backend,
                 chunk_size=config.mixer_chunk_size, recompute=config.mixer_recompute,
+                recompute_chunk_size=config.mixer_recompute_chunk_size,
             )
 
         self.video_mixer = mixer()

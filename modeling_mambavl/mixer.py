@@ -37,11 +37,14 @@ class MambaVLMixer(nn.Module):
     ``recompute`` (``"none"``, ``"speed"`` or ``"memory"``, as the config's ``mixer_recompute``) trades time for memory when gradients are needed: at ``"speed"`` a
     piece keeps for the backward only its input projection's output (batch, piece, 2 * intermediate_size), at
     ``"memory"`` only its input (batch, piece, hidden_size); the backward recomputes the rest one piece at a time
-    (non-reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs),
-    so its transient memory is that of one piece. Each piece's output goes into the full-length output as soon as it
-    is computed, and the carried convolution inputs are copies, so nothing of a finished piece but its input (and
-    the small carries) stays alive. With recomputation, tensors on any device run in pieces; without it, GPU tensors
-    run in one pass.
+    (reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs), so
+    its transient memory is that of one piece; pieces are then at most ``recompute_chunk_size`` tokens as well
+    (``None``: ``chunk_size`` alone). Each piece's output goes into the full-length output as soon as it is computed,
+    the carries are copied into slots made once, and a piece's forward builds no graph, so nothing of a finished
+    piece but its input and the small carries stays alive, and nothing small and long-lived is allocated between
+    the pieces' intermediates (which would fragment the allocator's heap). As with any reentrant checkpoint, the
+    recomputing levels take gradients through ``loss.backward()``, not ``torch.autograd.grad``. With recomputation,
+    tensors on any device run in pieces; without it, GPU tensors run in one pass.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class MambaVLMixer(nn.Module):
         scan_backend: str = "auto",
         chunk_size: int | None = None,
         recompute: str = "none",
+        recompute_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if recompute not in MIXER_RECOMPUTE_LEVELS:
@@ -62,6 +66,7 @@ class MambaVLMixer(nn.Module):
                              f"{', '.join(MIXER_RECOMPUTE_LEVELS)}")
         self.chunk_size = chunk_size
         self.recompute = recompute
+        self.recompute_chunk_size = recompute_chunk_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.state_size = state_size
@@ -106,21 +111,33 @@ class MambaVLMixer(nn.Module):
         seq_len = hidden_states.shape[1]
         on_cpu = hidden_states.device.type == "cpu"
         # mamba-ssm's kernel takes no initial state, so it cannot continue a piece: one pass there.
-        in_pieces = (self.chunk_size and seq_len > self.chunk_size and (on_cpu or recompute != "none")
+        chunk_size = self.chunk_size
+        if recompute != "none" and self.recompute_chunk_size:
+            chunk_size = min(chunk_size or seq_len, self.recompute_chunk_size)
+        in_pieces = (chunk_size and seq_len > chunk_size and (on_cpu or recompute != "none")
                      and self.scan_backend != "cuda")
         if not in_pieces:
             return self._run_piece(recompute, hidden_states, mask, A)[0]
         # Pieces of equal length (no short last one), at most chunk_size each.
-        n_pieces = -(-seq_len // self.chunk_size)
+        n_pieces = -(-seq_len // chunk_size)
         step = -(-seq_len // n_pieces)
         # split, not slicing: its backward is one cat, where each slice's would write a full-length gradient.
         pieces = hidden_states.split(step, dim=1)
         masks = [None] * len(pieces) if mask is None else mask.split(step, dim=1)
-        output, carry, start = None, (None, None), 0
+        output, carry, slots, start = None, (None, None), [], 0
         for i, (piece, piece_mask) in enumerate(zip(pieces, masks)):
-            out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=i < len(pieces) - 1)
+            last = i == len(pieces) - 1
+            out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=not last)
             if output is None:  # the dtype of the pieces' outputs (autocast's, if on)
                 output = out.new_empty(hidden_states.shape[:2] + out.shape[2:])
+            if not last:
+                # The carries live until the backward. Made inside a piece, each would sit among that piece's freed
+                # intermediates and split the free space the next piece's intermediates need, so the heap would grow
+                # by about one piece's intermediates per piece (glibc); copied into slots made together, once, they
+                # leave the pieces' memory in one reusable block.
+                if not slots:
+                    slots = [tuple(torch.empty_like(t) for t in carry) for _ in range(len(pieces) - 1)]
+                carry = tuple(slot.copy_(t) for slot, t in zip(slots[i], carry))
             # Written into the full-length output at once (not kept for one cat at the end): each piece's output is
             # freed before the next piece runs, so the pieces' transients reuse the same memory.
             output = PlacePiece.apply(output, out, start)
@@ -138,15 +155,20 @@ class MambaVLMixer(nn.Module):
         state: torch.Tensor | None = None,
         keep_state: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """One piece at the given recompute level; arguments and results as ``_mix``, the carry as two tensors."""
-        if recompute == "none":
-            return self._mix(hidden_states, mask, A, conv_context, state, keep_state)
+        """One piece at the given recompute level; arguments as ``_mix``, the results (output, (conv context,
+        state))."""
+        mix = self._mix
         if recompute == "speed":
-            projected = self._project(hidden_states, mask)
-            return checkpoint(self._mix_projected, projected, mask, A, conv_context, state, keep_state,
-                              use_reentrant=False, preserve_rng_state=False)
-        return checkpoint(self._mix, hidden_states, mask, A, conv_context, state, keep_state,
-                          use_reentrant=False, preserve_rng_state=False)
+            hidden_states, mix = self._project(hidden_states, mask), self._mix_projected
+        if recompute == "none":
+            out, conv_context, state = mix(hidden_states, mask, A, conv_context, state, keep_state)
+        else:
+            # Reentrant: the piece's forward runs without building its graph. The non-reentrant variant records
+            # every operation's node in the forward and keeps them until the backward: small long-lived allocations
+            # made between the pieces' intermediates, which fragment the heap as the carries would (see forward).
+            out, conv_context, state = checkpoint(mix, hidden_states, mask, A, conv_context, state, keep_state,
+                                                  use_reentrant=True, preserve_rng_state=False)
+        return out, (conv_context, state)
 
     def _mix(
         self,
@@ -156,11 +178,11 @@ class MambaVLMixer(nn.Module):
         conv_context: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         keep_state: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """One pass over (batch, L, hidden_size), continuing from the convolution's last ``conv_kernel - 1`` inputs
         ``conv_context`` (batch, d_inner, conv_kernel - 1) and the scan ``state`` (batch, d_inner, N) when given.
         Returns the output (batch, L, hidden_size) and, with ``keep_state``, the same two for the tokens after these
-        (else ``(None, None)``)."""
+        (else ``None, None``): a flat tuple, as the reentrant checkpoint tracks only tensors at its top level."""
         return self._mix_projected(self._project(hidden_states, mask), mask, A, conv_context, state, keep_state)
 
     def _project(self, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -177,7 +199,7 @@ class MambaVLMixer(nn.Module):
         conv_context: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         keep_state: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``_mix`` after the input projection: ``projected`` (batch, L, 2 * d_inner)."""
         seq_len = projected.shape[1]
         if mask is not None:
@@ -213,13 +235,13 @@ class MambaVLMixer(nn.Module):
             y, state = y
         out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
         if not keep_state:
-            return out, (None, None)
-        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding), copied: a slice
-        # would keep the whole piece's (b, d_inner, L) input alive until the backward reaches the next piece.
+            return out, None, None
+        # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding): a slice, which the
+        # pieces' loop copies into its slot at once (kept, it would hold the piece's whole (b, d_inner, L) input).
         context = self.conv1d.kernel_size[0] - 1
         if conv_in.shape[-1] < context:
             conv_in = F.pad(conv_in, (context - conv_in.shape[-1], 0))
-        return out, (conv_in[..., conv_in.shape[-1] - context:].clone(), state)
+        return out, conv_in[..., conv_in.shape[-1] - context:], state
 
 
 class PlacePiece(torch.autograd.Function):

@@ -129,6 +129,7 @@ def test_preset_overrides_merge_nested_dicts():
         ({"question_pad_token_id": 50265}, "question_pad_token_id"),
         ({"authors_text_encoder": True}, "authors_text_encoder"),
         ({"mixer_recompute": "all"}, "mixer_recompute"),
+        ({"mixer_recompute_chunk_size": 0}, "mixer_recompute_chunk_size"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(kwargs, field):
@@ -214,6 +215,7 @@ BAD_FIELD_VALUES = {
     "question_pad_token_id": -1,
     "authors_text_encoder": True,  # needs text_encoder="full"; the default SSM model runs the embeddings only
     "mixer_recompute": "everything",
+    "mixer_recompute_chunk_size": -512,
 }
 # Fields that hold a number checked for range: NaN and infinity are refused too.
 FLOAT_FIELDS = ("text_embedding_dropout", "time_step_min", "time_step_max", "time_step_floor", "fuser_mlp_ratio",

@@ -209,13 +209,15 @@ def test_mixer_chunk_size_comes_from_the_config():
 # --- recomputation: the same outputs and gradients, less kept for the backward --------------------------------------
 
 
-def run_mixer_levels(backend: str, length: int = 50, chunk_size: int = 7, dtype=None, device: str = "cpu",
-                     levels=("none", "speed", "memory")) -> dict:
+def run_mixer_levels(backend: str, length: int = 50, chunk_size: int | None = 7, dtype=None, device: str = "cpu",
+                     levels=("none", "speed", "memory"), recompute_chunk_size: int | None = None) -> dict:
     """Output, input gradient, parameter gradients and the gradients of a given initial (conv context, scan state)
     of one mixer at each recompute level: (batch 2, ``length``) tokens with padding at both ends, run in pieces of
-    ``chunk_size``, under autocast to ``dtype`` when given. Returns {level: (out, grads dict)}."""
+    ``chunk_size`` (at the recomputing levels, of at most ``recompute_chunk_size`` too), under autocast to ``dtype``
+    when given. Returns {level: (out, grads dict)}."""
     torch.manual_seed(0)
-    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, scan_backend=backend, chunk_size=chunk_size)
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, scan_backend=backend, chunk_size=chunk_size,
+                         recompute_chunk_size=recompute_chunk_size)
     mixer.load_state_dict(_hf_mixer().state_dict())
     mixer.to(device)
     x = torch.randn(2, length, D, device=device)
@@ -267,11 +269,13 @@ def test_recompute_levels_under_bf16_autocast():
     assert_levels_match(results, rtol=1e-2, atol=1e-3)
 
 
-def test_recompute_levels_with_gradient_checkpointing():
+@pytest.mark.parametrize("chunk_size, recompute_chunk_size", [(5, 512), (None, 4)])
+def test_recompute_levels_with_gradient_checkpointing(chunk_size, recompute_chunk_size):
     """The fusion layer's own activation checkpointing wraps the mixers' per-piece recomputation."""
     grads = {}
     for level in ("none", "memory", "speed"):
-        model = _ssm_model(mixer_recompute=level, mixer_chunk_size=5)
+        model = _ssm_model(mixer_recompute=level, mixer_chunk_size=chunk_size,
+                           mixer_recompute_chunk_size=recompute_chunk_size)
         model.train()
         model.activation_checkpointing_enable()
         assert model.fusion.layers[0].gradient_checkpointing
@@ -288,6 +292,53 @@ def test_recompute_levels_with_gradient_checkpointing():
         assert set(grads[level]) == set(grads["none"])
         for name, grad in grads[level].items():
             torch.testing.assert_close(grad, grads["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_recompute_pieces_shorter_than_the_chunk_size_give_the_same_results(dtype, monkeypatch):
+    """At the recomputing levels pieces are at most ``recompute_chunk_size`` tokens, also where ``chunk_size`` would
+    run one pass (None) or longer pieces: outputs and every gradient (padding, a given initial state, bf16 autocast)
+    are those of keeping everything in one pass."""
+    passes = []
+    mix_projected = MambaVLMixer._mix_projected  # every pass, forward or recomputed, at every level
+    monkeypatch.setattr(MambaVLMixer, "_mix_projected",
+                        lambda self, x, *a: passes.append(x.shape[1]) or mix_projected(self, x, *a))
+    for chunk_size in (None, 30):
+        passes.clear()
+        results = run_mixer_levels("cpu", length=30, chunk_size=chunk_size, recompute_chunk_size=7, dtype=dtype)
+        # none: the head and one pass; each recomputing level: the head and 5 pieces of 6, forward and backward.
+        assert sorted(passes) == sorted([5, 30] + 2 * ([5] * 2 + [6] * 10)), chunk_size
+        assert_levels_match(results, *((1e-2, 1e-3) if dtype else ()))
+
+
+def _graph_nodes(output: torch.Tensor) -> list[str]:
+    """The names of the autograd nodes ``output`` depends on."""
+    names, seen, stack = [], set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+def test_recomputing_pieces_build_no_graph_in_the_forward():
+    """A recomputing piece's forward records one node for the whole piece, not one per operation (nodes that would
+    stay allocated until the backward between the pieces' intermediates); the carries pass through slots."""
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+    x = torch.randn(2, 20, D, requires_grad=True)
+    for level in ("none", "speed", "memory"):
+        mixer.recompute = level
+        names = _graph_nodes(mixer(x))
+        inner = {"ConvolutionBackward0", "SiluBackward0", "SoftplusBackward0"} & set(names)
+        if level == "none":
+            assert inner, names
+            continue
+        assert not inner, (level, names)
+        assert names.count("CheckpointFunctionBackward") == 3, (level, names)
+        assert names.count("CopyBackwards") == 4, (level, names)  # the two carries after each but the last piece
 
 
 def test_recompute_keeps_only_the_input_or_its_projection(monkeypatch):
@@ -323,6 +374,13 @@ def test_recompute_keeps_only_the_input_or_its_projection(monkeypatch):
 
 def test_mixer_recompute_comes_from_the_config():
     assert MambaVLConfig().mixer_recompute == "none"  # every intermediate kept until recomputation's time cost is measured idle
+    assert MambaVLConfig().mixer_recompute_chunk_size == 512
+    fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
+                                            mixer_recompute_chunk_size=None))
+    assert fusion.layers[0].video_mixer.recompute_chunk_size is None
+    fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
+                                            mixer_recompute_chunk_size=6))
+    assert {m.recompute_chunk_size for m in (fusion.layers[0].video_mixer, fusion.layers[0].text_mixer)} == {6}
     for level in ("none", "speed", "memory"):
         fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
                                                 mixer_recompute=level))
