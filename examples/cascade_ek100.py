@@ -53,7 +53,13 @@ require_modules("cascade_ek100.py", "datasets", "accelerate")
 
 from modeling_mambavl import atomic
 from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
-from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, finish_parser
+from modeling_mambavl.training.arguments import (
+    MINIMUMS,
+    HelpFormatter,
+    add_data_arguments,
+    check_minimums,
+    finish_parser,
+)
 from modeling_mambavl.training.builders import default_cache_dir, resolve_data, synthetic_settings
 from modeling_mambavl.training.evaluation import (
     Predictions,
@@ -123,12 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     data = add_data_arguments(parser.add_argument_group("data (passed to every run)"))
     finish_parser(parser)
     args = parser.parse_args(argv)
-    if args.num_folds < 2:
-        parser.error(f"--num_folds {args.num_folds}: out-of-fold predictions need at least 2 folds")
-    if args.jobs < 1:
-        parser.error(f"--jobs {args.jobs}: give at least 1")
-    if args.question_top_k < 1:
-        parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
+    # out-of-fold predictions need 2 folds; the data options' minimums are the training script's
+    check_minimums(parser, args, {**MINIMUMS, "num_folds": 2, "jobs": 1, "question_top_k": 1})
     if args.question_source != "generic":
         parser.error(f"--question_source {args.question_source}: the cascade chooses the question source of each "
                      "stage itself; leave it out")

@@ -32,7 +32,13 @@ from accelerate.logging import get_logger
 
 from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor
-from modeling_mambavl.training.arguments import HelpFormatter, add_data_arguments, check_minimums, finish_parser
+from modeling_mambavl.training.arguments import (
+    MINIMUMS,
+    HelpFormatter,
+    add_data_arguments,
+    check_minimums,
+    finish_parser,
+)
 from modeling_mambavl.training.builders import (
     apply_question_pool,
     default_cache_dir,
@@ -91,9 +97,7 @@ def parse_args(argv=None):
     if args.write_question_predictions and args.question_source == "oracle":
         parser.error("--write_question_predictions with --question_source oracle would pass the ground truth on to "
                      "a second stage; evaluate the first stage with generic, file or predicted questions")
-    if args.question_top_k < 1:
-        parser.error(f"--question_top_k {args.question_top_k}: give at least 1 action per clip")
-    check_minimums(parser, args)
+    check_minimums(parser, args, {**MINIMUMS, "question_top_k": 1})
     return args
 
 

@@ -395,7 +395,7 @@ def check_question_pool(pool: Any, where: str = "question pool", vocab: EK100Voc
             if not isinstance(item, Mapping):
                 raise ValueError(f"{where}: pools.{kind}[{key!r}] must be an object {{name, entries}}, got a "
                                  f"{type(item).__name__}")
-            entries = item.get("entries") if isinstance(item, Mapping) else None
+            entries = item.get("entries")
             if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
                 raise ValueError(f"{where}: pools.{kind}[{key!r}].entries must be a list of non-empty strings, got "
                                  f"{entries!r}")

@@ -117,6 +117,11 @@ def test_script_user_errors_are_one_line(tmp_path):
         ("train_ek100", "--num_workers", "-2", "must be at least 0, got -2"),
         ("eval_ek100", "--per_device_eval_batch_size", "0", "must be at least 1, got 0"),
         ("eval_ek100", "--max_eval_samples", "0", "must be at least 1, got 0"),
+        ("eval_ek100", "--question_top_k", "0", "must be at least 1, got 0"),
+        ("cascade_ek100", "--num_folds", "1", "must be at least 2, got 1"),
+        ("cascade_ek100", "--jobs", "0", "must be at least 1, got 0"),
+        ("cascade_ek100", "--question_top_k", "0", "must be at least 1, got 0"),
+        ("cascade_ek100", "--synthetic_size", "0", "must be at least 1, got 0"),
     ],
 )
 def test_numbers_out_of_range_are_refused_naming_the_option(name, option, value, expected, capsys):

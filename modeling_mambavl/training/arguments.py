@@ -14,8 +14,8 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["HF_ALIASES", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "add_run_arguments", "apply_warmup_ratio",
-           "finish_parser"]
+__all__ = ["HF_ALIASES", "MINIMUMS", "TRAINING_HELP", "HelpFormatter", "add_data_arguments", "add_run_arguments",
+           "apply_warmup_ratio", "check_minimums", "finish_parser"]
 
 # Script option (its dest) -> the transformers TrainingArguments names that mean the same thing. Names the scripts
 # already use (--per_device_train_batch_size, --num_train_epochs, --weight_decay, --gradient_accumulation_steps,
