@@ -117,11 +117,10 @@ def test_script_user_errors_are_one_line(tmp_path):
         ("train_ek100", "--num_workers", "-2", "must be at least 0, got -2"),
         ("eval_ek100", "--per_device_eval_batch_size", "0", "must be at least 1, got 0"),
         ("eval_ek100", "--max_eval_samples", "0", "must be at least 1, got 0"),
-        ("eval_ek100", "--question_top_k", "0", "must be at least 1, got 0"),
-        ("cascade_ek100", "--num_folds", "1", "must be at least 2, got 1"),
-        ("cascade_ek100", "--jobs", "0", "must be at least 1, got 0"),
-        ("cascade_ek100", "--question_top_k", "0", "must be at least 1, got 0"),
-        ("cascade_ek100", "--synthetic_size", "0", "must be at least 1, got 0"),
+        # the first-stage and cascade options, and the data options the cascade passes on to its runs
+        *[(name, option, str(low - 1), f"must be at least {low}, got {low - 1}") for name, option, low in
+          [("eval_ek100", "--question_top_k", 1), ("cascade_ek100", "--num_folds", 2), ("cascade_ek100", "--jobs", 1),
+           ("cascade_ek100", "--question_top_k", 1), ("cascade_ek100", "--synthetic_size", 1)]],
     ],
 )
 def test_numbers_out_of_range_are_refused_naming_the_option(name, option, value, expected, capsys):
