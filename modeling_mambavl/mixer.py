@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
-from torch.utils.checkpoint import checkpoint
 
 from .configuration.configuration_mambavl import MIXER_RECOMPUTE_LEVELS
-from .ops import selective_scan
+from .ops import selective_scan, selective_scan_backward
 
 
 class MambaVLMixer(nn.Module):
@@ -157,18 +156,15 @@ class MambaVLMixer(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """One piece at the given recompute level; arguments as ``_mix``, the results (output, (conv context,
         state))."""
-        mix = self._mix
-        if recompute == "speed":
-            hidden_states, mix = self._project(hidden_states, mask), self._mix_projected
         if recompute == "none":
-            out, conv_context, state = mix(hidden_states, mask, A, conv_context, state, keep_state)
-        else:
-            # Reentrant: the piece's forward runs without building its graph. The non-reentrant variant records
-            # every operation's node in the forward and keeps them until the backward: small long-lived allocations
-            # made between the pieces' intermediates, which fragment the heap as the carries would (see forward).
-            out, conv_context, state = checkpoint(mix, hidden_states, mask, A, conv_context, state, keep_state,
-                                                  use_reentrant=True, preserve_rng_state=False)
-        return out, (conv_context, state)
+            out, conv_context, state = self._mix(hidden_states, mask, A, conv_context, state, keep_state)
+            return out, (conv_context, state)
+        projected = recompute == "speed"
+        inputs = self._project(hidden_states, mask) if projected else hidden_states
+        parameters = [p for name, p in self.named_parameters() if name != "A_log"]
+        result = RecomputedPiece.apply(self, projected, inputs, mask, A, conv_context, state, keep_state,
+                                       *parameters)
+        return (result[0], tuple(result[1:])) if keep_state else (result, (None, None))
 
     def _mix(
         self,
@@ -182,7 +178,7 @@ class MambaVLMixer(nn.Module):
         """One pass over (batch, L, hidden_size), continuing from the convolution's last ``conv_kernel - 1`` inputs
         ``conv_context`` (batch, d_inner, conv_kernel - 1) and the scan ``state`` (batch, d_inner, N) when given.
         Returns the output (batch, L, hidden_size) and, with ``keep_state``, the same two for the tokens after these
-        (else ``None, None``): a flat tuple, as the reentrant checkpoint tracks only tensors at its top level."""
+        (else ``None, None``)."""
         return self._mix_projected(self._project(hidden_states, mask), mask, A, conv_context, state, keep_state)
 
     def _project(self, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -201,6 +197,26 @@ class MambaVLMixer(nn.Module):
         keep_state: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``_mix`` after the input projection: ``projected`` (batch, L, 2 * d_inner)."""
+        scan_inputs, next_context = self._scan_inputs(projected, mask, conv_context, keep_state)
+        with record_function("mambavl.selective_scan"):
+            y = selective_scan(**scan_inputs, A=A, return_last_state=keep_state, backend=self.scan_backend,
+                               initial_state=state)
+        if keep_state:
+            y, state = y
+        out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
+        return (out, next_context, state) if keep_state else (out, None, None)
+
+    def _scan_inputs(
+        self,
+        projected: torch.Tensor,
+        mask: torch.Tensor | None,
+        conv_context: torch.Tensor | None,
+        keep_state: bool,
+    ) -> tuple[dict, torch.Tensor | None]:
+        """The selective scan's inputs from the input projection (batch, L, 2 * d_inner): ``u``, ``delta`` and ``z``
+        (batch, d_inner, L), ``B`` and ``C`` (batch, N, L), ``D``, ``delta_bias`` and ``delta_softplus`` (all but
+        ``A`` and the initial state), and, with ``keep_state``, the convolution's last ``conv_kernel - 1`` inputs
+        (batch, d_inner, conv_kernel - 1) for the tokens after these (else None)."""
         seq_len = projected.shape[1]
         if mask is not None:
             mask = mask[:, None, :]  # (b, 1, L)
@@ -218,30 +234,82 @@ class MambaVLMixer(nn.Module):
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.state_size, self.state_size], -1)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L), bias added with the softplus
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, N, L)
-        if mask is None:
-            with record_function("mambavl.selective_scan"):
-                y = selective_scan(
-                    x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                    return_last_state=keep_state, backend=self.scan_backend, initial_state=state,
-                )
-        else:
+        inputs = dict(u=x, delta=dt, B=B, C=C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                      delta_softplus=True)
+        if mask is not None:
             # Δ = 0 at padding: exp(0 * A) = 1 keeps the state and Δ·B·u adds nothing.
             # The dt bias is added (and the softplus taken) in fp32 as the fused path does, not in the autocast dtype.
-            dt = F.softplus(dt.float() + self.dt_proj.bias.float()[:, None]) * mask
-            with record_function("mambavl.selective_scan"):
-                y = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, return_last_state=keep_state,
-                                   backend=self.scan_backend, initial_state=state)
-        if keep_state:
-            y, state = y
-        out = self.out_proj(y.transpose(1, 2).to(projected.dtype))
+            inputs.update(delta=F.softplus(dt.float() + inputs["delta_bias"][:, None]) * mask, delta_bias=None,
+                          delta_softplus=False)
         if not keep_state:
-            return out, None, None
+            return inputs, None
         # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding): a slice, which the
         # pieces' loop copies into its slot at once (kept, it would hold the piece's whole (b, d_inner, L) input).
         context = self.conv1d.kernel_size[0] - 1
         if conv_in.shape[-1] < context:
             conv_in = F.pad(conv_in, (context - conv_in.shape[-1], 0))
-        return out, conv_in[..., conv_in.shape[-1] - context:], state
+        return inputs, conv_in[..., conv_in.shape[-1] - context:]
+
+
+class RecomputedPiece(torch.autograd.Function):
+    """One piece of a mixer at a recomputing level, as mamba-ssm's ``MambaInnerFn``: the forward runs
+    ``_mix_projected`` (``projected``) or ``_mix`` without recording a graph and keeps only its input; the backward
+    recomputes the scan's inputs (the input projection at ``"memory"``, the convolution, Δ, B, C), takes the
+    scan's gradients with ``selective_scan_backward`` (which recomputes the scan's output on the way, where the
+    kernel allows, instead of running the scan forward again) and the output projection's by hand, and returns
+    every input's and parameter's gradient, so ``torch.autograd.grad`` works as ``backward`` does.
+
+    Inputs: the mixer, ``projected``, ``inputs`` (batch, l, hidden_size) or its projection (batch, l, 2 * d_inner),
+    the float mask (batch, l) or None, ``A`` (d_inner, N), the carried conv context and state or None,
+    ``keep_state``, then the mixer's parameters but ``A_log``. Outputs: (batch, l, hidden_size), and the next conv
+    context and state with ``keep_state``."""
+
+    @staticmethod
+    def forward(ctx, mixer, projected, inputs, mask, A, conv_context, state, keep_state, *parameters):
+        device_type = inputs.device.type
+        ctx.autocast = (device_type, torch.get_autocast_dtype(device_type),
+                        torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
+        ctx.mixer, ctx.projected, ctx.keep_state = mixer, projected, keep_state
+        # By position: saved tensors are not always unpacked as the same Python objects.
+        ctx.out_weight = next(i for i, p in enumerate(parameters) if p is mixer.out_proj.weight)
+        ctx.save_for_backward(inputs, mask, A, conv_context, state, *parameters)
+        mix = mixer._mix_projected if projected else mixer._mix
+        out, next_context, next_state = mix(inputs, mask, A, conv_context, state, keep_state)
+        return (out, next_context, next_state) if keep_state else out
+
+    @staticmethod
+    def backward(ctx, dout, dnext_context=None, dnext_state=None):
+        inputs, mask, A, conv_context, state, *parameters = ctx.saved_tensors
+        mixer, needs = ctx.mixer, ctx.needs_input_grad
+        device_type, dtype, autocast = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
+            inputs = inputs.detach().requires_grad_(needs[2])
+            if conv_context is not None:
+                conv_context = conv_context.detach().requires_grad_(needs[5])
+            projected = inputs if ctx.projected else mixer._project(inputs, mask)
+            scan_inputs, next_context = mixer._scan_inputs(projected, mask, conv_context, ctx.keep_state)
+        # The output projection's backward by hand: the scan's output it needs comes from the scan's backward.
+        weight = parameters[ctx.out_weight]
+        dy = (dout @ weight.to(dout.dtype)).transpose(1, 2)  # (b, d_inner, l)
+        y, grads = selective_scan_backward(dy, A=A, backend=mixer.scan_backend, initial_state=state,
+                                           dlast=dnext_state, **scan_inputs)
+        dweight = dout.flatten(0, 1).transpose(0, 1) @ y.transpose(1, 2).flatten(0, 1).to(dout.dtype)
+        names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+        outputs = [(scan_inputs[n], g) for n, g in zip(names, grads) if n in scan_inputs and g is not None]
+        if dnext_context is not None:
+            outputs.append((next_context, dnext_context))
+        outputs = [(t, g.to(t.dtype)) for t, g in outputs if t.requires_grad]
+        wanted = [t for t, need in ((inputs, needs[2]), (conv_context, needs[5])) if need]
+        wanted += [p for i, (p, need) in enumerate(zip(parameters, needs[8:])) if need and i != ctx.out_weight]
+        found = iter(torch.autograd.grad([t for t, _ in outputs], wanted, [g for _, g in outputs],
+                                         allow_unused=True) if wanted else ())
+        dinputs = next(found) if needs[2] else None
+        dcontext = next(found) if needs[5] else None
+        dparameters = [(dweight.to(weight.dtype) if i == ctx.out_weight else next(found)) if need else None
+                       for i, need in enumerate(needs[8:])]
+        dA = grads[2] if needs[4] else None
+        dstate = grads[8] if needs[6] else None
+        return (None, None, dinputs, None, dA, dcontext, dstate, None, *dparameters)
 
 
 class PlacePiece(torch.autograd.Function):

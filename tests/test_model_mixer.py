@@ -300,9 +300,9 @@ def test_recompute_pieces_shorter_than_the_chunk_size_give_the_same_results(dtyp
     run one pass (None) or longer pieces: outputs and every gradient (padding, a given initial state, bf16 autocast)
     are those of keeping everything in one pass."""
     passes = []
-    mix_projected = MambaVLMixer._mix_projected  # every pass, forward or recomputed, at every level
-    monkeypatch.setattr(MambaVLMixer, "_mix_projected",
-                        lambda self, x, *a: passes.append(x.shape[1]) or mix_projected(self, x, *a))
+    scan_inputs = MambaVLMixer._scan_inputs  # every pass, forward or recomputed, at every level
+    monkeypatch.setattr(MambaVLMixer, "_scan_inputs",
+                        lambda self, x, *a: passes.append(x.shape[1]) or scan_inputs(self, x, *a))
     for chunk_size in (None, 30):
         passes.clear()
         results = run_mixer_levels("cpu", length=30, chunk_size=chunk_size, recompute_chunk_size=7, dtype=dtype)
@@ -337,24 +337,23 @@ def test_recomputing_pieces_build_no_graph_in_the_forward():
             assert inner, names
             continue
         assert not inner, (level, names)
-        assert names.count("CheckpointFunctionBackward") == 3, (level, names)
+        assert names.count("RecomputedPieceBackward") == 3, (level, names)
         assert names.count("CopyBackwards") == 4, (level, names)  # the two carries after each but the last piece
 
 
 def test_recompute_keeps_only_the_input_or_its_projection(monkeypatch):
-    """What a piece's checkpoint holds for the backward: the piece's input at "memory", the input projection's output
+    """What a recomputed piece holds for the backward: the piece's input at "memory", the input projection's output
     at "speed"; the intermediates are recomputed when the backward reaches the piece."""
-    import modeling_mambavl.mixer as mixer_module
+    from modeling_mambavl.mixer import RecomputedPiece
 
     held = []
+    apply = RecomputedPiece.apply
 
-    def spy(fn, *args, **kwargs):
-        held.append((fn.__name__, args[0].shape))
-        return checkpoint(fn, *args, **kwargs)
+    def spy(mixer, projected, inputs, *args):
+        held.append(("_mix_projected" if projected else "_mix", inputs.shape))
+        return apply(mixer, projected, inputs, *args)
 
-    from torch.utils.checkpoint import checkpoint
-
-    monkeypatch.setattr(mixer_module, "checkpoint", spy)
+    monkeypatch.setattr(RecomputedPiece, "apply", spy)
     mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
     x = torch.randn(1, 20, D)
     for level, (name, width) in {"memory": ("_mix", D), "speed": ("_mix_projected", 4 * D)}.items():

@@ -7,7 +7,7 @@ The state is float32 whatever the input dtype. Work is parallel over batch x cha
 order, so results are bitwise identical whatever the thread count.
 
 This module implements the fused-kernel interface of ``dispatch.py`` (``unavailable_reason``, ``forward``,
-``backward``, ``saved_like``); call it through ``modeling_mambavl.ops.selective_scan(..., backend="cpu")``.
+``backward``, ``backward_with_output``, ``saved_like``); call it through ``modeling_mambavl.ops.selective_scan(..., backend="cpu")``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ DEVICE_TYPES = ("cpu",)
 SUPPORTS_INITIAL_STATE = True
 # Steps between saved states: the backward recomputes one chunk (CHUNK x N floats per channel) at a time.
 CHUNK = 64
+# backward_with_output runs sequences up to this long as one chunk from the initial state, with no forward first;
+# its buffers, 3 x (length + 1) x N floats per thread, then still fit in a core's L2 cache.
+ONE_CHUNK_MAX = 2048
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -48,7 +51,7 @@ def _library() -> ctypes.CDLL:
         lib.mambavl_scan_fwd.restype = _INT
         lib.mambavl_scan_fwd.argtypes = [_P] * 9 + [_INT] + [_I64] * 5 + [_P, _P, _INT]
         lib.mambavl_scan_bwd.restype = _INT
-        lib.mambavl_scan_bwd.argtypes = [_P] * 9 + [_INT] + [_I64] * 5 + [_P] * 12 + [_INT]
+        lib.mambavl_scan_bwd.argtypes = [_P] * 9 + [_INT] + [_I64] * 5 + [_P] * 13 + [_INT]
         _lib = lib
         return lib
 
@@ -115,8 +118,33 @@ def forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
 def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved, delta_softplus):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state) in the dtypes of the inputs; ``None``
     for absent optional inputs. ``dlast`` (b, d, N) is the gradient of the last state, or ``None``."""
-    lib = _library()
     (states,) = saved
+    return _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, states, delta_softplus,
+                     CHUNK, None)
+
+
+def backward_with_output(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+    """``backward`` from the inputs alone, also returning the forward's output (b, d, L) in u's dtype: (out,
+    gradients). Up to ``ONE_CHUNK_MAX`` steps the kernel recomputes the states from ``initial_state`` in one chunk
+    and writes the output as it goes, so this costs one backward; longer sequences run the forward first for the
+    chunk states."""
+    b, d, length = u.shape
+    if length > ONE_CHUNK_MAX:
+        out, _, saved = forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+        return out, backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, saved,
+                             delta_softplus)
+    out = (torch.empty if length and b and d else torch.zeros)((b, d, length), dtype=torch.float32)
+    # One chunk: the kernel starts from initial_state and reads no saved state.
+    states = torch.zeros((b, d, 1, A.shape[1]), dtype=torch.float32)
+    grads = _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, states, delta_softplus,
+                      max(length, 1), out)
+    return out.to(u.dtype), grads
+
+
+def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, states, delta_softplus, chunk, out):
+    """``backward`` with the states saved every ``chunk`` steps; writes the forward's output into ``out`` (b, d, L)
+    float32 unless it is None."""
+    lib = _library()
     b, d, length = u.shape
     n = A.shape[1]
     run = length > 0 and b > 0 and d > 0
@@ -141,9 +169,9 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, initial_state, sa
         dlast_f = _f32(dlast)
         rc = lib.mambavl_scan_bwd(
             _ptr(uf), _ptr(df), _ptr(Af), _ptr(Bt), _ptr(Ct), _ptr(Df), _ptr(zf), _ptr(bf), _ptr(h0),
-            int(bool(delta_softplus)), b, d, length, n, CHUNK, _ptr(states), _ptr(dout_f), _ptr(dlast_f),
+            int(bool(delta_softplus)), b, d, length, n, chunk, _ptr(states), _ptr(dout_f), _ptr(dlast_f),
             _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dBt), _ptr(dCt), _ptr(dD), _ptr(dz), _ptr(dbias), _ptr(dh0),
-            torch.get_num_threads(),
+            _ptr(out), torch.get_num_threads(),
         )
         if rc != 0:
             raise MemoryError("selective_scan (cpu backend): a worker thread ran out of memory in the backward pass")

@@ -19,6 +19,8 @@ import torch
 DEVICE_TYPES = ("cuda",)
 # mamba-ssm's selective_scan_fn always starts from a zero state.
 SUPPORTS_INITIAL_STATE = False
+# No backward that recomputes the output: selective_scan_backward runs the forward with autograd instead.
+backward_with_output = None
 # mamba-ssm's kernel saves (decay product, state) pairs every 2048 steps.
 _KERNEL_CHUNK = 2048
 _INSTALL_HINT = ("install it with `pip install causal-conv1d mamba-ssm --no-build-isolation` (needs a CUDA toolkit), "

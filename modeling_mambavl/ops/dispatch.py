@@ -27,7 +27,7 @@ and the exponentials in float32 and returns ``out`` in u's (cast) dtype and the 
 from __future__ import annotations
 
 import warnings
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -59,6 +59,11 @@ class FusedScanKernel(Protocol):
 
     def saved_like(self, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus) -> list[Tensor]:
         """Empty tensors with the shapes and dtypes of ``forward``'s saved tensors (for fake tensors)."""
+
+    # Optional (None where a kernel has none): ``backward`` from the inputs alone, without a forward's saved
+    # tensors, returning (out, gradients); it recomputes the forward's output on the way (as mamba-ssm's backward
+    # with ``recompute_out_z``), for ``selective_scan_backward``.
+    backward_with_output: Callable | None
 
 
 _FUSED_KERNELS: dict[str, FusedScanKernel] = {"cpu": cpu, "cuda": cuda, "triton": triton_kernel}
@@ -302,6 +307,67 @@ def selective_scan(
         with torch.autocast(device_type, enabled=False):
             return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
     return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+
+
+def selective_scan_backward(
+    dout: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+    initial_state: Tensor | None = None,
+    dlast: Tensor | None = None,
+) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+    """The gradients of ``selective_scan`` from its inputs alone, with its output recomputed: for callers that run
+    the scan without autograd in the forward and recompute in the backward (activation checkpointing), who need the
+    output for the next operation's weight gradient.
+
+    Arguments as ``selective_scan``, plus ``dout`` (batch, d_inner, L), the gradient of ``out``, and ``dlast``
+    (batch, d_inner, N), that of the last state (None: zero). Autocast casts the inputs as ``selective_scan`` does.
+
+    Returns:
+        ``out`` (batch, d_inner, L) in u's (cast) dtype, and the gradients (du, ddelta, dA, dB, dC, dD, dz,
+        ddelta_bias, dinitial_state) in the (cast) inputs' dtypes, None for absent optional inputs. The ``cpu``
+        kernel recomputes the states in its backward anyway and writes ``out`` on the way, so up to its
+        ``ONE_CHUNK_MAX`` steps this costs one backward and no forward; other backends run the forward with autograd
+        and its backward.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan_backward: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if dout.shape != u.shape:
+        raise ValueError(f"selective_scan_backward: `dout` has shape {tuple(dout.shape)}, expected {tuple(u.shape)}, "
+                         "the shape of `u`")
+    device_type = u.device.type
+    name = _resolve_backend(backend, device_type, initial_state is not None)
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        u, delta, B, C, dout = (t.to(dtype) for t in (u, delta, B, C, dout))
+        z = None if z is None else z.to(dtype)
+        A = A.float()
+        D = None if D is None else D.float()
+        delta_bias = None if delta_bias is None else delta_bias.float()
+        initial_state = None if initial_state is None else initial_state.float()
+    inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    with torch.autocast(device_type, enabled=False):
+        kernel = _FUSED_KERNELS.get(name)
+        if kernel is not None and kernel.backward_with_output is not None:
+            return kernel.backward_with_output(dout, dlast, *inputs, bool(delta_softplus))
+        leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
+        with torch.enable_grad():
+            out, last = _run(name, *leaves[:8], delta_softplus, True, leaves[8])
+        wanted = [t for t in leaves if t is not None]
+        outputs, grad_outputs = ([out, last], [dout, dlast]) if dlast is not None else ([out], [dout])
+        found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True))
+        grads = tuple(None if t is None else next(found) for t in leaves)
+        grads = tuple(g if g is not None or t is None else torch.zeros_like(t) for g, t in zip(grads, leaves))
+    return out.detach(), grads
 
 
 def _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state):

@@ -46,6 +46,8 @@ except Exception as e:  # ImportError, or a broken install
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 DEVICE_TYPES: tuple[str, ...] = ("cuda", "cpu") if INTERPRETED else ("cuda",)
 SUPPORTS_INITIAL_STATE = True
+# No backward that recomputes the output: selective_scan_backward runs the forward with autograd instead.
+backward_with_output = None
 
 # Steps per tile; the forward saves the state after every tile.
 BLOCK_T = 8 if INTERPRETED else 32

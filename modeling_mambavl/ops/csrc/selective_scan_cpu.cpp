@@ -203,6 +203,7 @@ struct Grads {
     float* __restrict dD_part;   // (batch, dim)
     float* __restrict dbias_part;  // (batch, dim)
     float* __restrict dh0;         // (batch, dim, N) or null
+    float* __restrict out;         // (batch, dim, L) or null: the forward's output, recomputed on the way
 };
 
 template <int NC>
@@ -223,6 +224,7 @@ void backward_channel(const Params& p, const Grads& g, int64_t b, int64_t d, flo
     float* __restrict du = g.du + row;
     float* __restrict ddelta = g.ddelta + row;
     float* __restrict dz = g.dz ? g.dz + row : nullptr;
+    float* __restrict out = g.out ? g.out + row : nullptr;
     float dhbuf[NC > 0 ? NC : 1], dAbuf[NC > 0 ? NC : 1];
     float* __restrict dh = NC > 0 ? dhbuf : s.h.data();
     float* __restrict dA = NC > 0 ? dAbuf : s.dA.data();
@@ -265,12 +267,21 @@ void backward_channel(const Params& p, const Grads& g, int64_t b, int64_t d, flo
         // Gate and skip: out = (y + D u) * silu(z).
         if (z) {
             for (int64_t i = 0; i < n; ++i) {
-                const float zi = z[t0 + i], sg = vsigmoid(zi), go = dout[t0 + i];
+                const float zi = z[t0 + i], sg = vsigmoid(zi), go = dout[t0 + i], yd = y[i] + Dd * u[t0 + i];
                 dy[i] = go * zi * sg;
-                dz[t0 + i] = go * (y[i] + Dd * u[t0 + i]) * sg * (1.0f + zi * (1.0f - sg));
+                dz[t0 + i] = go * yd * sg * (1.0f + zi * (1.0f - sg));
+            }
+            if (out) {
+                for (int64_t i = 0; i < n; ++i) {
+                    const float zi = z[t0 + i];
+                    out[t0 + i] = (y[i] + Dd * u[t0 + i]) * (zi * vsigmoid(zi));
+                }
             }
         } else {
             for (int64_t i = 0; i < n; ++i) dy[i] = dout[t0 + i];
+            if (out) {
+                for (int64_t i = 0; i < n; ++i) out[t0 + i] = y[i] + Dd * u[t0 + i];
+            }
         }
         for (int64_t i = 0; i < n; ++i) dD_acc += static_cast<double>(dy[i] * u[t0 + i]);
         // Reverse recurrence: DH_t = dy_t C_t + a_{t+1} DH_{t+1}.
@@ -363,7 +374,7 @@ int mambavl_scan_bwd(const float* u, const float* delta, const float* A, const f
                      const float* D, const float* z, const float* delta_bias, const float* h0, int softplus,
                      int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t chunk, const float* states,
                      const float* dout, const float* dlast, float* du, float* ddelta, float* dA, float* dBt,
-                     float* dCt, float* dD, float* dz, float* ddelta_bias, float* dh0, int n_threads) {
+                     float* dCt, float* dD, float* dz, float* ddelta_bias, float* dh0, float* out, int n_threads) {
     const Params p{u, delta, A, Bt, Ct, D, z, delta_bias, h0, softplus != 0, batch, dim, L, N, chunk,
                    (L + chunk - 1) / chunk};
     const int64_t n_groups = (dim + kGroup - 1) / kGroup;
@@ -378,7 +389,7 @@ int mambavl_scan_bwd(const float* u, const float* delta, const float* A, const f
         return 1;
     }
     const Grads g{dout, dlast, states, du, ddelta, z ? dz : nullptr, dB_slab.data(), dC_slab.data(),
-                  dA_part.data(), dD_part.data(), dbias_part.data(), dh0};
+                  dA_part.data(), dD_part.data(), dbias_part.data(), dh0, out};
     bool ok;
     switch (N) {
         case 16: ok = backward_all<16>(p, g, n_groups, n_threads); break;
