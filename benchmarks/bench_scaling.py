@@ -139,7 +139,7 @@ def _build(spec: dict):
 
     torch.manual_seed(0)
     config = MambaVLConfig.from_preset(
-        "features-768", **{k: spec[k] for k in ("mixer_chunk_size", "mixer_recompute") if k in spec})
+        "features-768", **{k: spec[k] for k in ("mixer_chunk_size", "mixer_recompute", "mixer_recompute_chunk_size") if k in spec})
     frames, qlen = spec["frames"], spec["question_length"]
     n_video = 1 + frames * TOKENS_PER_FRAME
     dim = config.hidden_size

@@ -33,17 +33,19 @@ class MambaVLMixer(nn.Module):
     in the CPU's cache when the next operation reads them, where a whole video's go out to memory and back between
     every two operations. This keeps the cost linear in the length on CPUs (see BENCHMARKS.md).
 
-    ``recompute`` (``"none"``, ``"speed"`` or ``"memory"``, as the config's ``mixer_recompute``) trades time for memory when gradients are needed: at ``"speed"`` a
-    piece keeps for the backward only its input projection's output (batch, piece, 2 * intermediate_size), at
-    ``"memory"`` only its input (batch, piece, hidden_size); the backward recomputes the rest one piece at a time
-    (reentrant activation checkpointing, the carried convolution inputs and scan state being the piece's inputs), so
-    its transient memory is that of one piece; pieces are then at most ``recompute_chunk_size`` tokens as well
-    (``None``: ``chunk_size`` alone). Each piece's output goes into the full-length output as soon as it is computed,
-    the carries are copied into slots made once, and a piece's forward builds no graph, so nothing of a finished
-    piece but its input and the small carries stays alive, and nothing small and long-lived is allocated between
-    the pieces' intermediates (which would fragment the allocator's heap). As with any reentrant checkpoint, the
-    recomputing levels take gradients through ``loss.backward()``, not ``torch.autograd.grad``. With recomputation,
-    tensors on any device run in pieces; without it, GPU tensors run in one pass.
+    ``recompute`` (``"none"``, ``"speed"`` or ``"memory"``, as the config's ``mixer_recompute``) trades time for
+    memory when gradients are needed: at ``"speed"`` a piece keeps for the backward only its input projection's
+    output (batch, piece, 2 * intermediate_size), at ``"memory"`` only its input (batch, piece, hidden_size). The
+    backward recomputes one piece at a time (``RecomputedPiece``, the carried convolution inputs and scan state
+    being the piece's inputs) only what the scan's backward needs, the convolution, Δ, B and C (and the input
+    projection at ``"memory"``); the scan's backward recomputes its output on the way (``selective_scan_backward``),
+    so neither the scan nor the output projection runs forward twice. The transient memory is that of one piece;
+    pieces are then at most ``recompute_chunk_size`` tokens as well (``None``: ``chunk_size`` alone). Each piece's
+    output goes into the full-length output as soon as it is computed, the carries are copied into slots made once,
+    and a piece's forward builds no graph, so nothing of a finished piece but its input and the small carries stays
+    alive, and nothing small and long-lived is allocated between the pieces' intermediates (which would fragment
+    the allocator's heap). Parameters are the piece's inputs, so ``torch.autograd.grad`` works as ``backward`` does.
+    With recomputation, tensors on any device run in pieces; without it, GPU tensors run in one pass.
     """
 
     def __init__(

@@ -460,3 +460,46 @@ def test_place_piece_writes_a_slice_and_passes_gradients_through():
     (output * weights).sum().backward()
     for piece, expected in zip(pieces, weights.split([4, 4, 2], dim=1)):
         torch.testing.assert_close(piece.grad, expected, rtol=0, atol=0)
+
+
+def test_recomputing_levels_take_gradients_through_autograd_grad():
+    """The recomputed pieces' parameters are inputs of their autograd node: ``torch.autograd.grad`` returns the
+    gradients ``backward`` accumulates, at every level, and leaves ``.grad`` untouched."""
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    x = torch.randn(2, 20, D, requires_grad=True)
+    weights = torch.randn(2, 20, D)
+    parameters = dict(mixer.named_parameters())
+    expected = None
+    for level in ("none", "speed", "memory"):
+        mixer.recompute = level
+        grads = torch.autograd.grad((mixer(x) * weights).sum(), [x, *parameters.values()])
+        assert all(p.grad is None for p in parameters.values()), level
+        if expected is None:
+            expected = grads
+            continue
+        for name, grad, reference in zip(["x", *parameters], grads, expected):
+            torch.testing.assert_close(grad, reference, rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+def test_recomputing_backward_runs_neither_the_scan_nor_the_output_projection_forward(monkeypatch):
+    """The backward recomputes the scan's inputs only: the CPU kernel's forward and the output projection run once
+    per piece, in the forward; the scan's output comes from its backward."""
+    from modeling_mambavl.ops import available_backends, cpu
+
+    if "cpu" not in available_backends("cpu"):
+        pytest.skip("the CPU kernel cannot be built here")
+    forwards, projections = [], []
+    real_forward = cpu.forward
+    monkeypatch.setattr(cpu, "forward", lambda *a: forwards.append(a[0].shape[-1]) or real_forward(*a))
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, scan_backend="cpu")
+    mixer.out_proj.register_forward_hook(lambda module, args, out: projections.append(args[0].shape[1]))
+    x = torch.randn(2, 20, D, requires_grad=True)
+    for level in ("speed", "memory"):
+        mixer.recompute = level
+        forwards.clear()
+        projections.clear()
+        out = mixer(x)
+        assert forwards == projections == [7, 7, 6], level
+        out.sum().backward()
+        assert forwards == projections == [7, 7, 6], level

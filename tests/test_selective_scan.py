@@ -7,7 +7,13 @@ import itertools
 import pytest
 import torch
 
-from modeling_mambavl.ops import available_backends, selective_scan, selective_scan_portable, selective_scan_reference
+from modeling_mambavl.ops import (
+    available_backends,
+    selective_scan,
+    selective_scan_backward,
+    selective_scan_portable,
+    selective_scan_reference,
+)
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
@@ -259,3 +265,85 @@ def test_zero_length_sequence():
         out, last = selective_scan(**inputs, return_last_state=True, backend=backend)
         assert out.shape == (2, 3, 0)
         assert torch.equal(last, torch.zeros(2, 3, 4)), backend
+
+
+# --- selective_scan_backward: the gradients and the output from the inputs alone ------------------------------------
+
+
+def _backward_both_ways(backend, inputs, *, softplus=True, initial_state=None, with_dlast=True, seed=1):
+    """(autograd through selective_scan, selective_scan_backward) on the same output and last-state gradients: each
+    (out, {name: gradient})."""
+    g = torch.Generator().manual_seed(seed)
+    b, d, length = inputs["u"].shape
+    dout = torch.randn(b, d, length, generator=g)
+    dlast = torch.randn(b, d, inputs["A"].shape[1], generator=g) if with_dlast else None
+    leaves = {k: (None if v is None else v.detach().clone().requires_grad_())
+              for k, v in {**inputs, "initial_state": initial_state}.items()}
+    out, last = selective_scan(**leaves, delta_softplus=softplus, return_last_state=True, backend=backend)
+    outputs, grad_outputs = ([out, last], [dout, dlast]) if with_dlast else ([out], [dout])
+    present = [k for k in GRAD_NAMES if leaves.get(k) is not None]
+    expected = torch.autograd.grad(outputs, [leaves[k] for k in present], grad_outputs, allow_unused=True,
+                                   materialize_grads=True)
+    recomputed, grads = selective_scan_backward(dout, **inputs, delta_softplus=softplus, backend=backend,
+                                                initial_state=initial_state, dlast=dlast)
+    assert [k for k, v in zip(GRAD_NAMES, grads) if v is not None] == present  # None exactly for absent inputs
+    return (out, dict(zip(present, expected))), (recomputed, {k: v for k, v in zip(GRAD_NAMES, grads) if v is not None})
+
+
+@pytest.mark.parametrize("backend", ["reference", *sorted({name for _, name in CASES if _ == "cpu"})])
+@pytest.mark.parametrize("length", [1, 37])
+@pytest.mark.parametrize("options", [(True, True, True, True), (False, False, False, False), (True, False, True, False)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_selective_scan_backward_matches_autograd(backend, length, options, with_state):
+    """``selective_scan_backward`` returns the output of ``selective_scan`` and the gradients autograd takes through
+    it, for every backend here, with and without each optional input, an initial state and a last-state gradient."""
+    with_D, with_z, with_bias, softplus = options
+    inputs = make_inputs(2, 3, length, 16, with_D=with_D, with_z=with_z, with_bias=with_bias, softplus=softplus)
+    state = torch.randn(2, 3, 16) if with_state else None
+    (out, expected), (recomputed, grads) = _backward_both_ways(backend, inputs, softplus=softplus,
+                                                               initial_state=state, with_dlast=with_state)
+    assert rel_err(recomputed, out) < 1e-5
+    assert set(grads) == set(expected)
+    for name in grads:
+        assert grads[name].dtype == expected[name].dtype, name
+        assert rel_err(grads[name], expected[name]) < 1e-5, name
+
+
+@pytest.mark.skipif("cpu" not in available_backends("cpu"), reason="the CPU kernel cannot be built here")
+def test_selective_scan_backward_runs_no_forward_up_to_one_chunk(monkeypatch):
+    """The CPU kernel's backward recomputes the output itself up to ``ONE_CHUNK_MAX`` steps (no forward); a longer
+    sequence runs the forward first for its chunk states, with the same results."""
+    from modeling_mambavl.ops import cpu
+
+    forwards = []
+    real_forward = cpu.forward
+    monkeypatch.setattr(cpu, "forward", lambda *a: forwards.append(a[0].shape[-1]) or real_forward(*a))
+    inputs = make_inputs(2, 3, 150, 16)
+    state = torch.randn(2, 3, 16)
+    results = {}
+    for one_chunk_max in (2048, 100):
+        monkeypatch.setattr(cpu, "ONE_CHUNK_MAX", one_chunk_max)
+        forwards.clear()
+        recomputed, grads = selective_scan_backward(torch.ones(2, 3, 150), **inputs, delta_softplus=True,
+                                                    backend="cpu", initial_state=state)
+        assert forwards == ([] if one_chunk_max == 2048 else [150]), one_chunk_max
+        results[one_chunk_max] = (recomputed, grads)
+    (out_one, grads_one), (out_chunks, grads_chunks) = results.values()
+    assert rel_err(out_one, out_chunks) < 1e-6
+    assert all(rel_err(a, b) < 1e-5 for a, b in zip(grads_one, grads_chunks) if a is not None)
+
+
+def test_selective_scan_backward_under_autocast_and_bad_arguments():
+    inputs = make_inputs(2, 3, 20, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = selective_scan_backward(torch.ones(2, 3, 20), **inputs, delta_softplus=True, backend="portable")
+    assert out.dtype == torch.bfloat16
+    assert dict(zip(GRAD_NAMES, (g.dtype for g in grads if g is not None))) == {
+        "u": torch.bfloat16, "delta": torch.bfloat16, "A": torch.float32, "B": torch.bfloat16, "C": torch.bfloat16,
+        "D": torch.float32, "z": torch.bfloat16, "delta_bias": torch.float32}
+    with pytest.raises(ValueError, match=r"`dout` has shape \(2, 3, 19\), expected \(2, 3, 20\)"):
+        selective_scan_backward(torch.ones(2, 3, 19), **inputs)
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        selective_scan_backward(torch.ones(2, 3, 20), **inputs, backend="fast")
+    with pytest.raises(ValueError, match="`B` has shape"):
+        selective_scan_backward(torch.ones(2, 3, 20), **{**inputs, "B": torch.ones(2, 16, 3)})

@@ -27,7 +27,8 @@ and the exponentials in float32 and returns ``out`` in u's (cast) dtype and the 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
