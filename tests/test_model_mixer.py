@@ -372,7 +372,7 @@ def test_recompute_keeps_only_the_input_or_its_projection(monkeypatch):
 
 
 def test_mixer_recompute_comes_from_the_config():
-    assert MambaVLConfig().mixer_recompute == "none"  # every intermediate kept until recomputation's time cost is measured idle
+    assert MambaVLConfig().mixer_recompute == "none"  # every intermediate kept until a GPU has measured the recomputing levels
     assert MambaVLConfig().mixer_recompute_chunk_size == 512
     fusion = MambaVLSSMFusion(MambaVLConfig(vision_feature_dim=D, hidden_size=D, state_size=N,
                                             mixer_recompute_chunk_size=None))
