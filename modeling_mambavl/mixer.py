@@ -259,7 +259,9 @@ class RecomputedPiece(torch.autograd.Function):
     recomputes the scan's inputs (the input projection at ``"memory"``, the convolution, Δ, B, C), takes the
     scan's gradients with ``selective_scan_backward`` (which recomputes the scan's output on the way, where the
     kernel allows, instead of running the scan forward again) and the output projection's by hand, and returns
-    every input's and parameter's gradient, so ``torch.autograd.grad`` works as ``backward`` does.
+    every input's and parameter's gradient, so ``torch.autograd.grad`` works as ``backward`` does. An output
+    projection that is not a plain ``nn.Linear`` (a PEFT adapter, a hook) cannot be differentiated by hand: the
+    backward then recomputes the whole piece with autograd.
 
     Inputs: the mixer, ``projected``, ``inputs`` (batch, l, hidden_size) or its projection (batch, l, 2 * d_inner),
     the float mask (batch, l) or None, ``A`` (d_inner, N), the carried conv context and state or None,
@@ -272,8 +274,10 @@ class RecomputedPiece(torch.autograd.Function):
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type),
                         torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
         ctx.mixer, ctx.projected, ctx.keep_state = mixer, projected, keep_state
+        out_proj = mixer.out_proj
+        ctx.by_hand = type(out_proj) is nn.Linear and not (out_proj._forward_hooks or out_proj._forward_pre_hooks)
         # By position: saved tensors are not always unpacked as the same Python objects.
-        ctx.out_weight = next(i for i, p in enumerate(parameters) if p is mixer.out_proj.weight)
+        ctx.out_weight = next((i for i, p in enumerate(parameters) if p is out_proj.weight), None)
         ctx.save_for_backward(inputs, mask, A, conv_context, state, *parameters)
         mix = mixer._mix_projected if projected else mixer._mix
         out, next_context, next_state = mix(inputs, mask, A, conv_context, state, keep_state)
@@ -281,37 +285,44 @@ class RecomputedPiece(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dnext_context=None, dnext_state=None):
-        inputs, mask, A, conv_context, state, *parameters = ctx.saved_tensors
-        mixer, needs = ctx.mixer, ctx.needs_input_grad
+        saved, needs = ctx.saved_tensors, ctx.needs_input_grad
+        mixer, parameters = ctx.mixer, saved[5:]
+        # The Function's inputs by position: 2 inputs, 3 mask, 4 A, 5 conv context, 6 state, 8... parameters.
+        leaves = {i: None if saved[i - 2] is None else saved[i - 2].detach().requires_grad_(needs[i])
+                  for i in (2, 4, 5, 6)}
+        inputs, A, conv_context, state = leaves.values()
+        mask = saved[1]
         device_type, dtype, autocast = ctx.autocast
         with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
-            inputs = inputs.detach().requires_grad_(needs[2])
-            if conv_context is not None:
-                conv_context = conv_context.detach().requires_grad_(needs[5])
             projected = inputs if ctx.projected else mixer._project(inputs, mask)
-            scan_inputs, next_context = mixer._scan_inputs(projected, mask, conv_context, ctx.keep_state)
-        # The output projection's backward by hand: the scan's output it needs comes from the scan's backward.
-        weight = parameters[ctx.out_weight]
-        dy = (dout @ weight.to(dout.dtype)).transpose(1, 2)  # (b, d_inner, l)
-        y, grads = selective_scan_backward(dy, A=A, backend=mixer.scan_backend, initial_state=state,
-                                           dlast=dnext_state, **scan_inputs)
-        dweight = dout.flatten(0, 1).transpose(0, 1) @ y.transpose(1, 2).flatten(0, 1).to(dout.dtype)
-        names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-        outputs = [(scan_inputs[n], g) for n, g in zip(names, grads) if n in scan_inputs and g is not None]
-        if dnext_context is not None:
-            outputs.append((next_context, dnext_context))
-        outputs = [(t, g.to(t.dtype)) for t, g in outputs if t.requires_grad]
-        wanted = [t for t, need in ((inputs, needs[2]), (conv_context, needs[5])) if need]
-        wanted += [p for i, (p, need) in enumerate(zip(parameters, needs[8:])) if need and i != ctx.out_weight]
-        found = iter(torch.autograd.grad([t for t, _ in outputs], wanted, [g for _, g in outputs],
-                                         allow_unused=True) if wanted else ())
-        dinputs = next(found) if needs[2] else None
-        dcontext = next(found) if needs[5] else None
-        dparameters = [(dweight.to(weight.dtype) if i == ctx.out_weight else next(found)) if need else None
-                       for i, need in enumerate(needs[8:])]
-        dA = grads[2] if needs[4] else None
-        dstate = grads[8] if needs[6] else None
-        return (None, None, dinputs, None, dA, dcontext, dstate, None, *dparameters)
+            if ctx.by_hand:
+                scan_inputs, next_context = mixer._scan_inputs(projected, mask, conv_context, ctx.keep_state)
+            else:
+                out, next_context, next_state = mixer._mix_projected(projected, mask, A, conv_context, state,
+                                                                     ctx.keep_state)
+        by_hand = {}  # the Function's input position -> its gradient, computed outside autograd
+        if ctx.by_hand:
+            # The output projection's backward by hand: the scan's output it needs comes from the scan's backward.
+            weight = parameters[ctx.out_weight]
+            dy = (dout @ weight.to(dout.dtype)).transpose(1, 2)  # (b, d_inner, l)
+            y, grads = selective_scan_backward(dy, A=A, backend=mixer.scan_backend, initial_state=state,
+                                               dlast=dnext_state, **scan_inputs)
+            by_hand = {4: grads[2], 6: grads[8], 8 + ctx.out_weight: (
+                dout.flatten(0, 1).transpose(0, 1) @ y.transpose(1, 2).flatten(0, 1).to(dout.dtype)).to(weight.dtype)}
+            names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+            pairs = [(scan_inputs[n], g) for n, g in zip(names, grads) if n in scan_inputs and g is not None]
+        else:
+            pairs = [(out, dout), (next_state, dnext_state)]
+        pairs.append((next_context, dnext_context))
+        pairs = [(t, g.to(t.dtype)) for t, g in pairs if g is not None and t is not None and t.requires_grad]
+        wanted = {i: t for i, t in [*leaves.items(), *enumerate(parameters, start=8)]
+                  if needs[i] and i not in by_hand}
+        found = torch.autograd.grad([t for t, _ in pairs], list(wanted.values()), [g for _, g in pairs],
+                                    allow_unused=True) if wanted and pairs else [None] * len(wanted)
+        result = [None] * len(needs)
+        for i, grad in [*zip(wanted, found), *by_hand.items()]:
+            result[i] = grad if needs[i] else None
+        return tuple(result)
 
 
 class PlacePiece(torch.autograd.Function):

@@ -493,7 +493,9 @@ def test_recomputing_backward_runs_neither_the_scan_nor_the_output_projection_fo
     real_forward = cpu.forward
     monkeypatch.setattr(cpu, "forward", lambda *a: forwards.append(a[0].shape[-1]) or real_forward(*a))
     mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, scan_backend="cpu")
-    mixer.out_proj.register_forward_hook(lambda module, args, out: projections.append(args[0].shape[1]))
+    linear = torch.nn.Linear.forward  # counted without a hook: a hooked output projection takes the general path
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda module, x: (
+        module is mixer.out_proj and projections.append(x.shape[1])) or linear(module, x))
     x = torch.randn(2, 20, D, requires_grad=True)
     for level in ("speed", "memory"):
         mixer.recompute = level
@@ -503,3 +505,29 @@ def test_recomputing_backward_runs_neither_the_scan_nor_the_output_projection_fo
         assert forwards == projections == [7, 7, 6], level
         out.sum().backward()
         assert forwards == projections == [7, 7, 6], level
+
+
+def test_an_adapted_output_projection_is_recomputed_through_autograd():
+    """A LoRA adapter (PEFT) on the mixers' projections: the output projection is no plain ``nn.Linear``, so its
+    backward cannot be taken by hand; the recomputing levels then recompute the piece through autograd, and the
+    adapters' gradients equal those of keeping everything."""
+    peft = pytest.importorskip("peft")
+    results = {}
+    for level in ("none", "speed", "memory"):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        mixer.recompute = level
+        model = peft.get_peft_model(torch.nn.Sequential(mixer), peft.LoraConfig(
+            r=4, target_modules=["in_proj", "out_proj"], init_lora_weights=False))
+        adapted = model.base_model.model[0]
+        assert type(adapted.out_proj) is not torch.nn.Linear
+        x = torch.randn(2, 20, D, requires_grad=True)
+        (adapted(x) * torch.linspace(-1, 1, D)).sum().backward()
+        results[level] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad} | {"x": x.grad}
+    assert any("out_proj.lora_B" in n for n in results["none"])
+    for level in ("speed", "memory"):
+        assert set(results[level]) == set(results["none"])
+        for name, grad in results[level].items():
+            assert grad is not None, (level, name)
+            torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")

@@ -345,5 +345,27 @@ def test_selective_scan_backward_under_autocast_and_bad_arguments():
         selective_scan_backward(torch.ones(2, 3, 19), **inputs)
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         selective_scan_backward(torch.ones(2, 3, 20), **inputs, backend="fast")
+    with pytest.raises(TypeError, match="`dout` must be a real floating torch.Tensor, got torch.int64"):
+        selective_scan_backward(torch.ones(2, 3, 20, dtype=torch.long), **inputs)
+    with pytest.raises(ValueError, match=r"`dlast` has shape \(2, 3\), expected \(2, 3, 16\)"):
+        selective_scan_backward(torch.ones(2, 3, 20), **inputs, dlast=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="`dout` is on meta but `u` is on cpu"):
+        selective_scan_backward(torch.ones(2, 3, 20, device="meta"), **inputs)
+
+
+@pytest.mark.parametrize("backend", sorted({"portable", *(name for dev, name in CASES if dev == "cpu")}))
+@pytest.mark.parametrize("shape", [(2, 3, 0), (0, 3, 5)])
+def test_selective_scan_backward_of_empty_inputs(backend, shape):
+    """No step or no batch element: an empty output, zero gradients, and the last state's gradient passed on to the
+    initial state when no step runs."""
+    b, d, length = shape
+    inputs = make_inputs(b, d, length, 16)
+    state, dlast = torch.randn(b, d, 16), torch.randn(b, d, 16)
+    out, grads = selective_scan_backward(torch.ones(shape), **inputs, delta_softplus=True, backend=backend,
+                                         initial_state=state, dlast=dlast)
+    assert out.shape == shape
+    named = dict(zip(GRAD_NAMES, grads))
+    assert all(not g.any() for k, g in named.items() if k != "initial_state")
+    torch.testing.assert_close(named["initial_state"], dlast if length == 0 else torch.zeros_like(dlast))
     with pytest.raises(ValueError, match="`B` has shape"):
         selective_scan_backward(torch.ones(2, 3, 20), **{**inputs, "B": torch.ones(2, 16, 3)})

@@ -342,9 +342,18 @@ def selective_scan_backward(
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan_backward: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    if dout.shape != u.shape:
-        raise ValueError(f"selective_scan_backward: `dout` has shape {tuple(dout.shape)}, expected {tuple(u.shape)}, "
-                         "the shape of `u`")
+    state_shape = (u.shape[0], u.shape[1], A.shape[1])
+    for name, t, shape in (("dout", dout, tuple(u.shape)), ("dlast", dlast, state_shape)):
+        if t is None and name == "dlast":
+            continue
+        if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
+            raise TypeError(f"selective_scan_backward: `{name}` must be a real floating torch.Tensor, got "
+                            f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if t.device != u.device:
+            raise ValueError(f"selective_scan_backward: `{name}` is on {t.device} but `u` is on {u.device}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"selective_scan_backward: `{name}` has shape {tuple(t.shape)}, expected {shape}, the "
+                             f"shape of {'`u`' if name == 'dout' else 'the last state (batch, d_inner, N)'}")
     device_type = u.device.type
     name = _resolve_backend(backend, device_type, initial_state is not None)
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
