@@ -126,9 +126,13 @@ class MambaVLMixer(nn.Module):
         pieces = hidden_states.split(step, dim=1)
         masks = [None] * len(pieces) if mask is None else mask.split(step, dim=1)
         output, carry, slots, start = None, (None, None), [], 0
+        # The recomputed pieces' parameter gradients, summed in place as each piece's backward makes them and
+        # returned by the first piece's, whose backward runs last (see RecomputedPiece).
+        gradient_sum = GradientSum()
         for i, (piece, piece_mask) in enumerate(zip(pieces, masks)):
             last = i == len(pieces) - 1
-            out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=not last)
+            out, carry = self._run_piece(recompute, piece, piece_mask, A, *carry, keep_state=not last,
+                                         gradient_sum=gradient_sum, returns_sum=i == 0)
             if output is None:  # the dtype of the pieces' outputs (autocast's, if on)
                 output = out.new_empty(hidden_states.shape[:2] + out.shape[2:])
             if not last:
@@ -155,17 +159,22 @@ class MambaVLMixer(nn.Module):
         conv_context: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         keep_state: bool = False,
+        gradient_sum: GradientSum | None = None,
+        returns_sum: bool = True,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """One piece at the given recompute level; arguments as ``_mix``, the results (output, (conv context,
-        state))."""
+        state)). At a recomputing level, the pieces of one pass share ``gradient_sum`` (None: a piece of its own), and
+        the piece whose backward runs last (the first) ``returns_sum``."""
         if recompute == "none":
             out, conv_context, state = self._mix(hidden_states, mask, A, conv_context, state, keep_state)
             return out, (conv_context, state)
         projected = recompute == "speed"
         inputs = self._project(hidden_states, mask) if projected else hidden_states
         parameters = [p for name, p in self.named_parameters() if name != "A_log"]
+        if gradient_sum is None:
+            gradient_sum, returns_sum = GradientSum(), True
         result = RecomputedPiece.apply(self, projected, inputs, mask, A, conv_context, state, keep_state,
-                                       *parameters)
+                                       (gradient_sum, returns_sum), *parameters)
         return (result[0], tuple(result[1:])) if keep_state else (result, (None, None))
 
     def _mix(
@@ -253,6 +262,19 @@ class MambaVLMixer(nn.Module):
         return inputs, conv_in[..., conv_in.shape[-1] - context:]
 
 
+class GradientSum(dict):
+    """The parameter gradients of one pass's recomputed pieces, by the parameter's input position, summed in place
+    as each piece's backward makes them: returned by the piece whose backward runs last, the sum then costs one set of
+    parameter gradients and one gradient at a time, as accumulating into ``.grad`` would (each piece returning its
+    own would hold the autograd engine's running sum and a whole second set at once)."""
+
+    def add(self, position: int, grad: torch.Tensor) -> None:
+        if position in self:
+            self[position].add_(grad)
+        else:
+            self[position] = grad
+
+
 class RecomputedPiece(torch.autograd.Function):
     """One piece of a mixer at a recomputing level, as mamba-ssm's ``MambaInnerFn``: the forward runs
     ``_mix_projected`` (``projected``) or ``_mix`` without recording a graph and keeps only its input; the backward
@@ -265,19 +287,24 @@ class RecomputedPiece(torch.autograd.Function):
 
     Inputs: the mixer, ``projected``, ``inputs`` (batch, l, hidden_size) or its projection (batch, l, 2 * d_inner),
     the float mask (batch, l) or None, ``A`` (d_inner, N), the carried conv context and state or None,
-    ``keep_state``, then the mixer's parameters but ``A_log``. Outputs: (batch, l, hidden_size), and the next conv
-    context and state with ``keep_state``."""
+    ``keep_state``, (the pass's ``GradientSum``, whether this piece returns it), then the mixer's parameters but
+    ``A_log``. Outputs: (batch, l, hidden_size), and the next conv context and state with ``keep_state``. The pieces
+    of a pass chain through their carries, so the first piece's backward runs after every other's: it returns the
+    parameters' summed gradients, the others none."""
+
+    PARAMETERS = 9  # the position of the first parameter among the inputs
 
     @staticmethod
-    def forward(ctx, mixer, projected, inputs, mask, A, conv_context, state, keep_state, *parameters):
+    def forward(ctx, mixer, projected, inputs, mask, A, conv_context, state, keep_state, summing, *parameters):
         device_type = inputs.device.type
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type),
                         torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
-        ctx.mixer, ctx.projected, ctx.keep_state = mixer, projected, keep_state
+        ctx.mixer, ctx.projected, ctx.keep_state, ctx.summing = mixer, projected, keep_state, summing
         out_proj = mixer.out_proj
         ctx.by_hand = type(out_proj) is nn.Linear and not (out_proj._forward_hooks or out_proj._forward_pre_hooks)
         # By position: saved tensors are not always unpacked as the same Python objects.
-        ctx.out_weight = next((i for i, p in enumerate(parameters) if p is out_proj.weight), None)
+        ctx.out_weight = RecomputedPiece.PARAMETERS + next(
+            (i for i, p in enumerate(parameters) if p is out_proj.weight), -RecomputedPiece.PARAMETERS - 1)
         ctx.save_for_backward(inputs, mask, A, conv_context, state, *parameters)
         mix = mixer._mix_projected if projected else mixer._mix
         out, next_context, next_state = mix(inputs, mask, A, conv_context, state, keep_state)
@@ -286,12 +313,15 @@ class RecomputedPiece(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dnext_context=None, dnext_state=None):
         saved, needs = ctx.saved_tensors, ctx.needs_input_grad
-        mixer, parameters = ctx.mixer, saved[5:]
-        # The Function's inputs by position: 2 inputs, 3 mask, 4 A, 5 conv context, 6 state, 8... parameters.
+        mixer, first = ctx.mixer, RecomputedPiece.PARAMETERS
+        parameters = dict(enumerate(saved[5:], start=first))
+        # The Function's inputs by position: 2 inputs, 3 mask, 4 A, 5 conv context, 6 state, 9... parameters.
         leaves = {i: None if saved[i - 2] is None else saved[i - 2].detach().requires_grad_(needs[i])
                   for i in (2, 4, 5, 6)}
         inputs, A, conv_context, state = leaves.values()
-        mask = saved[1]
+        mask, (gradient_sum, returns_sum) = saved[1], ctx.summing
+        if not ctx.keep_state:  # the last piece, whose backward runs first: nothing left from a failed backward
+            gradient_sum.clear()
         device_type, dtype, autocast = ctx.autocast
         with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
             projected = inputs if ctx.projected else mixer._project(inputs, mask)
@@ -300,29 +330,37 @@ class RecomputedPiece(torch.autograd.Function):
             else:
                 out, next_context, next_state = mixer._mix_projected(projected, mask, A, conv_context, state,
                                                                      ctx.keep_state)
-        by_hand = {}  # the Function's input position -> its gradient, computed outside autograd
+        result = [None] * len(needs)
         if ctx.by_hand:
             # The output projection's backward by hand: the scan's output it needs comes from the scan's backward.
             weight = parameters[ctx.out_weight]
             dy = (dout @ weight.to(dout.dtype)).transpose(1, 2)  # (b, d_inner, l)
             y, grads = selective_scan_backward(dy, A=A, backend=mixer.scan_backend, initial_state=state,
                                                dlast=dnext_state, **scan_inputs)
-            by_hand = {4: grads[2], 6: grads[8], 8 + ctx.out_weight: (
-                dout.flatten(0, 1).transpose(0, 1) @ y.transpose(1, 2).flatten(0, 1).to(dout.dtype)).to(weight.dtype)}
+            result[4], result[6] = grads[2], grads[8]
+            if needs[ctx.out_weight]:
+                gradient_sum.add(ctx.out_weight, (dout.flatten(0, 1).transpose(0, 1)
+                                                  @ y.transpose(1, 2).flatten(0, 1).to(dout.dtype)).to(weight.dtype))
+            del y, dy
             names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
             pairs = [(scan_inputs[n], g) for n, g in zip(names, grads) if n in scan_inputs and g is not None]
         else:
             pairs = [(out, dout), (next_state, dnext_state)]
         pairs.append((next_context, dnext_context))
         pairs = [(t, g.to(t.dtype)) for t, g in pairs if g is not None and t is not None and t.requires_grad]
-        wanted = {i: t for i, t in [*leaves.items(), *enumerate(parameters, start=8)]
-                  if needs[i] and i not in by_hand}
+        done = {i for i in range(len(needs)) if result[i] is not None} | {ctx.out_weight if ctx.by_hand else -1}
+        wanted = {i: t for i, t in [*leaves.items(), *parameters.items()] if needs[i] and i not in done}
         found = torch.autograd.grad([t for t, _ in pairs], list(wanted.values()), [g for _, g in pairs],
                                     allow_unused=True) if wanted and pairs else [None] * len(wanted)
-        result = [None] * len(needs)
-        for i, grad in [*zip(wanted, found), *by_hand.items()]:
-            result[i] = grad if needs[i] else None
-        return tuple(result)
+        for i, grad in zip(wanted, found):
+            if i < first:
+                result[i] = grad
+            elif grad is not None:
+                gradient_sum.add(i, grad)
+        if returns_sum:
+            for i in list(gradient_sum):
+                result[i] = gradient_sum.pop(i)
+        return tuple(grad if need else None for grad, need in zip(result, needs))
 
 
 class PlacePiece(torch.autograd.Function):

@@ -531,3 +531,34 @@ def test_an_adapted_output_projection_is_recomputed_through_autograd():
         for name, grad in results[level].items():
             assert grad is not None, (level, name)
             torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+def test_recomputed_pieces_sum_their_parameter_gradients_once_per_backward():
+    """The pieces' parameter gradients are summed in place and returned once, by the first piece: a second backward
+    through a retained graph adds the same gradients again, also after a backward that failed half-way."""
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8)
+    mixer.load_state_dict(_hf_mixer().state_dict())
+    x = torch.randn(2, 20, D, requires_grad=True)
+    weights = torch.randn(2, 20, D)
+    mixer.recompute = "none"
+    (mixer(x) * weights).sum().backward()
+    expected = {n: p.grad.clone() for n, p in mixer.named_parameters()}
+    mixer.recompute = "memory"
+    mixer.zero_grad()
+    loss = (mixer(x) * weights).sum()
+    calls = []
+
+    def fail_in_the_second_piece(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("fails half-way")
+
+    hook = mixer.in_proj.register_full_backward_hook(fail_in_the_second_piece)
+    with pytest.raises(RuntimeError, match="fails half-way"):
+        loss.backward(retain_graph=True)  # the second piece's backward fails after the third's summed
+    hook.remove()
+    assert all(p.grad is None for p in mixer.parameters())
+    loss.backward(retain_graph=True)
+    loss.backward()
+    for name, p in mixer.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * expected[name], rtol=1e-4, atol=1e-5, msg=name)
