@@ -4,6 +4,7 @@ paper-size fusion on pre-extracted features (1,569 x 768 tokens, two 40-token qu
     python benchmarks/bench_train.py                                   # both cases, batches 2 and 8 (CPU)
     python benchmarks/bench_train.py --cases features-768 --batches 4 --repeats 3
     python benchmarks/bench_train.py --device cuda --dtype bf16       # on a GPU, bf16 autocast
+    python benchmarks/bench_train.py --cases features-768 features-768-speed features-768-memory   # mixer_recompute
 
 One training step is what ``examples/train_ek100.py`` runs per batch: ``compute_loss`` (forward, the model's verb + noun
 cross-entropy with the presets' label smoothing 0.1), ``backward``, ``AdamW.step`` over every parameter, ``zero_grad``. The model is
@@ -36,6 +37,9 @@ CASES = {
     # name: (preset, config overrides, input)
     "tiny": ("tiny", {}, "pixels"),
     "features-768": ("features-768", {}, "features"),
+    # The fusion mixers recomputing in the backward (config mixer_recompute; BENCHMARKS.md "Recomputation").
+    "features-768-speed": ("features-768", {"mixer_recompute": "speed"}, "features"),
+    "features-768-memory": ("features-768", {"mixer_recompute": "memory"}, "features"),
 }
 FEATURE_TOKENS = 1569  # 1 CLS + 8 x 14 x 14 ViT-B/16 tokens over 16 frames
 QUESTION_TOKENS = 40
@@ -121,7 +125,7 @@ def _one(case: str, batch: int, repeats: int, device: str, dtype: str, threads: 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=["tiny", "features-768"], choices=list(CASES))
     parser.add_argument("--batches", nargs="*", type=int, default=[2, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")

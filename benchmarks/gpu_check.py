@@ -1,5 +1,6 @@
 """The GPU check: the Triton scan tests on the GPU, Triton timed against ``reference`` / ``portable`` (and mamba-ssm's
-``cuda`` kernel when it is installed), one bf16 training step of the ``tiny`` and ``features-768`` models; one JSON.
+``cuda`` kernel when it is installed), one bf16 training step of the ``tiny`` and ``features-768`` models (the latter
+also at ``mixer_recompute="speed"`` and ``"memory"``); one JSON.
 
     bash benchmarks/gpu_check.sh                      # on a CUDA machine (installs from carried wheels, then this)
     python benchmarks/gpu_check.py --out results.json # this driver alone, the package already importable
@@ -15,7 +16,9 @@ tail of its output) and the others still run; the stage limits add up to less th
   N 16) and "long" (2 x 1536 x 8192) sizes of BENCHMARKS.md, float32 and bf16, the median of ``--repeats`` runs after a
   warm-up (``torch.cuda.synchronize`` around each; ``reference``, a Python loop over the steps, once and only at the
   video size), with the relative difference of each output to ``reference``'s.
-- ``train_step``: ``benchmarks/bench_train.py --dtype bf16`` for ``tiny`` and ``features-768`` (batch 2).
+- ``train_step``: ``benchmarks/bench_train.py --dtype bf16`` for ``tiny``, ``features-768`` and
+  ``features-768-speed`` / ``-memory`` (the fusion mixers recomputing in the backward; batch 2): whether the
+  recomputing levels cost time on a GPU decides the config's default.
 """
 
 from __future__ import annotations
@@ -201,7 +204,8 @@ def run_check(dry_run: bool, out: Path, repeats: int) -> dict:
     stages["scan_timing"]["result"] = _last_json(stages["scan_timing"]["output_tail"])
 
     train_out = out.with_name(out.stem + "_train.json")
-    train = [py, str(ROOT / "benchmarks" / "bench_train.py"), "--cases", "tiny", "features-768", "--batches",
+    train = [py, str(ROOT / "benchmarks" / "bench_train.py"), "--cases", "tiny", "features-768", "features-768-speed",
+             "features-768-memory", "--batches",
              "1" if dry_run else "2", "--repeats", "1" if dry_run else str(repeats), "--dtype", "bf16",
              "--device", "cpu" if dry_run else "cuda", "--output", str(train_out)]
     stages["train_step"] = _run_stage("train_step", train, env, limits["train_step"])

@@ -192,8 +192,8 @@ class MambaVLConfig(PreTrainedConfig):
             C in the backward (the scan's backward recomputes its output); `"memory"` only the mixer's input,
             recomputing the input projection too. Recomputation runs one piece at a time (on every device; pieces of
             at most `mixer_chunk_size` and `mixer_recompute_chunk_size` tokens), with the same outputs and gradients.
-            On a 2-core CPU at 32-128 frames, `"speed"` took 0.88-0.96x the step time of `"none"` with 41-57 % of its
-            memory, `"memory"` 0.96-1.02x with 23-44 % (BENCHMARKS.md); on GPUs this is not measured yet.
+            On a 2-core CPU at 32-128 frames, `"speed"` took 0.85-0.97x the step time of `"none"` with 41-58 % of its
+            memory, `"memory"` 0.99-1.07x with 23-44 % (BENCHMARKS.md); on GPUs this is not measured yet.
         mixer_recompute_chunk_size (`int`, *optional*, defaults to 512):
             The longest piece when `mixer_recompute` recomputes (`None`: `mixer_chunk_size` alone). A piece's
             recomputed intermediates are the backward's transient memory, so shorter pieces lower the peak (256: about

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
 from .configuration.configuration_mambavl import MIXER_RECOMPUTE_LEVELS
@@ -311,6 +312,7 @@ class RecomputedPiece(torch.autograd.Function):
         return (out, next_context, next_state) if keep_state else out
 
     @staticmethod
+    @once_differentiable  # the recomputation is not differentiated again: a second-order gradient is an error
     def backward(ctx, dout, dnext_context=None, dnext_state=None):
         saved, needs = ctx.saved_tensors, ctx.needs_input_grad
         mixer, first = ctx.mixer, RecomputedPiece.PARAMETERS

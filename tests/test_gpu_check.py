@@ -71,6 +71,6 @@ def test_dry_run_of_the_whole_check(tmp_path):
     assert " passed" in payload["stages"]["triton_tests"]["summary"]
     assert payload["stages"]["scan_timing"]["result"]["rows"]
     cases = {row["case"] for row in payload["stages"]["train_step"]["result"]["results"]}
-    assert cases == {"tiny", "features-768"}
+    assert cases == {"tiny", "features-768", "features-768-speed", "features-768-memory"}
     assert all(row["dtype"] == "bf16" for row in payload["stages"]["train_step"]["result"]["results"])
     assert not (tmp_path / "gpu_check_train.json").exists()

@@ -562,3 +562,11 @@ def test_recomputed_pieces_sum_their_parameter_gradients_once_per_backward():
     loss.backward()
     for name, p in mixer.named_parameters():
         torch.testing.assert_close(p.grad, 2 * expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_second_order_gradients_through_a_recomputed_piece_are_refused():
+    mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute="memory")
+    x = torch.randn(2, 20, D, requires_grad=True)
+    (grad,) = torch.autograd.grad(mixer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
