@@ -67,10 +67,12 @@ def test_dry_run_of_the_whole_check(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads(out.read_text())
     assert payload["dry_run"] and payload["ok"] and set(payload["stages"]) == {"triton_tests", "scan_timing",
-                                                                              "train_step"}
+                                                                              "train_step", "train_step_recompute"}
     assert " passed" in payload["stages"]["triton_tests"]["summary"]
     assert payload["stages"]["scan_timing"]["result"]["rows"]
-    cases = {row["case"] for row in payload["stages"]["train_step"]["result"]["results"]}
-    assert cases == {"tiny", "features-768", "features-768-speed", "features-768-memory"}
-    assert all(row["dtype"] == "bf16" for row in payload["stages"]["train_step"]["result"]["results"])
+    for stage, expected in (("train_step", {"tiny", "features-768"}),
+                            ("train_step_recompute", {"features-768-speed", "features-768-memory"})):
+        rows = payload["stages"][stage]["result"]["results"]
+        assert {row["case"] for row in rows} == expected
+        assert all(row["dtype"] == "bf16" for row in rows)
     assert not (tmp_path / "gpu_check_train.json").exists()
