@@ -95,6 +95,22 @@ def _bundle_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
                                     initial_state=initial_state)
 
 
+def _bundle_selective_scan_backward(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                                    backend="auto", initial_state=None, dlast=None):
+    """``selective_scan_backward``'s portable copy: (out, the gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias,
+    dinitial_state), None for absent inputs) from the reference scan's forward with autograd and its backward."""
+    leaves = [None if t is None else t.detach().requires_grad_()
+              for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
+    with torch.enable_grad():  # noqa: F821 (bundle)
+        out, last = selective_scan_reference(*leaves[:8], delta_softplus=delta_softplus,  # noqa: F821 (bundle)
+                                             return_last_state=True, initial_state=leaves[8])
+    outputs, grad_outputs = ([out, last], [dout, dlast]) if dlast is not None else ([out], [dout])
+    present = [t for t in leaves if t is not None]
+    found = iter(torch.autograd.grad(outputs, present, grad_outputs, allow_unused=True,  # noqa: F821 (bundle)
+                                     materialize_grads=True))
+    return out.detach(), tuple(None if t is None else next(found) for t in leaves)
+
+
 # Relative imports of package modules that are not bundled, replaced by "the package's version if installed, else the
 # bundle's": module -> bundle file providing the same names.
 _FALLBACKS = {f"{PACKAGE}.ops": "selective_scan_mambavl"}
@@ -106,7 +122,8 @@ BUNDLE_FILES: list[BundleFile] = [
         auto_map={"AutoConfig": "MambaVLConfig"},
         overrides={"save_code_bundle": _bundle_write_code_bundle},
     ),
-    BundleFile("selective_scan_mambavl.py", ("ops.reference",), extras=(_bundle_selective_scan,)),
+    BundleFile("selective_scan_mambavl.py", ("ops.reference",),
+               extras=(_bundle_selective_scan, _bundle_selective_scan_backward)),
     BundleFile(
         "modeling_mamba_vl.py",
         ("mixer", "fusion", "vision", "questions", "modeling"),

@@ -13,7 +13,7 @@ from helpers.no_package import run_without_package
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code
-from modeling_mambavl.ops import selective_scan
+from modeling_mambavl.ops import selective_scan, selective_scan_backward
 
 BUNDLE = {"configuration_mambavl.py", "modeling_mamba_vl.py", "selective_scan_mambavl.py", "processing_mambavl.py",
           "video_processing_mambavl.py", "pipeline_mambavl.py"}
@@ -75,6 +75,17 @@ def test_bundled_scan_is_the_reference_scan(tmp_path):
     h0 = torch.randn(2, 8, 4, generator=g)
     torch.testing.assert_close(module.selective_scan(u, delta, A, B, C, **kwargs, initial_state=h0),
                                selective_scan(u, delta, A, B, C, **kwargs, initial_state=h0, backend="reference"))
+    # The recomputing mixers' scan backward: output and every gradient as the package's.
+    dout, dlast = torch.randn(2, 8, 11, generator=g), torch.randn(2, 8, 4, generator=g)
+    out, grads = module.selective_scan_backward(dout, u, delta, A, B, C, **kwargs, initial_state=h0, dlast=dlast)
+    expected_out, expected = selective_scan_backward(dout, u, delta, A, B, C, **kwargs, initial_state=h0,
+                                                     dlast=dlast, backend="reference")
+    torch.testing.assert_close(out, expected_out)
+    assert len(grads) == len(expected) == 9
+    for grad, reference in zip(grads, expected):
+        torch.testing.assert_close(grad, reference)
+    _, grads = module.selective_scan_backward(dout, u, delta, A, B, C)
+    assert [g is None for g in grads] == [False] * 5 + [True] * 4
 
 
 def test_config_save_writes_the_bundle_and_auto_map(tmp_path):
