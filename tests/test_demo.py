@@ -111,8 +111,27 @@ def test_make_demo_times_the_install_and_runs_the_demo_script():
     recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, re.M)
     assert recipe, "no demo target in the Makefile"
     body = recipe[1]
-    assert "$(MAKE) --no-print-directory install" in body  # runtime dependencies only, not the dev extra
+    assert "$(SUBMAKE) install" in body  # runtime dependencies only, not the dev extra
+    assert re.search(r"^SUBMAKE = \$\(MAKE\) --no-print-directory$", makefile, re.M)
     assert "examples/demo.py --install_seconds" in body
     assert "install-dev" not in body
     runtime = re.search(r"^install: (.*)$", makefile, re.M)[1]
     assert ".installed-runtime" in runtime
+
+
+@pytest.mark.parametrize("target, directory", [("demo", "DEMO_DIR"), ("demo-questions", "DEMO_QUESTIONS_DIR")])
+def test_make_dry_run_of_the_demos_runs_nothing(target, directory, tmp_path):
+    """``make -n demo`` prints what it would run and runs nothing: a recipe line naming ``$(MAKE)`` itself would run
+    even under ``-n`` (the install, and on the same line the training)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    out = tmp_path / "out"
+    result = subprocess.run(["make", "-n", target, f"{directory}={out}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    script = "examples/demo.py" if target == "demo" else "examples/cascade_ek100.py"
+    assert script in result.stdout and str(out) in result.stdout
+    assert not out.exists()

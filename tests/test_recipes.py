@@ -178,3 +178,17 @@ def test_the_recipes_hold_the_authors_values(name):
         # The default adapter (norm_linear_tanh) for ssm / none; left unset so that --fusion_type linear_probe works.
         assert "vision_adapter" not in overrides and overrides["layer_norm_eps"] == 1e-6
         assert overrides["image_mean"] == [0.5, 0.5, 0.5]
+
+
+def test_the_command_line_switches_off_a_flag_the_recipe_switches_on(train):
+    """A recipe's ``true`` for a flag is a default like any other: ``--no_<flag>`` switches it off (a flag alone could
+    only switch itself on). Without a recipe that switches it on there is no such option."""
+    demo, authors = str(RECIPES / "demo.yaml"), str(RECIPES / "orvit_recognition.yaml")
+    assert train.parse_args(["--recipe", demo])[0].cache_clips is True
+    assert train.parse_args(["--recipe", demo, "--no_cache_clips"])[0].cache_clips is False
+    args, _ = train.parse_args(["--recipe", authors, "--no_decay_all_params", "--no_decay_state_params"])
+    assert (args.decay_all_params, args.decay_state_params) == (False, False)
+    args, _ = train.parse_args(["--recipe", authors])
+    assert (args.decay_all_params, args.decay_state_params) == (True, True)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--no_cache_clips"])

@@ -101,7 +101,21 @@ def parse_args_with_recipe(
                               "(see --help)")
         defaults[key] = _check_value(Path(recipe_path or "<built-in>"), actions[key], value)
     parser.set_defaults(**defaults)
+    _add_switch_offs(parser, [actions[key] for key, value in defaults.items() if value is True])
     return parser.parse_args(argv), recipe
+
+
+def _add_switch_offs(parser: argparse.ArgumentParser, switched_on: Sequence[argparse.Action]) -> None:
+    """``--no_<option>`` for each flag (``store_true``) the recipe switches on, so that the command line still wins:
+    a flag alone can only switch itself on."""
+    taken = set(parser._option_string_actions)
+    for action in switched_on:
+        if not isinstance(action, argparse._StoreTrueAction):
+            continue
+        name = "--no_" + action.option_strings[-1].lstrip("-")
+        if name not in taken:
+            parser.add_argument(name, dest=action.dest, action="store_false",
+                                help=f"switch off {action.option_strings[-1]}, which the recipe switches on")
 
 
 def resolved_arguments(args: argparse.Namespace) -> dict[str, Any]:
