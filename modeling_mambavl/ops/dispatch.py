@@ -297,17 +297,28 @@ def selective_scan(
     device_type = u.device.type
     name = _resolve_backend(backend, device_type, initial_state is not None)
 
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        u, delta, B, C = (t.to(dtype) for t in (u, delta, B, C))
-        z = None if z is None else z.to(dtype)
-        A = A.float()
-        D = None if D is None else D.float()
-        delta_bias = None if delta_bias is None else delta_bias.float()
-        initial_state = None if initial_state is None else initial_state.float()
+    if _autocasting(device_type):
+        u, delta, A, B, C, D, z, delta_bias, initial_state = _autocast_inputs(
+            device_type, u, delta, A, B, C, D, z, delta_bias, initial_state)
         with torch.autocast(device_type, enabled=False):
             return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
     return _run(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+
+
+def _autocasting(device_type: str) -> bool:
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def _autocast_inputs(device_type, u, delta, A, B, C, D, z, delta_bias, initial_state) -> tuple:
+    """The inputs as autocast runs the scan (mamba-ssm's convention): ``u``, ``delta``, ``B``, ``C``, ``z`` in the
+    autocast dtype; ``A``, ``D``, ``delta_bias`` and the initial state in float32."""
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(t, to):
+        return None if t is None else t.to(to)
+
+    return (cast(u, dtype), cast(delta, dtype), cast(A, torch.float32), cast(B, dtype), cast(C, dtype),
+            cast(D, torch.float32), cast(z, dtype), cast(delta_bias, torch.float32), cast(initial_state, torch.float32))
 
 
 def selective_scan_backward(
@@ -356,15 +367,10 @@ def selective_scan_backward(
                              f"shape of {'`u`' if name == 'dout' else 'the last state (batch, d_inner, N)'}")
     device_type = u.device.type
     name = _resolve_backend(backend, device_type, initial_state is not None)
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        u, delta, B, C, dout = (t.to(dtype) for t in (u, delta, B, C, dout))
-        z = None if z is None else z.to(dtype)
-        A = A.float()
-        D = None if D is None else D.float()
-        delta_bias = None if delta_bias is None else delta_bias.float()
-        initial_state = None if initial_state is None else initial_state.float()
     inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if _autocasting(device_type):
+        inputs = _autocast_inputs(device_type, *inputs)
+        dout = dout.to(inputs[0].dtype)
     with torch.autocast(device_type, enabled=False):
         kernel = _FUSED_KERNELS.get(name)
         if kernel is not None and kernel.backward_with_output is not None:
