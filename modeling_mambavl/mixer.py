@@ -238,29 +238,43 @@ class MambaVLMixer(nn.Module):
             x = self.conv1d(x)[..., :seq_len]
         else:
             conv_in = torch.cat([conv_context, x], dim=-1)
-            x = F.conv1d(conv_in, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+            if is_plain(self.conv1d, nn.Conv1d):
+                x = F.conv1d(conv_in, self.conv1d.weight, self.conv1d.bias, groups=self.intermediate_size)
+            else:  # called, as the first piece's is, so that an adapter or a hook acts on every piece
+                x = self.conv1d(conv_in)[..., conv_context.shape[-1]:conv_context.shape[-1] + seq_len]
         x = F.silu(x)
         if mask is not None:
             x = x * mask
 
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [self.dt_rank, self.state_size, self.state_size], -1)
-        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L), bias added with the softplus
+        if is_plain(self.dt_proj, nn.Linear):
+            dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, L), bias added with the softplus
+            delta_bias = self.dt_proj.bias.float()
+        else:  # an adapter or a hook on dt_proj acts only when the module is called; it adds its bias itself
+            dt, delta_bias = self.dt_proj(dt).transpose(1, 2), None
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (b, N, L)
-        inputs = dict(u=x, delta=dt, B=B, C=C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                      delta_softplus=True)
+        inputs = dict(u=x, delta=dt, B=B, C=C, D=self.D.float(), z=z, delta_bias=delta_bias, delta_softplus=True)
         if mask is not None:
             # Δ = 0 at padding: exp(0 * A) = 1 keeps the state and Δ·B·u adds nothing.
             # The dt bias is added (and the softplus taken) in fp32 as the fused path does, not in the autocast dtype.
-            inputs.update(delta=F.softplus(dt.float() + inputs["delta_bias"][:, None]) * mask, delta_bias=None,
-                          delta_softplus=False)
+            dt = dt.float() if delta_bias is None else dt.float() + delta_bias[:, None]
+            inputs.update(delta=F.softplus(dt) * mask, delta_bias=None, delta_softplus=False)
         if not keep_state:
             return inputs, None
         # The convolution's last conv_kernel - 1 inputs (zeros before the start, as its padding): a slice, which the
         # pieces' loop copies into its slot at once (kept, it would hold the piece's whole (b, d_inner, L) input).
-        context = self.conv1d.kernel_size[0] - 1
+        context = self.conv1d.weight.shape[-1] - 1  # the weight, which an adapter exposes as the module would
         if conv_in.shape[-1] < context:
             conv_in = F.pad(conv_in, (context - conv_in.shape[-1], 0))
         return inputs, conv_in[..., conv_in.shape[-1] - context:]
+
+
+def is_plain(module: nn.Module, kind: type[nn.Module]) -> bool:
+    """Whether ``module`` is exactly a ``kind`` (``nn.Linear``, ``nn.Conv1d``) without hooks (forward or backward), so
+    that using its weight directly instead of calling it changes nothing: a PEFT adapter or a hook acts only when the
+    module is called."""
+    return type(module) is kind and not (module._forward_hooks or module._forward_pre_hooks
+                                         or module._backward_hooks or module._backward_pre_hooks)
 
 
 class GradientSum(dict):
@@ -276,6 +290,18 @@ class GradientSum(dict):
             self[position] = grad
 
 
+class Recomputation(nn.Module):
+    """Calls a function of ``mixer`` as this module's forward, so that ``torch.func.functional_call`` runs it with
+    the mixer's parameters replaced (keys ``mixer.<parameter name>``)."""
+
+    def __init__(self, mixer: MambaVLMixer) -> None:
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, function):
+        return function()
+
+
 class RecomputedPiece(torch.autograd.Function):
     """One piece of a mixer at a recomputing level, as mamba-ssm's ``MambaInnerFn``: the forward runs
     ``_mix_projected`` (``projected``) or ``_mix`` without recording a graph and keeps only its input; the backward
@@ -283,8 +309,10 @@ class RecomputedPiece(torch.autograd.Function):
     scan's gradients with ``selective_scan_backward`` (which recomputes the scan's output on the way, where the
     kernel allows, instead of running the scan forward again) and the output projection's by hand, and returns
     every input's and parameter's gradient, so ``torch.autograd.grad`` works as ``backward`` does. An output
-    projection that is not a plain ``nn.Linear`` (a PEFT adapter, a hook) cannot be differentiated by hand: the
-    backward then recomputes the whole piece with autograd.
+    projection that is not a plain ``nn.Linear`` without bias or hooks (a PEFT adapter, a forward or backward hook, a
+    bias) is not differentiated by hand: the backward then recomputes the whole piece with autograd. The backward
+    recomputes with the parameter tensors the forward was given (``torch.func.functional_call``, or anything else that
+    swaps the module's parameter tensors, may have restored others since), about 50 µs per piece.
 
     Inputs: the mixer, ``projected``, ``inputs`` (batch, l, hidden_size) or its projection (batch, l, 2 * d_inner),
     the float mask (batch, l) or None, ``A`` (d_inner, N), the carried conv context and state or None,
@@ -301,8 +329,11 @@ class RecomputedPiece(torch.autograd.Function):
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type),
                         torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
         ctx.mixer, ctx.projected, ctx.keep_state, ctx.summing = mixer, projected, keep_state, summing
+        ctx.names = [name for name, _ in mixer.named_parameters() if name != "A_log"]  # the order of `parameters`
         out_proj = mixer.out_proj
-        ctx.by_hand = type(out_proj) is nn.Linear and not (out_proj._forward_hooks or out_proj._forward_pre_hooks)
+        # The backward by hand takes the weight's gradient only: a bias (a ported Mamba's use_bias=True projection)
+        # takes the general path, as an adapter or a hook does.
+        ctx.by_hand = is_plain(out_proj, nn.Linear) and out_proj.bias is None
         # By position: saved tensors are not always unpacked as the same Python objects.
         ctx.out_weight = RecomputedPiece.PARAMETERS + next(
             (i for i, p in enumerate(parameters) if p is out_proj.weight), -RecomputedPiece.PARAMETERS - 1)
@@ -325,13 +356,22 @@ class RecomputedPiece(torch.autograd.Function):
         if not ctx.keep_state:  # the last piece, whose backward runs first: nothing left from a failed backward
             gradient_sum.clear()
         device_type, dtype, autocast = ctx.autocast
-        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
+
+        def recompute() -> tuple:
             projected = inputs if ctx.projected else mixer._project(inputs, mask)
             if ctx.by_hand:
-                scan_inputs, next_context = mixer._scan_inputs(projected, mask, conv_context, ctx.keep_state)
-            else:
-                out, next_context, next_state = mixer._mix_projected(projected, mask, A, conv_context, state,
-                                                                     ctx.keep_state)
+                return mixer._scan_inputs(projected, mask, conv_context, ctx.keep_state)
+            return mixer._mix_projected(projected, mask, A, conv_context, state, ctx.keep_state)
+
+        # With the parameters the forward was given, not those the module holds now: torch.func.functional_call (or
+        # anything else that swaps the module's parameter tensors) restores others between the forward and backward.
+        swapped = {f"mixer.{name}": parameters[first + i] for i, name in enumerate(ctx.names)}
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
+            recomputed = torch.func.functional_call(Recomputation(mixer), swapped, (recompute,))
+        if ctx.by_hand:
+            scan_inputs, next_context = recomputed
+        else:
+            out, next_context, next_state = recomputed
         result = [None] * len(needs)
         if ctx.by_hand:
             # The output projection's backward by hand: the scan's output it needs comes from the scan's backward.

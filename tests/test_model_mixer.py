@@ -533,6 +533,129 @@ def test_an_adapted_output_projection_is_recomputed_through_autograd():
             torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
 
 
+def test_an_output_projection_with_a_bias_gets_its_gradient_at_the_recomputing_levels():
+    """An output projection with a bias (as a Mamba ported with ``use_bias=True`` has) is a plain ``nn.Linear``,
+    but the backward by hand takes only its weight's gradient: the bias's gradient must not be dropped."""
+    results = {}
+    for level in ("none", "speed", "memory"):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute=level)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        mixer.out_proj = torch.nn.Linear(EXPAND * D, D, bias=True)
+        x = torch.randn(2, 20, D, requires_grad=True)
+        out = mixer(x)
+        (out * torch.linspace(-1, 1, D)).sum().backward()
+        results[level] = {n: p.grad for n, p in mixer.named_parameters()} | {"x": x.grad, "out": out.detach()}
+    assert results["none"]["out_proj.bias"].abs().max() > 0
+    for level in ("speed", "memory"):
+        for name, grad in results[level].items():
+            assert grad is not None, (level, name)
+            torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+@pytest.mark.parametrize("register", ["register_full_backward_hook", "register_full_backward_pre_hook"])
+def test_backward_hooks_on_the_output_projection_run_at_the_recomputing_levels(register):
+    """A backward hook on the output projection (gradient logging, attribution, a hook that rescales the gradient)
+    runs once per piece and acts on the gradients at every level, as it does when everything is kept: the backward
+    by hand, which never calls the module, would skip it."""
+    results, calls = {}, []
+    for level in ("none", "speed", "memory"):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute=level)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        # Returns the first gradient doubled: grad_input for a backward hook, grad_output for a pre-hook.
+        getattr(mixer.out_proj, register)(lambda module, *grads, level=level: (calls.append(level), (2 * grads[0][0],))[1])
+        x = torch.randn(2, 20, D, requires_grad=True)
+        (mixer(x) * torch.linspace(-1, 1, D)).sum().backward()
+        results[level] = {n: p.grad for n, p in mixer.named_parameters()} | {"x": x.grad}
+    assert calls == ["none"] * 3 + ["speed"] * 3 + ["memory"] * 3  # three pieces each
+    for level in ("speed", "memory"):
+        for name, grad in results[level].items():
+            torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+def test_an_adapted_time_step_projection_acts_at_every_level():
+    """A LoRA adapter on ``dt_proj`` (PEFT) changes the time steps as merging it into the weight would, and gets its
+    gradients, at every level: using ``dt_proj.weight`` directly would ignore the adapter (no effect, no gradient)."""
+    peft = pytest.importorskip("peft")
+    x = torch.randn(2, 20, D)
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, 14:] = 0
+    results = {}
+    for level in ("none", "speed", "memory"):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute=level)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        model = peft.get_peft_model(torch.nn.Sequential(mixer), peft.LoraConfig(
+            r=4, target_modules=["dt_proj"], init_lora_weights=False))
+        adapted = model.base_model.model[0]
+        outs = [adapted(x), adapted(x, mask)]
+        sum((out * torch.linspace(-1, 1, D)).sum() for out in outs).backward()
+        results[level] = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            merged = model.merge_and_unload()[0]
+            assert type(merged.dt_proj) is torch.nn.Linear
+            for out, expected in zip(outs, [merged(x), merged(x, mask)]):
+                torch.testing.assert_close(out.detach(), expected, rtol=1e-4, atol=1e-5, msg=level)
+    assert len(results["none"]) == 2 and all(g.abs().max() > 0 for g in results["none"].values())
+    for level in ("speed", "memory"):
+        assert set(results[level]) == set(results["none"])
+        for name, grad in results[level].items():
+            torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+def test_recomputing_levels_use_the_parameters_the_forward_was_given():
+    """``torch.func.functional_call`` runs the mixer with other parameter tensors than the module holds once it
+    returns: the backward recomputes with those it was given, so every one of them gets the gradient of keeping
+    everything, and the module's own get none."""
+    results = {}
+    for level in ("none", "speed", "memory"):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=8, recompute=level)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        given = {name: (1.5 * p.detach()).requires_grad_() for name, p in mixer.named_parameters()}
+        x = torch.randn(2, 20, D, requires_grad=True)
+        out = torch.func.functional_call(mixer, given, (x,))
+        (out * torch.linspace(-1, 1, D)).sum().backward()
+        assert all(p.grad is None for p in mixer.parameters()), level
+        results[level] = {n: p.grad for n, p in given.items()} | {"x": x.grad, "out": out.detach()}
+    for level in ("speed", "memory"):
+        for name, grad in results[level].items():
+            assert grad is not None, (level, name)
+            torch.testing.assert_close(grad, results["none"][name], rtol=1e-4, atol=1e-5, msg=f"{level}: {name}")
+
+
+@pytest.mark.parametrize("adaptation", ["hook", "lora"])
+def test_an_adapted_convolution_acts_on_every_piece(adaptation):
+    """A forward hook or a LoRA adapter (PEFT) on ``conv1d`` acts on every piece, not only on the first (the pieces
+    after it continue from the carried context): outputs and gradients in pieces at every level are those of one
+    pass keeping everything."""
+    x = torch.randn(2, 20, D)
+    weights = torch.randn(2, 20, D)
+    results = {}
+    for level, chunk_size in (("none", None), ("none", 8), ("speed", 8), ("memory", 8)):
+        torch.manual_seed(0)
+        mixer = MambaVLMixer(D, EXPAND * D, N, 4, owns_state_matrix=True, chunk_size=chunk_size, recompute=level)
+        mixer.load_state_dict(_hf_mixer().state_dict())
+        module = mixer
+        if adaptation == "hook":
+            mixer.conv1d.register_forward_hook(lambda conv, inputs, output: 0.5 * output)
+        else:  # PEFT's depthwise-convolution LoRA needs a rank divisible by the groups
+            peft = pytest.importorskip("peft")
+            module = peft.get_peft_model(torch.nn.Sequential(mixer), peft.LoraConfig(
+                r=EXPAND * D, target_modules=["conv1d"], init_lora_weights=False))
+        leaf = x.clone().requires_grad_()
+        out = module(leaf)
+        (out * weights).sum().backward()
+        results[level, chunk_size] = {n: p.grad for n, p in module.named_parameters() if p.requires_grad} | {
+            "x": leaf.grad, "out": out.detach()}
+    reference = results["none", None]
+    for key, result in results.items():
+        assert set(result) == set(reference)
+        for name, value in result.items():
+            torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-5, msg=f"{key}: {name}")
+
+
 def test_recomputed_pieces_sum_their_parameter_gradients_once_per_backward():
     """The pieces' parameter gradients are summed in place and returned once, by the first piece: a second backward
     through a retained graph adds the same gradients again, also after a backward that failed half-way."""

@@ -192,3 +192,14 @@ def test_the_command_line_switches_off_a_flag_the_recipe_switches_on(train):
     assert (args.decay_all_params, args.decay_state_params) == (True, True)
     with pytest.raises(SystemExit):
         train.parse_args(["--no_cache_clips"])
+
+
+def test_help_after_a_recipe_lists_its_switch_offs(train, capsys):
+    """``--recipe demo.yaml --help`` shows the options the recipe adds (``--no_cache_clips``): the
+    help is printed by the final parse, not by the first one that only looks for the recipe."""
+    with pytest.raises(SystemExit):
+        train.parse_args(["--recipe", str(RECIPES / "demo.yaml"), "--help"])
+    assert "--no_cache_clips" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    assert "--no_cache_clips" not in capsys.readouterr().out

@@ -82,7 +82,8 @@ def parse_args_with_recipe(
     Returns the arguments and the recipe that was applied (file keys, documentation keys included).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    first, _ = parser.parse_known_args(argv)
+    # --help waits for the final parse, so that it shows the recipe's defaults and its --no_<flag> switch-offs.
+    first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     recipe: dict[str, Any] = {}
     for name, values in (presets or {}).items():
         if getattr(first, name, False):
