@@ -171,11 +171,11 @@ class MambaVLMixer(nn.Module):
             return out, (conv_context, state)
         projected = recompute == "speed"
         inputs = self._project(hidden_states, mask) if projected else hidden_states
-        parameters = [p for name, p in self.named_parameters() if name != "A_log"]
+        names, parameters = zip(*((name, p) for name, p in self.named_parameters() if name != "A_log"))
         if gradient_sum is None:
             gradient_sum, returns_sum = GradientSum(), True
         result = RecomputedPiece.apply(self, projected, inputs, mask, A, conv_context, state, keep_state,
-                                       (gradient_sum, returns_sum), *parameters)
+                                       (gradient_sum, returns_sum, names), *parameters)
         return (result[0], tuple(result[1:])) if keep_state else (result, (None, None))
 
     def _mix(
@@ -316,7 +316,7 @@ class RecomputedPiece(torch.autograd.Function):
 
     Inputs: the mixer, ``projected``, ``inputs`` (batch, l, hidden_size) or its projection (batch, l, 2 * d_inner),
     the float mask (batch, l) or None, ``A`` (d_inner, N), the carried conv context and state or None,
-    ``keep_state``, (the pass's ``GradientSum``, whether this piece returns it), then the mixer's parameters but
+    ``keep_state``, (the pass's ``GradientSum``, whether this piece returns it, the parameters' names), then the mixer's parameters but
     ``A_log``. Outputs: (batch, l, hidden_size), and the next conv context and state with ``keep_state``. The pieces
     of a pass chain through their carries, so the first piece's backward runs after every other's: it returns the
     parameters' summed gradients, the others none."""
@@ -324,19 +324,18 @@ class RecomputedPiece(torch.autograd.Function):
     PARAMETERS = 9  # the position of the first parameter among the inputs
 
     @staticmethod
-    def forward(ctx, mixer, projected, inputs, mask, A, conv_context, state, keep_state, summing, *parameters):
+    def forward(ctx, mixer, projected, inputs, mask, A, conv_context, state, keep_state, bookkeeping, *parameters):
         device_type = inputs.device.type
         ctx.autocast = (device_type, torch.get_autocast_dtype(device_type),
                         torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
-        ctx.mixer, ctx.projected, ctx.keep_state, ctx.summing = mixer, projected, keep_state, summing
-        ctx.names = [name for name, _ in mixer.named_parameters() if name != "A_log"]  # the order of `parameters`
+        ctx.mixer, ctx.projected, ctx.keep_state = mixer, projected, keep_state
+        ctx.gradient_sum, ctx.returns_sum, ctx.names = bookkeeping
         out_proj = mixer.out_proj
         # The backward by hand takes the weight's gradient only: a bias (a ported Mamba's use_bias=True projection)
         # takes the general path, as an adapter or a hook does.
         ctx.by_hand = is_plain(out_proj, nn.Linear) and out_proj.bias is None
         # By position: saved tensors are not always unpacked as the same Python objects.
-        ctx.out_weight = RecomputedPiece.PARAMETERS + next(
-            (i for i, p in enumerate(parameters) if p is out_proj.weight), -RecomputedPiece.PARAMETERS - 1)
+        ctx.out_weight = RecomputedPiece.PARAMETERS + ctx.names.index("out_proj.weight") if ctx.by_hand else None
         ctx.save_for_backward(inputs, mask, A, conv_context, state, *parameters)
         mix = mixer._mix_projected if projected else mixer._mix
         out, next_context, next_state = mix(inputs, mask, A, conv_context, state, keep_state)
@@ -352,7 +351,7 @@ class RecomputedPiece(torch.autograd.Function):
         leaves = {i: None if saved[i - 2] is None else saved[i - 2].detach().requires_grad_(needs[i])
                   for i in (2, 4, 5, 6)}
         inputs, A, conv_context, state = leaves.values()
-        mask, (gradient_sum, returns_sum) = saved[1], ctx.summing
+        mask, gradient_sum, returns_sum = saved[1], ctx.gradient_sum, ctx.returns_sum
         if not ctx.keep_state:  # the last piece, whose backward runs first: nothing left from a failed backward
             gradient_sum.clear()
         device_type, dtype, autocast = ctx.autocast
@@ -390,7 +389,7 @@ class RecomputedPiece(torch.autograd.Function):
             pairs = [(out, dout), (next_state, dnext_state)]
         pairs.append((next_context, dnext_context))
         pairs = [(t, g.to(t.dtype)) for t, g in pairs if g is not None and t is not None and t.requires_grad]
-        done = {i for i in range(len(needs)) if result[i] is not None} | {ctx.out_weight if ctx.by_hand else -1}
+        done = {4, 6, ctx.out_weight} if ctx.by_hand else set()  # A, the state and the output projection: above
         wanted = {i: t for i, t in [*leaves.items(), *parameters.items()] if needs[i] and i not in done}
         found = torch.autograd.grad([t for t, _ in pairs], list(wanted.values()), [g for _, g in pairs],
                                     allow_unused=True) if wanted and pairs else [None] * len(wanted)

@@ -353,10 +353,10 @@ def selective_scan_backward(
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan_backward: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    state_shape = (u.shape[0], u.shape[1], A.shape[1])
-    for name, t, shape in (("dout", dout, tuple(u.shape)), ("dlast", dlast, state_shape)):
-        if t is None and name == "dlast":
-            continue
+    gradients = [("dout", dout, tuple(u.shape), "`u`")]
+    if dlast is not None:
+        gradients.append(("dlast", dlast, (u.shape[0], u.shape[1], A.shape[1]), "the last state (batch, d_inner, N)"))
+    for name, t, shape, of in gradients:
         if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
             raise TypeError(f"selective_scan_backward: `{name}` must be a real floating torch.Tensor, got "
                             f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
@@ -364,7 +364,7 @@ def selective_scan_backward(
             raise ValueError(f"selective_scan_backward: `{name}` is on {t.device} but `u` is on {u.device}")
         if tuple(t.shape) != shape:
             raise ValueError(f"selective_scan_backward: `{name}` has shape {tuple(t.shape)}, expected {shape}, the "
-                             f"shape of {'`u`' if name == 'dout' else 'the last state (batch, d_inner, N)'}")
+                             f"shape of {of}")
     device_type = u.device.type
     name = _resolve_backend(backend, device_type, initial_state is not None)
     inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
@@ -380,9 +380,8 @@ def selective_scan_backward(
             out, last = _run(name, *leaves[:8], delta_softplus, True, leaves[8])
         wanted = [t for t in leaves if t is not None]
         outputs, grad_outputs = ([out, last], [dout, dlast]) if dlast is not None else ([out], [dout])
-        found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True))
+        found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True, materialize_grads=True))
         grads = tuple(None if t is None else next(found) for t in leaves)
-        grads = tuple(g if g is not None or t is None else torch.zeros_like(t) for g, t in zip(grads, leaves))
     return out.detach(), grads
 
 

@@ -109,14 +109,15 @@ def parse_args_with_recipe(
 def _add_switch_offs(parser: argparse.ArgumentParser, switched_on: Sequence[argparse.Action]) -> None:
     """``--no_<option>`` for each flag (``store_true``) the recipe switches on, so that the command line still wins:
     a flag alone can only switch itself on."""
-    taken = set(parser._option_string_actions)
     for action in switched_on:
         if not isinstance(action, argparse._StoreTrueAction):
             continue
-        name = "--no_" + action.option_strings[-1].lstrip("-")
-        if name not in taken:
-            parser.add_argument(name, dest=action.dest, action="store_false",
+        try:
+            parser.add_argument("--no_" + action.option_strings[-1].lstrip("-"), dest=action.dest,
+                                action="store_false",
                                 help=f"switch off {action.option_strings[-1]}, which the recipe switches on")
+        except argparse.ArgumentError:  # the script has that option already
+            pass
 
 
 def resolved_arguments(args: argparse.Namespace) -> dict[str, Any]:
