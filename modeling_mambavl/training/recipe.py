@@ -113,8 +113,9 @@ def _add_switch_offs(parser: argparse.ArgumentParser, switched_on: Sequence[argp
         if not isinstance(action, argparse._StoreTrueAction):
             continue
         try:
+            # No default of its own (the help would show the flag's, True, as this switch's).
             parser.add_argument("--no_" + action.option_strings[-1].lstrip("-"), dest=action.dest,
-                                action="store_false",
+                                action="store_false", default=argparse.SUPPRESS,
                                 help=f"switch off {action.option_strings[-1]}, which the recipe switches on")
         except argparse.ArgumentError:  # the script has that option already
             pass
