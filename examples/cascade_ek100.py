@@ -54,7 +54,6 @@ require_modules("cascade_ek100.py", "datasets", "accelerate")
 from modeling_mambavl import atomic
 from modeling_mambavl.ek100.annotations import ORACLE_QUESTIONS, SPLIT_FILES
 from modeling_mambavl.training.arguments import (
-    MINIMUMS,
     HelpFormatter,
     add_data_arguments,
     check_minimums,
@@ -130,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     finish_parser(parser)
     args = parser.parse_args(argv)
     # out-of-fold predictions need 2 folds; the data options' minimums are the training script's
-    check_minimums(parser, args, {**MINIMUMS, "num_folds": 2, "jobs": 1, "question_top_k": 1})
+    check_minimums(parser, args)
     if args.question_source != "generic":
         parser.error(f"--question_source {args.question_source}: the cascade chooses the question source of each "
                      "stage itself; leave it out")
@@ -202,7 +201,7 @@ def assign_folds(rows: Sequence[dict], num_folds: int, seed: int) -> list[list[s
                          "(a video is never split across folds); give a training split with clips of 2 or more videos")
     if len(counts) < num_folds:
         raise ValueError(f"--num_folds {num_folds}: the training split has only {len(counts)} videos, and a video is "
-                         f"never split across folds; use --num_folds {max(2, len(counts))} or fewer")
+                         f"never split across folds; use --num_folds {len(counts)} or fewer")
     rng = np.random.default_rng([seed, 20])
     videos = sorted(counts)
     order = rng.permutation(len(videos))

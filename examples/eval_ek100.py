@@ -33,7 +33,6 @@ from accelerate.logging import get_logger
 from modeling_mambavl.atomic import check_target
 from modeling_mambavl.saving import load_model_and_processor
 from modeling_mambavl.training.arguments import (
-    MINIMUMS,
     HelpFormatter,
     add_data_arguments,
     check_minimums,
@@ -97,7 +96,7 @@ def parse_args(argv=None):
     if args.write_question_predictions and args.question_source == "oracle":
         parser.error("--write_question_predictions with --question_source oracle would pass the ground truth on to "
                      "a second stage; evaluate the first stage with generic, file or predicted questions")
-    check_minimums(parser, args, {**MINIMUMS, "question_top_k": 1})
+    check_minimums(parser, args)
     return args
 
 

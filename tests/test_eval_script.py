@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from helpers.train_run import EVAL, TRAIN, data_args, run, script_args, synthetic_cache, synthetic_root
 
+from modeling_mambavl.ek100.annotations import SPLIT_FILES
 from modeling_mambavl.ek100.submission import submission_schema
 
 
@@ -30,8 +31,7 @@ def trained(cache, tmp_path_factory):
 
 
 def _split_ids(cache, split: str) -> list[str]:
-    name = "EPIC_100_test_timestamps.csv" if split == "test" else f"EPIC_100_{split}.csv"
-    with open(synthetic_root(cache) / "annotations" / name, newline="") as f:
+    with open(synthetic_root(cache) / "annotations" / SPLIT_FILES[split], newline="") as f:
         return [row["narration_id"] for row in csv.DictReader(f)]
 
 

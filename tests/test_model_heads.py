@@ -4,15 +4,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.tiny_checkpoint import TINY_BERT
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, MambaVLModel
 
-TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
-
 
 def _config(**overrides) -> MambaVLConfig:
-    kwargs = dict(vision_feature_dim=24, hidden_size=32, text_config=TEXT, scan_backend="reference")
+    kwargs = dict(vision_feature_dim=24, hidden_size=32, text_config=TINY_BERT, scan_backend="reference")
     return MambaVLConfig.from_preset("features-768", **{**kwargs, **overrides})
 
 
@@ -101,7 +99,7 @@ def test_questions_are_checked_and_default_questions_are_used():
 
 
 def test_pixel_values_videos_alias_and_tuple_outputs():
-    config = MambaVLConfig.from_preset("tiny", hidden_size=32, text_config=TEXT, scan_backend="reference",
+    config = MambaVLConfig.from_preset("tiny", hidden_size=32, text_config=TINY_BERT, scan_backend="reference",
                                        vision_config={"num_hidden_layers": 1, "image_size": 32}, image_size=32)
     torch.manual_seed(0)
     model = MambaVLForVideoClassification(config).eval()

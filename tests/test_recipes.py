@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.scripts import import_script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "examples" / "recipes"
@@ -15,9 +14,10 @@ NAMES = ["orvit_recognition", "avion_vitb_recognition", "avion_vitl_recognition"
 GROUP_LR = {"rest": "lr", "mamba": "lr_mamba", "backbone": "lr_backbone"}
 
 
-@pytest.fixture(scope="module")
-def train():
-    yield from import_script(REPO / "examples" / "train_ek100.py", "train_ek100_for_recipes")
+@pytest.fixture
+def train(train_script):
+    """examples/train_ek100.py (conftest's module-scoped import)."""
+    return train_script
 
 
 def _dry_run(train, capsys, *argv) -> dict:

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 from helpers.no_package import run_without_package
+from helpers.tiny_checkpoint import TINY_BERT
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from modeling_mambavl import MambaVLConfig, MambaVLForVideoClassification, remote_code
@@ -27,14 +28,12 @@ AUTO_MAP = {
     "AutoVideoProcessor": "video_processing_mambavl.MambaVLVideoProcessor",
     "AutoProcessor": "processing_mambavl.MambaVLProcessor",
 }
-TEXT = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "max_position_embeddings": 40, "model_type": "bert", "pad_token_id": 0}
 
 
 def _tiny_model(fusion_type: str = "ssm") -> MambaVLForVideoClassification:
     torch.manual_seed(0)
     config = MambaVLConfig.from_preset(
-        "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=1, fuser_heads=2, text_config=TEXT,
+        "tiny", hidden_size=32, fusion_type=fusion_type, fuser_layers=1, fuser_heads=2, text_config=TINY_BERT,
         vision_config={"num_hidden_layers": 1, "image_size": 32}, image_size=32,
         mixer_chunk_size=7,  # the video mixer runs in pieces, through the bundled scan's initial state too
     )

@@ -497,9 +497,7 @@ class _SplitWriter:
         """(video index, its clips' indices, its writer) for each video of a split of ``count`` clips."""
         n_videos = math.ceil(count / self.clips_per_video)
         for v, (_, video_id) in enumerate(_video_names(split, n_videos, self.counters)):
-            clips = range(v * self.clips_per_video, min(count, (v + 1) * self.clips_per_video))
-            if not clips:
-                break
+            clips = range(v * self.clips_per_video, min(count, (v + 1) * self.clips_per_video))  # never empty
             yield v, clips, _VideoWriter(self.root, video_id, frames_fps(video_id), self.size, self.frames, self.video)
 
     def write_clip(self, rows: list[dict[str, Any]], writer: _VideoWriter, index: int, verb: str, noun: str,

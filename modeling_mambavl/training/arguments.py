@@ -191,7 +191,7 @@ MINIMUMS: dict[str, float] = {
     "gradient_accumulation_steps": 1, "eval_every_epochs": 1, "logging_steps": 1, "num_threads": 1,
     "max_train_samples": 1, "max_eval_samples": 1, "synthetic_train_clips": 1, "synthetic_validation_clips": 1,
     "synthetic_size": 1, "stride": 1, "num_workers": 0, "seed": 0, "lr": 0, "lr_backbone": 0, "lr_mamba": 0,
-    "weight_decay": 0,
+    "weight_decay": 0, "question_top_k": 1, "num_folds": 2, "jobs": 1,
 }
 SEED_MAX = 2**32 - 1  # numpy's and Accelerate's set_seed range
 
