@@ -426,7 +426,7 @@ def create_model(args) -> tuple[Any, MambaVLProcessor | None, str]:
         overrides["fusion_type"] = args.fusion_type
     if args.init_from and args.task == "anticipation":
         logger.info(f"anticipation starts from the recognition checkpoint {args.init_from}")
-    checkpoint = args.init_from or args.model_name_or_path
+    checkpoint = checkpoint_path(args)
     if checkpoint and not args.dry_run:
         model, processor = load_model_and_processor(checkpoint, model_class=MambaVLForVideoClassification,
                                                      merge_adapters=True, **overrides)
@@ -439,8 +439,13 @@ def create_model(args) -> tuple[Any, MambaVLProcessor | None, str]:
     return model, None, source
 
 
+def checkpoint_path(args) -> str | None:
+    """The checkpoint the model starts from (``--init_from``, else ``--model_name_or_path``), or None for a new one."""
+    return args.init_from or args.model_name_or_path
+
+
 def is_new_model(args) -> bool:
-    return not (args.init_from or args.model_name_or_path)
+    return not checkpoint_path(args)
 
 
 def dry_run_report(args, model, model_source: str, accelerator) -> dict:
@@ -476,7 +481,7 @@ def create_processor(args, config, processor: MambaVLProcessor | None = None) ->
     and crop, unless the clips are pre-extracted features), else one made for ``config`` with the options' tokenizer
     and augmentation; the config gets the default questions and the pad id of its tokenizer."""
     if processor is not None and args.media != "features":
-        processor.check_model_config(config, args.init_from or args.model_name_or_path, questions=False)
+        processor.check_model_config(config, checkpoint_path(args), questions=False)
     if processor is None:
         processor = MambaVLProcessor.from_config(config, tokenizer=args.tokenizer_name,
                                                  max_length=args.max_question_length, crop_scale=args.crop_scale,
@@ -497,7 +502,7 @@ def initialise_model(args, model, processor, train_rows: list[dict], accelerator
         init_head_bias_from_prior(model, train_rows)
     if args.lora_r <= 0:
         return model
-    base_path = args.init_from or args.model_name_or_path
+    base_path = checkpoint_path(args)
     if base_path is None:
         base_path = str((Path(args.output_dir) / "base_model").resolve())
         if accelerator.is_main_process:
